@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Runs the whole system on this machine: Postgres, NATS (JetStream) and Redis
+# (started only if not already running), one database per service, the four
+# processes, then the demo. The system stays up for you to explore (see
+# README.md) until Ctrl-C, which stops everything this script started and
+# nothing else.
+#
+#   --exit-after-demo   stop everything once the demo has run (used by CI)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib/infra.sh
+
+exit_after_demo=""
+[ "${1:-}" = "--exit-after-demo" ] && exit_after_demo=1
+
+SERVICE_PIDS=()
+stop_all() {
+  local pid
+  for pid in "${SERVICE_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${SERVICE_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  infra_cleanup
+}
+trap stop_all EXIT
+trap 'exit 130' INT TERM
+
+ensure_infra
+command -v cargo >/dev/null || { infra_log "the Rust toolchain (cargo) is required"; exit 1; }
+
+echo "== building =="
+cargo build --bins
+
+# One database per service, created if missing (kept between runs).
+create_database() {
+  local name=$1
+  cargo run --quiet -p qapmap-testkit --bin qapmap-create-database -- "$QAPMAP_PG_ADMIN_URL" "$name"
+}
+
+LOG_DIR="$QAPMAP_STATE_DIR/logs"
+mkdir -p "$LOG_DIR"
+start_service() {
+  local service=$1 port=$2 database="qapmap_$1"
+  create_database "$database"
+  QAPMAP_DATABASE_URL="${QAPMAP_PG_ADMIN_URL%/*}/$database" \
+  QAPMAP_NATS_URL="$QAPMAP_NATS_URL_BASE" \
+  QAPMAP_REDIS_URL="$QAPMAP_REDIS_URL_BASE" \
+  QAPMAP_GRPC_HOST=127.0.0.1 \
+  QAPMAP_GRPC_PORT="$port" \
+    "target/debug/qapmap-$service" >"$LOG_DIR/$service.log" 2>&1 &
+  SERVICE_PIDS+=($!)
+  echo "started $service on 127.0.0.1:$port (log: $LOG_DIR/$service.log)"
+}
+
+echo "== starting the four processes =="
+start_service equity 50051
+start_service shareholder 50052
+start_service ledger 50053
+start_service orchestrator 50054
+for port in 50051 50052 50053 50054; do
+  wait_port "$port" 150 || { infra_log "a process did not open port $port; see $LOG_DIR"; exit 1; }
+done
+
+echo "== demo =="
+target/debug/qapmap-demo
+
+if [ -n "$exit_after_demo" ]; then exit 0; fi
+echo
+echo "The system is running. Try: grpcurl -plaintext 127.0.0.1:50051 list"
+echo "Logs: $LOG_DIR. Press Ctrl-C to stop everything this script started."
+while true; do sleep 3600 & wait $!; done

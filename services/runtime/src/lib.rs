@@ -1,0 +1,28 @@
+//! The runtime every QapMap process starts with.
+//!
+//! Layout:
+//! - [`settings`]: typed settings from `QAPMAP_*` environment variables,
+//!   validated once at start.
+//! - [`telemetry`]: JSON logs, and OTLP trace export switched on by `OTEL_*`.
+//! - [`database`]: the Postgres pool and the service's migrations.
+//! - [`messaging`]: the NATS connection and idempotent JetStream set-up.
+//! - [`health`]: `grpc.health.v1`, SERVING only while Postgres and NATS answer.
+//! - [`server`]: the gRPC server with health, reflection and graceful shutdown.
+//! - [`shutdown`]: SIGTERM / SIGINT as a future.
+//! - [`error`]: the one error type, mapped to `tonic::Status` in one place.
+//! - [`decimal`], [`date`], [`pagination`]: conversions at the gRPC edge.
+
+pub mod database;
+pub mod date;
+pub mod decimal;
+pub mod error;
+pub mod health;
+pub mod messaging;
+pub mod pagination;
+pub mod server;
+pub mod settings;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use error::{ApiError, ApiResult};
+pub use settings::{ServiceName, Settings};

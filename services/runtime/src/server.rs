@@ -1,0 +1,291 @@
+//! Starting a QapMap process: connect to its infrastructure, bind the gRPC
+//! port, serve its services with health and reflection, run its background
+//! tasks, and stop gracefully.
+//!
+//! `main` and the tests start a process the same way:
+//! `Infrastructure::connect` → `Application::bind` → `add_service` →
+//! `run_until(shutdown)`. Binding happens before serving, so a test that asks
+//! for port 0 learns the real port from [`Application::port`].
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+
+use anyhow::Context;
+use async_nats::jetstream;
+use sqlx::PgPool;
+use sqlx::migrate::Migrator;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tonic::server::NamedService;
+use tonic::service::Routes;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+
+use crate::health::HealthMonitor;
+use crate::messaging::{self, Subjects};
+use crate::settings::Settings;
+
+/// The connections a process holds for its whole life.
+#[derive(Debug, Clone)]
+pub struct Infrastructure {
+    pub settings: Settings,
+    pub pool: PgPool,
+    pub nats: async_nats::Client,
+    pub jetstream: jetstream::Context,
+    pub subjects: Subjects,
+}
+
+impl Infrastructure {
+    /// Connects to Postgres (running `migrator`) and NATS, and makes sure the
+    /// JetStream streams exist.
+    pub async fn connect(settings: Settings, migrator: &Migrator) -> anyhow::Result<Self> {
+        let pool = crate::database::connect_and_migrate(&settings, migrator).await?;
+        let nats = messaging::connect(&settings).await?;
+        let jetstream = jetstream::new(nats.clone());
+        let subjects = Subjects::new(settings.nats_namespace.clone());
+        messaging::ensure_streams(&jetstream, &subjects)
+            .await
+            .context("setting up JetStream streams")?;
+        Ok(Self {
+            settings,
+            pool,
+            nats,
+            jetstream,
+            subjects,
+        })
+    }
+}
+
+/// Tells background tasks to stop: wait on [`StopSignal::stopped`].
+#[derive(Debug, Clone)]
+pub struct StopSignal(watch::Receiver<bool>);
+
+impl StopSignal {
+    /// Completes once the process is shutting down.
+    pub async fn stopped(&mut self) {
+        let _ = self.0.wait_for(|stopped| *stopped).await;
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        *self.0.borrow()
+    }
+}
+
+type BackgroundTask = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
+
+/// A bound, not yet serving, gRPC process.
+pub struct Application {
+    infrastructure: Infrastructure,
+    listener: TcpListener,
+    address: SocketAddr,
+    routes: Routes,
+    service_names: Vec<&'static str>,
+    background: Vec<(&'static str, BackgroundTask)>,
+    stop_sender: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application")
+            .field("service", &self.infrastructure.settings.service)
+            .field("address", &self.address)
+            .field("service_names", &self.service_names)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Application {
+    /// Binds the configured gRPC address (port 0 picks a free one).
+    pub async fn bind(infrastructure: Infrastructure) -> anyhow::Result<Self> {
+        let settings = &infrastructure.settings;
+        let requested = SocketAddr::new(settings.grpc_host, settings.grpc_port);
+        let listener = TcpListener::bind(requested)
+            .await
+            .with_context(|| format!("binding gRPC address {requested}"))?;
+        let address = listener.local_addr()?;
+        let (stop_sender, _) = watch::channel(false);
+        Ok(Self {
+            infrastructure,
+            listener,
+            address,
+            routes: Routes::default(),
+            service_names: Vec::new(),
+            background: Vec::new(),
+            stop_sender,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.address.port()
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    pub fn infrastructure(&self) -> &Infrastructure {
+        &self.infrastructure
+    }
+
+    /// Serves a tonic service; health reports it by its gRPC name.
+    pub fn add_service<S>(mut self, service: S) -> Self
+    where
+        S: tower_service_bound::GrpcService,
+    {
+        self.service_names.push(S::NAME);
+        self.routes = self.routes.add_service(service);
+        self
+    }
+
+    /// Runs `task` beside the server until shutdown. A task that returns an
+    /// error stops the whole process, so a dead relay is never silent.
+    pub fn spawn_background<F, Fut>(mut self, name: &'static str, task: F) -> Self
+    where
+        F: FnOnce(StopSignal) -> Fut,
+        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let stop = StopSignal(self.stop_sender.subscribe());
+        self.background.push((name, Box::pin(task(stop))));
+        self
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, lets in-flight
+    /// calls finish within the grace period, and returns.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let settings = self.infrastructure.settings.clone();
+        let (reporter, health_service) = tonic_health::server::health_reporter();
+        // tonic starts the whole server as SERVING; nothing is known until
+        // the first probe, so say NOT_SERVING until then.
+        reporter
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+        let monitor = HealthMonitor {
+            reporter,
+            pool: self.infrastructure.pool.clone(),
+            nats: self.infrastructure.nats.clone(),
+            services: self.service_names.clone(),
+            interval: settings.health_probe_interval,
+        };
+        let health_task = tokio::spawn(monitor.run(self.stop_sender.subscribe()));
+        let reflection = reflection_service(&self.service_names)?;
+
+        let stop_sender = self.stop_sender.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_sender.send(true);
+        });
+
+        let mut background = tokio::task::JoinSet::new();
+        for (name, task) in self.background {
+            background.spawn(async move { (name, task.await) });
+        }
+
+        tracing::info!(
+            address = %self.address,
+            service = %settings.service,
+            "grpc server listening"
+        );
+        let mut stop = StopSignal(self.stop_sender.subscribe());
+        let server_stop = stop.clone();
+        let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
+        let server = Server::builder()
+            .add_routes(self.routes)
+            .add_service(health_service)
+            .add_service(reflection)
+            .serve_with_incoming_shutdown(incoming, async move {
+                let mut stop = server_stop;
+                stop.stopped().await;
+            });
+
+        let grace = settings.shutdown_grace;
+        let grace_expired = async move {
+            stop.stopped().await;
+            tokio::time::sleep(grace).await;
+        };
+
+        let outcome = tokio::select! {
+            result = server => result.context("gRPC server failed"),
+            _ = grace_expired => {
+                tracing::warn!(grace_ms = grace.as_millis() as u64, "in-flight calls outlived the grace period");
+                Ok(())
+            }
+            Some(joined) = background.join_next() => match joined {
+                Ok((name, Ok(()))) => Err(anyhow::anyhow!("background task {name} ended unexpectedly")),
+                Ok((name, Err(error))) => Err(error.context(format!("background task {name} failed"))),
+                Err(join_error) => Err(anyhow::anyhow!("background task panicked: {join_error}")),
+            },
+        };
+
+        let _ = self.stop_sender.send(true);
+        let drain = async {
+            while background.join_next().await.is_some() {}
+            let _ = health_task.await;
+        };
+        if tokio::time::timeout(grace, drain).await.is_err() {
+            tracing::warn!("background tasks did not stop within the grace period");
+        }
+        tracing::info!(service = %settings.service, "stopped");
+        outcome
+    }
+}
+
+/// Server reflection advertising only what this process serves (the shared
+/// descriptor set describes every QapMap service).
+fn reflection_service(
+    service_names: &[&'static str],
+) -> anyhow::Result<
+    tonic_reflection::server::v1::ServerReflectionServer<
+        impl tonic_reflection::server::v1::ServerReflection,
+    >,
+> {
+    let mut builder = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(qapmap_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .with_service_name("grpc.health.v1.Health")
+        .with_service_name("grpc.reflection.v1.ServerReflection");
+    for name in service_names {
+        builder = builder.with_service_name(*name);
+    }
+    builder
+        .build_v1()
+        .context("building the reflection service")
+}
+
+/// The bounds a tonic service must meet to be served and named.
+mod tower_service_bound {
+    use std::convert::Infallible;
+
+    use super::NamedService;
+
+    pub trait GrpcService:
+        tower_service::Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<tonic::body::Body>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static
+    {
+    }
+
+    impl<S> GrpcService for S where
+        S: tower_service::Service<
+                http::Request<tonic::body::Body>,
+                Response = http::Response<tonic::body::Body>,
+                Error = Infallible,
+                Future: Send + 'static,
+            > + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static
+    {
+    }
+}
