@@ -1,4 +1,5 @@
-//! The service's Postgres pool and its migrations.
+//! The service's Postgres pool and its migrations: the runtime's shared
+//! tables first, then the service's own.
 
 use std::str::FromStr;
 use std::time::{Duration, Instant};
@@ -31,9 +32,14 @@ pub async fn connect_and_migrate(
         .acquire_timeout(ACQUIRE_TIMEOUT)
         .connect_lazy_with(options);
 
+    let runtime_migrator = runtime_migrator();
     let started = Instant::now();
     loop {
-        match migrator.run(&pool).await {
+        let result = match runtime_migrator.run(&pool).await {
+            Ok(()) => migrator.run(&pool).await,
+            Err(error) => Err(error),
+        };
+        match result {
             Ok(()) => return Ok(pool),
             Err(error) if started.elapsed() < STARTUP_WAIT && is_transient(&error) => {
                 tracing::warn!(error.message = %error, "database not reachable yet; retrying");
@@ -42,6 +48,14 @@ pub async fn connect_and_migrate(
             Err(error) => return Err(error).context("running database migrations"),
         }
     }
+}
+
+/// The tables every service shares (outbox, inbox, dead letters), tracked in
+/// their own migrations table so service migrations never collide with them.
+pub fn runtime_migrator() -> Migrator {
+    let mut migrator = sqlx::migrate!("./migrations");
+    migrator.dangerous_set_table_name("_qapmap_runtime_migrations");
+    migrator
 }
 
 fn is_transient(error: &sqlx::migrate::MigrateError) -> bool {

@@ -6,6 +6,7 @@
 //! - [`telemetry`]: JSON logs, and OTLP trace export switched on by `OTEL_*`.
 //! - [`database`]: the Postgres pool and the service's migrations.
 //! - [`messaging`]: the NATS connection and idempotent JetStream set-up.
+//! - [`outbox`]: enqueueing messages in the caller's transaction.
 //! - [`health`]: `grpc.health.v1`, SERVING only while Postgres and NATS answer.
 //! - [`server`]: the gRPC server with health, reflection and graceful shutdown.
 //! - [`shutdown`]: SIGTERM / SIGINT as a future.
@@ -18,6 +19,7 @@ pub mod decimal;
 pub mod error;
 pub mod health;
 pub mod messaging;
+pub mod outbox;
 pub mod pagination;
 pub mod server;
 pub mod settings;

@@ -1,0 +1,80 @@
+//! Writing to the transactional outbox. A message is enqueued in the same
+//! Postgres transaction as the state change it announces, so it exists if and
+//! only if that change committed. Publishing is the relay's job.
+
+use std::collections::BTreeMap;
+
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+/// The channel the relay LISTENs on; NOTIFY is delivered at commit.
+pub const NOTIFY_CHANNEL: &str = "qapmap_outbox";
+/// Header naming the protobuf message type of the payload.
+pub const TYPE_HEADER: &str = "Qapmap-Type";
+/// Header naming the payload's schema version.
+pub const VERSION_HEADER: &str = "Qapmap-Version";
+
+/// A message waiting to be published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxMessage {
+    /// Becomes `Nats-Msg-Id`.
+    pub message_id: Uuid,
+    pub company_id: Option<Uuid>,
+    pub subject: String,
+    pub payload: Vec<u8>,
+    pub headers: BTreeMap<String, String>,
+    /// Messages with the same key are published in the order enqueued.
+    pub partition_key: String,
+}
+
+impl OutboxMessage {
+    /// A protobuf message with its type and version headers set.
+    pub fn protobuf<M: prost::Message + prost::Name>(
+        subject: String,
+        partition_key: String,
+        company_id: Option<Uuid>,
+        message: &M,
+    ) -> Self {
+        let headers = BTreeMap::from([
+            (TYPE_HEADER.to_owned(), M::full_name()),
+            (VERSION_HEADER.to_owned(), "1".to_owned()),
+        ]);
+        Self {
+            message_id: Uuid::now_v7(),
+            company_id,
+            subject,
+            payload: message.encode_to_vec(),
+            headers,
+            partition_key,
+        }
+    }
+
+    /// Adds a header (e.g. the W3C `traceparent` of the current span).
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.insert(name.into(), value.into());
+        self
+    }
+}
+
+/// Writes `message` in the caller's transaction and wakes the relay at commit.
+pub async fn enqueue(transaction: &mut PgConnection, message: &OutboxMessage) -> sqlx::Result<()> {
+    let headers = serde_json::to_value(&message.headers)
+        .map_err(|error| sqlx::Error::Encode(error.into()))?;
+    sqlx::query(
+        "INSERT INTO outbox (message_id, company_id, subject, payload, headers, partition_key)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(message.message_id)
+    .bind(message.company_id)
+    .bind(&message.subject)
+    .bind(&message.payload)
+    .bind(headers)
+    .bind(&message.partition_key)
+    .execute(&mut *transaction)
+    .await?;
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(NOTIFY_CHANNEL)
+        .execute(&mut *transaction)
+        .await?;
+    Ok(())
+}
