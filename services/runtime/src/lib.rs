@@ -11,13 +11,16 @@
 //! - [`server`]: the gRPC server with health, reflection and graceful shutdown.
 //! - [`shutdown`]: SIGTERM / SIGINT as a future.
 //! - [`error`]: the one error type, mapped to `tonic::Status` in one place.
-//! - [`decimal`], [`date`], [`pagination`]: conversions at the gRPC edge.
+//! - [`idempotency`]: `request_id` handling for every mutating call.
+//! - [`decimal`], [`date`], [`ids`], [`pagination`]: conversions at the gRPC edge.
 
 pub mod database;
 pub mod date;
 pub mod decimal;
 pub mod error;
 pub mod health;
+pub mod idempotency;
+pub mod ids;
 pub mod messaging;
 pub mod outbox;
 pub mod pagination;

@@ -1,6 +1,7 @@
 //! Test support for QapMap's integration tests. Everything here talks to
 //! real servers:
 //! - [`database`]: a fresh database per test on the shared Postgres, dropped after.
+//! - [`in_process`]: a service served inside the test process on a loopback port.
 //! - [`nats`]: a unique subject namespace (and its streams) per test on the shared NATS.
 //! - [`private`]: Postgres, NATS and Redis instances of the test's own, on free
 //!   ports, for tests that must stop or restart them.
@@ -11,6 +12,7 @@
 //! `scripts/test.sh`), so a run can sweep up whatever a crashed test left.
 
 pub mod database;
+pub mod in_process;
 pub mod nats;
 pub mod private;
 pub mod process;
