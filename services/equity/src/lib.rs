@@ -1,5 +1,7 @@
 //! The equity service. See OVERVIEW.md for its mental model.
 
+pub mod vesting;
+
 use qapmap_runtime::Settings;
 use qapmap_runtime::server::{Application, Infrastructure};
 use sqlx::migrate::Migrator;
