@@ -1,0 +1,208 @@
+//! The cap table: per holder and class, shares held and options/RSUs
+//! outstanding, plus each plan's available pool; fully diluted counts and
+//! ownership percentages, exact and rounded for display. [`query`] loads the
+//! positions as of a date, [`cache`] keeps the current table in Redis.
+
+pub mod cache;
+pub mod query;
+
+use chrono::NaiveDate;
+use rust_decimal::prelude::ToPrimitive;
+use rust_decimal::{Decimal, RoundingStrategy};
+use uuid::Uuid;
+
+/// Whose row it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holder {
+    Stakeholder(Uuid),
+    /// The available pool of an equity plan.
+    Pool(Uuid),
+}
+
+/// A row before percentages.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Position {
+    pub holder: Holder,
+    pub share_class_id: Uuid,
+    pub shares: Decimal,
+    pub options_outstanding: Decimal,
+    pub pool_available: Decimal,
+}
+
+impl Position {
+    pub fn fully_diluted(&self) -> Decimal {
+        self.shares + self.options_outstanding + self.pool_available
+    }
+
+    /// Sort and page key: class, holders before pools, then id.
+    pub fn key(&self) -> String {
+        match self.holder {
+            Holder::Stakeholder(id) => format!("{}|0|{id}", self.share_class_id),
+            Holder::Pool(id) => format!("{}|1|{id}", self.share_class_id),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub position: Position,
+    pub basic_percent: Decimal,
+    pub fully_diluted_percent: Decimal,
+    pub basic_percent_display: Decimal,
+    pub fully_diluted_percent_display: Decimal,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Totals {
+    pub outstanding_shares: Decimal,
+    pub options_outstanding: Decimal,
+    pub pool_available: Decimal,
+    pub fully_diluted: Decimal,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CapTable {
+    pub as_of: NaiveDate,
+    pub ledger_sequence: i64,
+    pub projection_version: i64,
+    pub rows: Vec<Row>,
+    pub totals: Totals,
+}
+
+/// Builds the table from positions (any order; rows come out sorted by key).
+pub fn compute(
+    as_of: NaiveDate,
+    ledger_sequence: i64,
+    projection_version: i64,
+    mut positions: Vec<Position>,
+) -> CapTable {
+    positions.sort_by_key(Position::key);
+    let totals = Totals {
+        outstanding_shares: positions.iter().map(|p| p.shares).sum(),
+        options_outstanding: positions.iter().map(|p| p.options_outstanding).sum(),
+        pool_available: positions.iter().map(|p| p.pool_available).sum(),
+        fully_diluted: positions.iter().map(Position::fully_diluted).sum(),
+    };
+    let basic: Vec<Decimal> = positions
+        .iter()
+        .map(|p| percent(p.shares, totals.outstanding_shares))
+        .collect();
+    let diluted: Vec<Decimal> = positions
+        .iter()
+        .map(|p| percent(p.fully_diluted(), totals.fully_diluted))
+        .collect();
+    let basic_display = round_to_hundred(&basic);
+    let diluted_display = round_to_hundred(&diluted);
+    let rows = positions
+        .into_iter()
+        .enumerate()
+        .map(|(i, position)| Row {
+            position,
+            basic_percent: basic[i],
+            fully_diluted_percent: diluted[i],
+            basic_percent_display: basic_display[i],
+            fully_diluted_percent_display: diluted_display[i],
+        })
+        .collect();
+    CapTable {
+        as_of,
+        ledger_sequence,
+        projection_version,
+        rows,
+        totals,
+    }
+}
+
+fn percent(part: Decimal, whole: Decimal) -> Decimal {
+    if whole.is_zero() {
+        Decimal::ZERO
+    } else {
+        part * Decimal::ONE_HUNDRED / whole
+    }
+}
+
+/// Rounds percentages to 2 places so that they sum to exactly 100.00
+/// (largest remainder: truncate all, then give the missing hundredths to the
+/// largest remainders, ties to the earlier row). All zeros stay zeros.
+pub fn round_to_hundred(percents: &[Decimal]) -> Vec<Decimal> {
+    let mut rounded: Vec<Decimal> = percents
+        .iter()
+        .map(|p| p.round_dp_with_strategy(2, RoundingStrategy::ToZero))
+        .collect();
+    if percents.iter().all(Decimal::is_zero) {
+        return rounded;
+    }
+    let hundredth = Decimal::new(1, 2);
+    let missing = (Decimal::ONE_HUNDRED - rounded.iter().copied().sum::<Decimal>()) / hundredth;
+    let missing = missing.round().to_usize().unwrap_or(0);
+    let mut order: Vec<usize> = (0..percents.len()).collect();
+    order.sort_by(|&a, &b| {
+        (percents[b] - rounded[b])
+            .cmp(&(percents[a] - rounded[a]))
+            .then(a.cmp(&b))
+    });
+    for index in order.into_iter().take(missing) {
+        rounded[index] += hundredth;
+    }
+    rounded
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(text: &str) -> Decimal {
+        text.parse().expect("decimal")
+    }
+
+    #[test]
+    fn thirds_round_to_a_column_that_sums_to_exactly_one_hundred() {
+        let third = Decimal::ONE_HUNDRED / Decimal::from(3);
+        let rounded = round_to_hundred(&[third, third, third]);
+        assert_eq!(rounded, [d("33.34"), d("33.33"), d("33.33")]);
+        assert_eq!(rounded.iter().copied().sum::<Decimal>(), d("100.00"));
+    }
+
+    #[test]
+    fn the_largest_remainders_get_the_missing_hundredths() {
+        let rounded = round_to_hundred(&[d("10.004"), d("20.009"), d("69.987")]);
+        assert_eq!(rounded, [d("10.00"), d("20.01"), d("69.99")]);
+        assert_eq!(rounded.iter().copied().sum::<Decimal>(), d("100"));
+    }
+
+    #[test]
+    fn an_empty_cap_table_rounds_to_zeros_not_to_one_hundred() {
+        assert_eq!(
+            round_to_hundred(&[Decimal::ZERO, Decimal::ZERO]),
+            [Decimal::ZERO, Decimal::ZERO]
+        );
+    }
+
+    #[test]
+    fn fully_diluted_counts_shares_options_and_the_available_pool() {
+        let class = Uuid::from_u128(1);
+        let date = NaiveDate::from_ymd_opt(2024, 2, 1).expect("date");
+        let positions = vec![
+            Position {
+                holder: Holder::Stakeholder(Uuid::from_u128(7)),
+                share_class_id: class,
+                shares: d("25000"),
+                options_outstanding: d("75000"),
+                pool_available: d("0"),
+            },
+            Position {
+                holder: Holder::Pool(Uuid::from_u128(8)),
+                share_class_id: class,
+                shares: d("0"),
+                options_outstanding: d("0"),
+                pool_available: d("7900000"),
+            },
+        ];
+        let table = compute(date, 3, 4, positions);
+        assert_eq!(table.totals.fully_diluted, d("8000000"));
+        assert_eq!(table.rows[0].basic_percent, d("100"));
+        assert_eq!(table.rows[0].fully_diluted_percent, d("1.25"));
+        assert_eq!(table.rows[1].fully_diluted_percent_display, d("98.75"));
+        assert_eq!(table.rows[1].basic_percent_display, d("0"));
+    }
+}

@@ -1,0 +1,92 @@
+//! Loading the cap table from Postgres as of an effective date, in one
+//! REPEATABLE READ snapshot so the sequence numbers match the rows.
+
+use std::collections::BTreeMap;
+
+use chrono::NaiveDate;
+use rust_decimal::Decimal;
+use sqlx::{Connection, PgConnection};
+use uuid::Uuid;
+
+use super::{CapTable, Holder, Position, compute};
+
+/// The company's ledger sequence and projection version (0, 0 when new).
+pub async fn versions(connection: &mut PgConnection, company_id: Uuid) -> sqlx::Result<(i64, i64)> {
+    let row: Option<(i64, i64)> = sqlx::query_as(
+        "SELECT last_sequence, projection_version FROM ledgers WHERE company_id = $1",
+    )
+    .bind(company_id)
+    .fetch_optional(&mut *connection)
+    .await?;
+    Ok(row.unwrap_or((0, 0)))
+}
+
+/// The whole cap table as of `as_of` (entries and equity facts effective on or before it).
+pub async fn load(
+    connection: &mut PgConnection,
+    company_id: Uuid,
+    as_of: NaiveDate,
+) -> sqlx::Result<CapTable> {
+    let mut tx = connection.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut *tx)
+        .await?;
+    let (sequence, version) = versions(&mut tx, company_id).await?;
+    let mut positions: BTreeMap<(Uuid, bool, Uuid), Position> = BTreeMap::new();
+    let shares: Vec<(Uuid, Uuid, Decimal)> = sqlx::query_as(
+        "SELECT a.stakeholder_id, a.share_class_id, SUM(l.amount)
+         FROM journal_lines l JOIN journal_entries e ON e.id = l.entry_id JOIN accounts a ON a.id = l.account_id
+         WHERE l.company_id = $1 AND e.effective_date <= $2
+           AND a.owner_kind = 'stakeholder' AND a.share_class_id IS NOT NULL
+         GROUP BY 1, 2 HAVING SUM(l.amount) <> 0",
+    )
+    .bind(company_id)
+    .bind(as_of)
+    .fetch_all(&mut *tx)
+    .await?;
+    for (stakeholder, class, quantity) in shares {
+        position(&mut positions, class, Holder::Stakeholder(stakeholder)).shares += quantity;
+    }
+    let options: Vec<(Option<Uuid>, Uuid, Uuid, Decimal, Decimal)> = sqlx::query_as(
+        "SELECT stakeholder_id, plan_id, share_class_id, SUM(outstanding_delta), SUM(pool_available_delta)
+         FROM option_movements WHERE company_id = $1 AND effective_date <= $2
+         GROUP BY 1, 2, 3",
+    )
+    .bind(company_id)
+    .bind(as_of)
+    .fetch_all(&mut *tx)
+    .await?;
+    for (stakeholder, plan, class, outstanding, pool) in options {
+        if let Some(stakeholder) = stakeholder.filter(|_| !outstanding.is_zero()) {
+            position(&mut positions, class, Holder::Stakeholder(stakeholder))
+                .options_outstanding += outstanding;
+        }
+        if !pool.is_zero() {
+            position(&mut positions, class, Holder::Pool(plan)).pool_available += pool;
+        }
+    }
+    tx.commit().await?;
+    let positions = positions
+        .into_values()
+        .filter(|p| !p.fully_diluted().is_zero())
+        .collect();
+    Ok(compute(as_of, sequence, version, positions))
+}
+
+fn position(
+    positions: &mut BTreeMap<(Uuid, bool, Uuid), Position>,
+    class: Uuid,
+    holder: Holder,
+) -> &mut Position {
+    let key = match holder {
+        Holder::Stakeholder(id) => (class, false, id),
+        Holder::Pool(id) => (class, true, id),
+    };
+    positions.entry(key).or_insert(Position {
+        holder,
+        share_class_id: class,
+        shares: Decimal::ZERO,
+        options_outstanding: Decimal::ZERO,
+        pool_available: Decimal::ZERO,
+    })
+}
