@@ -1,16 +1,86 @@
-//! The orchestrator service. See OVERVIEW.md for its mental model.
+//! The saga orchestrator: runs option exercises and share buybacks across
+//! the equity, ledger and shareholder services over NATS JetStream. See
+//! OVERVIEW.md.
+//!
+//! - [`definition`]: typed saga definitions (compensatable steps, one pivot,
+//!   retriable steps — an ill-formed saga does not compile).
+//! - [`sagas`]: the exercise and buyback definitions.
+//! - [`context`]: the input and step results a saga carries.
+//! - [`machine`]: the pure state machine.
+//! - [`store`]: saga and step rows.
+//! - [`engine`]: transitions in transactions, with their commands in the outbox.
+//! - [`grpc`], [`view`]: the `qapmap.saga.v1.SagaService` edge.
 
+pub mod context;
+pub mod definition;
+pub mod engine;
+pub mod grpc;
+pub mod machine;
+pub mod sagas;
+pub mod store;
+pub mod view;
+
+use std::time::Duration;
+
+use qapmap_proto::saga::v1::saga_service_server::SagaServiceServer;
 use qapmap_runtime::Settings;
-use qapmap_runtime::server::{Application, Infrastructure};
+use qapmap_runtime::server::{Application, Infrastructure, StopSignal};
 use sqlx::migrate::Migrator;
 
-/// The service's schema, embedded at compile time.
+use crate::definition::Timing;
+use crate::engine::Engine;
+
+/// The orchestrator's schema, embedded at compile time.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
-/// Connects to the service's infrastructure and binds its gRPC port; the
-/// caller runs it with [`Application::run_until`].
+/// How often the timer looks for sagas whose deadline or retry time has come.
+const TIMER_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Step timing; `QAPMAP_SAGA_STEP_DEADLINE_MS` shortens deadlines for tests.
+fn timing_from_env() -> anyhow::Result<Timing> {
+    let mut timing = Timing::default();
+    if let Ok(value) = std::env::var("QAPMAP_SAGA_STEP_DEADLINE_MS") {
+        let milliseconds: u64 = value.parse().map_err(|_| {
+            anyhow::anyhow!(
+                "QAPMAP_SAGA_STEP_DEADLINE_MS={value:?} is not a number of milliseconds"
+            )
+        })?;
+        timing.step_deadline = Duration::from_millis(milliseconds);
+    }
+    Ok(timing)
+}
+
+/// Connects, binds, and assembles the orchestrator; run it with
+/// [`Application::run_until`].
 pub async fn build(settings: Settings) -> anyhow::Result<Application> {
     let infrastructure = Infrastructure::connect(settings, &MIGRATOR).await?;
-    let application = Application::bind(infrastructure).await?;
+    let engine = Engine {
+        pool: infrastructure.pool.clone(),
+        subjects: infrastructure.subjects.clone(),
+        timing: timing_from_env()?,
+    };
+    let application = Application::bind(infrastructure)
+        .await?
+        .add_service(SagaServiceServer::new(grpc::SagaApi {
+            engine: engine.clone(),
+        }))
+        .spawn_background("saga-timer", move |stop| run_timer(engine, stop));
     Ok(application)
+}
+
+/// Wakes due sagas until shutdown. A database error is logged and retried:
+/// the timer must outlive a Postgres restart.
+async fn run_timer(engine: Engine, mut stop: StopSignal) -> anyhow::Result<()> {
+    while !stop.is_stopped() {
+        match engine.wake_due().await {
+            Ok(woken) if woken > 0 => continue,
+            Ok(_) => {}
+            Err(error) => tracing::warn!(error.message = %error, "saga timer pass failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(TIMER_INTERVAL) => {}
+            _ = stop.stopped() => {}
+        }
+    }
+    Ok(())
 }

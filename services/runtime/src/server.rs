@@ -62,6 +62,13 @@ impl Infrastructure {
 pub struct StopSignal(watch::Receiver<bool>);
 
 impl StopSignal {
+    /// A signal not tied to an [`Application`], for running a background
+    /// task on its own (tests, tools): send `true` to stop it.
+    pub fn pair() -> (watch::Sender<bool>, Self) {
+        let (sender, receiver) = watch::channel(false);
+        (sender, Self(receiver))
+    }
+
     /// Completes once the process is shutting down.
     pub async fn stopped(&mut self) {
         let _ = self.0.wait_for(|stopped| *stopped).await;
@@ -207,17 +214,36 @@ impl Application {
             tokio::time::sleep(grace).await;
         };
 
-        let outcome = tokio::select! {
-            result = server => result.context("gRPC server failed"),
-            _ = grace_expired => {
-                tracing::warn!(grace_ms = grace.as_millis() as u64, "in-flight calls outlived the grace period");
-                Ok(())
+        let outcome = {
+            let stopping = self.stop_sender.subscribe();
+            // A task that returns before shutdown is a failure; one that
+            // returns because we are stopping is not, and must not cut the
+            // in-flight calls short.
+            let background_failed = async {
+                while let Some(joined) = background.join_next().await {
+                    match joined {
+                        Ok((_, Ok(()))) if *stopping.borrow() => continue,
+                        Ok((name, Ok(()))) => {
+                            return anyhow::anyhow!("background task {name} ended unexpectedly");
+                        }
+                        Ok((name, Err(error))) => {
+                            return error.context(format!("background task {name} failed"));
+                        }
+                        Err(join_error) => {
+                            return anyhow::anyhow!("background task panicked: {join_error}");
+                        }
+                    }
+                }
+                std::future::pending().await
+            };
+            tokio::select! {
+                result = server => result.context("gRPC server failed"),
+                _ = grace_expired => {
+                    tracing::warn!(grace_ms = grace.as_millis() as u64, "in-flight calls outlived the grace period");
+                    Ok(())
+                }
+                error = background_failed => Err(error),
             }
-            Some(joined) = background.join_next() => match joined {
-                Ok((name, Ok(()))) => Err(anyhow::anyhow!("background task {name} ended unexpectedly")),
-                Ok((name, Err(error))) => Err(error.context(format!("background task {name} failed"))),
-                Err(join_error) => Err(anyhow::anyhow!("background task panicked: {join_error}")),
-            },
         };
 
         let _ = self.stop_sender.send(true);

@@ -1,0 +1,281 @@
+//! Runs sagas: applies events to the state machine inside a transaction that
+//! also writes the commands to send (outbox), so a transition and its
+//! messages commit together or not at all. Several orchestrators can run at
+//! once: every transition holds the saga's row lock.
+
+use chrono::{DateTime, Utc};
+use prost::Message;
+use qapmap_proto::messaging::v1::{Initiator, ReplyOutcome, SagaCommand, SagaReply};
+use qapmap_runtime::messaging::Subjects;
+use qapmap_runtime::outbox::{self, OutboxMessage};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::context::SagaContext;
+use crate::definition::{SagaDefinition, Timing};
+use crate::machine::{Event, Outcome, Refusal, Saga, Send};
+use crate::store::{self, NewSaga, StoreError, StoredSaga};
+
+/// How many due sagas one timer pass handles.
+const WAKE_BATCH: i64 = 64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("saga {0} not found")]
+    NotFound(Uuid),
+    #[error("request_id {0:?} was already used for a different saga request")]
+    RequestIdReused(String),
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// What the caller of a start learns.
+#[derive(Debug)]
+pub struct Started {
+    pub saga: StoredSaga,
+    /// False when the request id had already started this saga.
+    pub created: bool,
+}
+
+/// A request to start a saga.
+#[derive(Debug)]
+pub struct StartRequest<'a> {
+    pub company_id: Uuid,
+    pub request_id: &'a str,
+    /// The encoded start request, compared byte for byte on a repeat.
+    pub request: Vec<u8>,
+    pub initiator: &'a str,
+    pub definition: &'static SagaDefinition,
+    pub context: SagaContext,
+}
+
+#[derive(Debug, Clone)]
+pub struct Engine {
+    pub pool: PgPool,
+    pub subjects: Subjects,
+    pub timing: Timing,
+}
+
+impl Engine {
+    /// Starts a saga, or returns the one this request id already started.
+    pub async fn start(&self, request: StartRequest<'_>) -> Result<Started, EngineError> {
+        let mut transaction = self.pool.begin().await?;
+        sqlx::query(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1::text || '/saga/' || $2, 0))",
+        )
+        .bind(request.company_id)
+        .bind(request.request_id)
+        .execute(&mut *transaction)
+        .await?;
+        if let Some((id, stored_request)) =
+            store::find_by_request(&mut transaction, request.company_id, request.request_id).await?
+        {
+            if stored_request != request.request {
+                return Err(EngineError::RequestIdReused(request.request_id.to_owned()));
+            }
+            let saga = store::load(&mut transaction, id, false)
+                .await?
+                .ok_or(EngineError::NotFound(id))?;
+            return Ok(Started {
+                saga,
+                created: false,
+            });
+        }
+        let now = Utc::now();
+        let (mut saga, send) = Saga::start(request.definition, request.context, now, &self.timing);
+        let trace = qapmap_runtime::trace_context::current();
+        let new = NewSaga {
+            id: Uuid::now_v7(),
+            company_id: request.company_id,
+            request_id: request.request_id,
+            request: &request.request,
+            initiator: request.initiator,
+            trace_id: &trace.trace_id,
+            traceparent: &trace.traceparent,
+        };
+        let envelope = SagaHeader {
+            id: new.id,
+            company_id: new.company_id,
+            initiator: new.initiator,
+            traceparent: new.traceparent,
+        };
+        self.send(&mut transaction, &envelope, &mut saga, send, now)
+            .await?;
+        store::insert(&mut transaction, &new, &saga, now).await?;
+        transaction.commit().await?;
+        let mut connection = self.pool.acquire().await?;
+        let saga = store::load(&mut connection, new.id, false)
+            .await?
+            .ok_or(EngineError::NotFound(new.id))?;
+        Ok(Started {
+            saga,
+            created: true,
+        })
+    }
+
+    /// Applies a service's reply, in the caller's (the consumer's) transaction.
+    pub async fn handle_reply(
+        &self,
+        connection: &mut PgConnection,
+        reply: &SagaReply,
+    ) -> Result<(), EngineError> {
+        let Ok(saga_id) = Uuid::parse_str(&reply.saga_id) else {
+            tracing::warn!(saga.id = %reply.saga_id, "reply for a malformed saga id; ignored");
+            return Ok(());
+        };
+        let outcome = match ReplyOutcome::try_from(reply.outcome) {
+            Ok(ReplyOutcome::Succeeded) => Outcome::Succeeded(reply.result.as_ref()),
+            _ => Outcome::Rejected {
+                reason: if reply.reason.is_empty() {
+                    &reply.reason_code
+                } else {
+                    &reply.reason
+                },
+            },
+        };
+        let Ok(step) = usize::try_from(reply.step) else {
+            return Ok(());
+        };
+        let event = Event::Replied {
+            step,
+            compensation: reply.compensation,
+            outcome,
+        };
+        match self.transition(connection, saga_id, event).await {
+            Ok(_) | Err(EngineError::NotFound(_)) => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Wakes sagas whose deadline or retry time has come. Returns how many.
+    pub async fn wake_due(&self) -> Result<usize, EngineError> {
+        let mut transaction = self.pool.begin().await?;
+        let due = store::lock_due(&mut transaction, Utc::now(), WAKE_BATCH).await?;
+        for id in &due {
+            self.transition(&mut transaction, *id, Event::Woke).await?;
+        }
+        transaction.commit().await?;
+        Ok(due.len())
+    }
+
+    /// An operator's abort or retry, scoped to the company.
+    pub async fn operate(
+        &self,
+        company_id: Uuid,
+        saga_id: Uuid,
+        event: Event<'_>,
+    ) -> Result<StoredSaga, EngineError> {
+        let mut transaction = self.pool.begin().await?;
+        let stored = store::load(&mut transaction, saga_id, true).await?;
+        if stored.is_none_or(|stored| stored.company_id != company_id) {
+            return Err(EngineError::NotFound(saga_id));
+        }
+        self.transition(&mut transaction, saga_id, event).await?;
+        let saga = store::load(&mut transaction, saga_id, false)
+            .await?
+            .ok_or(EngineError::NotFound(saga_id))?;
+        transaction.commit().await?;
+        Ok(saga)
+    }
+
+    /// Loads (locking), applies `event`, sends what it asks, saves.
+    async fn transition(
+        &self,
+        connection: &mut PgConnection,
+        saga_id: Uuid,
+        event: Event<'_>,
+    ) -> Result<(), EngineError> {
+        let mut stored = store::load(connection, saga_id, true)
+            .await?
+            .ok_or(EngineError::NotFound(saga_id))?;
+        let now = Utc::now();
+        let send = stored.saga.apply(event, now, &self.timing)?;
+        if let Some(send) = send {
+            let header = SagaHeader {
+                id: stored.id,
+                company_id: stored.company_id,
+                initiator: &stored.initiator,
+                traceparent: &stored.traceparent,
+            };
+            self.send(connection, &header, &mut stored.saga, send, now)
+                .await?;
+        }
+        store::save(connection, saga_id, &stored.saga, now).await?;
+        Ok(())
+    }
+
+    /// Writes the command for `send` to the outbox; parks the saga if the
+    /// command cannot be built (a step returned less than the next needs).
+    async fn send(
+        &self,
+        connection: &mut PgConnection,
+        header: &SagaHeader<'_>,
+        saga: &mut Saga,
+        send: Send,
+        now: DateTime<Utc>,
+    ) -> Result<(), EngineError> {
+        let Some(view) = saga.definition.step(send.step) else {
+            saga.park(format!("step {} does not exist", send.step));
+            return Ok(());
+        };
+        let action = if send.compensation {
+            view.compensation
+        } else {
+            Some(view.info.action)
+        };
+        let Some(action) = action else {
+            saga.park(format!("step {} has no compensation", view.info.name));
+            return Ok(());
+        };
+        let command = match (action.build)(&saga.context) {
+            Ok(command) => command,
+            Err(error) => {
+                saga.park(format!("cannot build {}: {error}", action.command));
+                return Ok(());
+            }
+        };
+        let deadline = saga.wake_at.unwrap_or(now);
+        let envelope = SagaCommand {
+            saga_id: header.id.to_string(),
+            saga_type: saga.definition.saga_type.to_owned(),
+            step: i32::try_from(send.step).unwrap_or(i32::MAX),
+            compensation: send.compensation,
+            company_id: header.company_id.to_string(),
+            initiator: Some(Initiator {
+                subject: header.initiator.to_owned(),
+                request_id: String::new(),
+            }),
+            deadline: Some(prost_types::Timestamp {
+                seconds: deadline.timestamp(),
+                nanos: i32::try_from(deadline.timestamp_subsec_nanos()).unwrap_or(0),
+            }),
+            command: Some(command),
+        };
+        let subject = self.subjects.command(view.info.service, action.command);
+        let mut message = OutboxMessage::protobuf(
+            subject,
+            header.id.to_string(),
+            Some(header.company_id),
+            &envelope,
+        );
+        if !header.traceparent.is_empty() {
+            message = message.with_header("traceparent", header.traceparent);
+        }
+        debug_assert!(!message.payload.is_empty() || envelope.encoded_len() == 0);
+        outbox::enqueue(connection, &message).await?;
+        Ok(())
+    }
+}
+
+/// What every command of one saga carries.
+#[derive(Debug)]
+struct SagaHeader<'a> {
+    id: Uuid,
+    company_id: Uuid,
+    initiator: &'a str,
+    traceparent: &'a str,
+}
