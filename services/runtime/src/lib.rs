@@ -7,6 +7,11 @@
 //! - [`database`]: the Postgres pool and the service's migrations.
 //! - [`messaging`]: the NATS connection and idempotent JetStream set-up.
 //! - [`outbox`]: enqueueing messages in the caller's transaction.
+//! - [`relay`]: publishing the outbox to JetStream, in order per key.
+//! - [`consumer`], [`inbox`]: durable pull consumers whose handlers take
+//!   effect once per message; [`dead_letter`]: what ran out of deliveries,
+//!   and the admin service to replay or discard it.
+//! - [`metrics`]: outbox backlog, publish and dead-letter counts.
 //! - [`health`]: `grpc.health.v1`, SERVING only while Postgres and NATS answer.
 //! - [`server`]: the gRPC server with health, reflection and graceful shutdown.
 //! - [`shutdown`]: SIGTERM / SIGINT as a future.
@@ -14,20 +19,27 @@
 //! - [`idempotency`]: `request_id` handling for every mutating call.
 //! - [`decimal`], [`date`], [`ids`], [`pagination`]: conversions at the gRPC edge.
 
+pub mod consumer;
 pub mod database;
 pub mod date;
+pub mod dead_letter;
 pub mod decimal;
 pub mod error;
+pub mod grpc_tracing;
 pub mod health;
 pub mod idempotency;
 pub mod ids;
+pub mod inbox;
 pub mod messaging;
+pub mod metrics;
 pub mod outbox;
 pub mod pagination;
+pub mod relay;
 pub mod server;
 pub mod settings;
 pub mod shutdown;
 pub mod telemetry;
+pub mod trace_context;
 
 pub use error::{ApiError, ApiResult};
 pub use settings::{ServiceName, Settings};

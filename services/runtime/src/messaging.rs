@@ -48,6 +48,11 @@ impl Subjects {
         format!("{}.evt.{service}.{event}", self.namespace)
     }
 
+    /// Where a consumer's dead letters are copied: `<ns>.dlq.<consumer>`.
+    pub fn dead_letter(&self, consumer: &str) -> String {
+        format!("{}.dlq.{consumer}", self.namespace)
+    }
+
     /// A stream name for one kind of traffic, e.g. `QAPMAP_COMMANDS`.
     pub fn stream_name(&self, kind: StreamKind) -> String {
         let prefix = self.namespace.to_ascii_uppercase().replace('-', "_");

@@ -14,6 +14,10 @@ pub const TYPE_HEADER: &str = "Qapmap-Type";
 /// Header naming the payload's schema version.
 pub const VERSION_HEADER: &str = "Qapmap-Version";
 
+/// Header the relay adds with the row's partition key, so a consumer (and a
+/// dead-letter replay) knows which aggregate the message belongs to.
+pub const PARTITION_KEY_HEADER: &str = "Qapmap-Partition-Key";
+
 /// A message waiting to be published.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxMessage {

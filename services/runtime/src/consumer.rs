@@ -1,0 +1,518 @@
+//! Durable pull consumers whose handlers take effect once per message.
+//!
+//! For every message, in stream order:
+//! 1. a transaction begins and the message id is recorded in the inbox; a
+//!    message seen before is acknowledged without running the handler (and
+//!    a command's stored reply is put back in the outbox);
+//! 2. the handler runs with the transaction, writing its effect and any
+//!    follow-up messages to the outbox (never publishing directly); a reply
+//!    it returns is enqueued and stored with the inbox row;
+//! 3. the transaction commits, and only then is the message acknowledged.
+//!
+//! A handler asks for a retry ([`HandlerError::Retry`], e.g. a transient
+//! database error): the message is nak'ed with the backoff delay of its
+//! attempt. After [`ConsumerConfig::max_deliveries`] attempts, or at once
+//! when the handler says [`HandlerError::Poison`], it is stored as a dead
+//! letter and acknowledged, so the messages behind it keep flowing.
+//!
+//! JetStream's own `max_deliver` is set [`SPARE_DELIVERIES`] above ours: a
+//! delivery past our limit only arrives when an earlier one ended without a
+//! verdict (the worker died, or the ack wait expired), and it is dead-
+//! lettered without running the handler again.
+//!
+//! Per-key order: one worker handles one consumer's messages in stream
+//! order, so effects follow the relay's per-key order except around a retried
+//! or dead-lettered message. Run one worker per consumer name; a second
+//! replica on the same durable keeps effects exactly-once (the inbox) but not
+//! per-key order.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use async_nats::jetstream::{self, AckKind, consumer::PullConsumer, consumer::pull};
+use bytes::Bytes;
+use futures::StreamExt;
+use sqlx::{PgConnection, PgPool};
+
+use crate::dead_letter;
+use crate::inbox::{self, NATS_MESSAGE_ID_HEADER, ORIGINAL_MESSAGE_ID_HEADER};
+use crate::messaging::{StreamKind, Subjects};
+use crate::metrics::MessagingMetrics;
+use crate::outbox::{self, OutboxMessage};
+use crate::server::{Application, StopSignal};
+
+/// Messages asked for per pull.
+pub const FETCH_BATCH_SIZE: usize = 100;
+/// How long a pull waits for messages before asking again.
+pub const FETCH_EXPIRY: Duration = Duration::from_secs(1);
+/// Default time JetStream waits for an ack before redelivering.
+pub const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(30);
+/// Default handler attempts before a message becomes a dead letter.
+pub const DEFAULT_MAX_DELIVERIES: u32 = 5;
+/// Deliveries JetStream makes beyond ours, so a message whose last attempt
+/// ended without a verdict still reaches the dead letters.
+pub const SPARE_DELIVERIES: u32 = 2;
+/// Default delays before the 2nd, 3rd, ... attempt; the last repeats.
+pub const DEFAULT_BACKOFF: [Duration; 4] = [
+    Duration::from_secs(1),
+    Duration::from_secs(5),
+    Duration::from_secs(30),
+    Duration::from_secs(120),
+];
+/// Pause after a failed pull or set-up, doubling up to the maximum.
+const RECONNECT_BACKOFF_FIRST: Duration = Duration::from_millis(100);
+const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// A message as a handler sees it.
+#[derive(Debug, Clone)]
+pub struct ReceivedMessage {
+    pub subject: String,
+    /// The id the inbox keys on: `Qapmap-Original-Msg-Id` for a replayed dead
+    /// letter, else `Nats-Msg-Id` (the outbox message id), else the stream
+    /// and sequence for a message published without one.
+    pub message_id: String,
+    pub headers: BTreeMap<String, String>,
+    pub payload: Bytes,
+    /// 1 on the first delivery.
+    pub delivery_count: u64,
+}
+
+/// What a handler did with a message.
+#[derive(Debug)]
+pub enum Handled {
+    /// The effect is written; nothing to answer.
+    Done,
+    /// The effect is written; send this reply (a command's answer). It is
+    /// enqueued in the same transaction and sent again if the command is
+    /// delivered again.
+    Reply(OutboxMessage),
+}
+
+/// Why a handler did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// Try again later (a transient failure): nak with backoff, dead letter
+    /// after the last attempt.
+    #[error("retry later: {0:#}")]
+    Retry(anyhow::Error),
+    /// The message can never succeed: dead letter now.
+    #[error("poison: {0:#}")]
+    Poison(anyhow::Error),
+}
+
+impl From<sqlx::Error> for HandlerError {
+    fn from(error: sqlx::Error) -> Self {
+        Self::Retry(error.into())
+    }
+}
+
+/// Handles one message inside the consumer's transaction. Write the effect
+/// and any follow-up messages (with [`outbox::enqueue`]) through
+/// `transaction`; do not commit it.
+pub trait MessageHandler: Send + Sync + 'static {
+    fn handle(
+        &self,
+        message: &ReceivedMessage,
+        transaction: &mut PgConnection,
+    ) -> impl Future<Output = Result<Handled, HandlerError>> + Send;
+}
+
+/// A durable pull consumer's settings.
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    /// The durable name and the inbox's consumer key: letters, digits, `-`, `_`.
+    pub name: String,
+    pub stream: StreamKind,
+    /// E.g. `<ns>.cmd.equity.>`.
+    pub filter_subject: String,
+    pub ack_wait: Duration,
+    /// Handler attempts before a dead letter.
+    pub max_deliveries: u32,
+    /// Delay before attempt n+1 is `backoff[n-1]` (the last entry repeats).
+    pub backoff: Vec<Duration>,
+}
+
+impl ConsumerConfig {
+    pub fn new(
+        name: impl Into<String>,
+        stream: StreamKind,
+        filter_subject: impl Into<String>,
+    ) -> Self {
+        let name = name.into();
+        assert!(
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+            "consumer name {name:?} must be letters, digits, '-' or '_'"
+        );
+        Self {
+            name,
+            stream,
+            filter_subject: filter_subject.into(),
+            ack_wait: DEFAULT_ACK_WAIT,
+            max_deliveries: DEFAULT_MAX_DELIVERIES,
+            backoff: DEFAULT_BACKOFF.to_vec(),
+        }
+    }
+
+    pub fn with_max_deliveries(mut self, max_deliveries: u32) -> Self {
+        assert!(max_deliveries >= 1, "at least one delivery");
+        self.max_deliveries = max_deliveries;
+        self
+    }
+
+    pub fn with_backoff(mut self, backoff: Vec<Duration>) -> Self {
+        assert!(!backoff.is_empty(), "a backoff needs at least one delay");
+        self.backoff = backoff;
+        self
+    }
+
+    pub fn with_ack_wait(mut self, ack_wait: Duration) -> Self {
+        self.ack_wait = ack_wait;
+        self
+    }
+
+    /// The delay before the attempt after `delivery_count`.
+    fn retry_delay(&self, delivery_count: u64) -> Duration {
+        let index = usize::try_from(delivery_count.saturating_sub(1)).unwrap_or(usize::MAX);
+        self.backoff
+            .get(index)
+            .or(self.backoff.last())
+            .copied()
+            .unwrap_or(DEFAULT_BACKOFF[0])
+    }
+
+    /// The JetStream consumer configuration. Redeliveries after an ack wait
+    /// expiry wait at least the ack wait, so a slow handler is not raced.
+    fn pull_config(&self) -> pull::Config {
+        let server_deliveries = self.max_deliveries + SPARE_DELIVERIES;
+        let backoff = (1..u64::from(server_deliveries))
+            .map(|attempt| self.retry_delay(attempt).max(self.ack_wait))
+            .collect();
+        pull::Config {
+            durable_name: Some(self.name.clone()),
+            filter_subject: self.filter_subject.clone(),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ack_wait: self.ack_wait,
+            max_deliver: i64::from(server_deliveries),
+            backoff,
+            ..Default::default()
+        }
+    }
+}
+
+/// The verdict on one message.
+#[derive(Debug)]
+enum Verdict {
+    Applied,
+    Duplicate,
+    Retry { delay: Duration, error: String },
+    DeadLetter { error: String },
+}
+
+/// A consumer of one durable, with its handler.
+#[derive(Debug)]
+pub struct Consumer<H> {
+    pool: PgPool,
+    jetstream: jetstream::Context,
+    subjects: Subjects,
+    config: ConsumerConfig,
+    handler: Arc<H>,
+    metrics: Arc<MessagingMetrics>,
+}
+
+impl<H: MessageHandler> Consumer<H> {
+    pub fn new(
+        pool: PgPool,
+        jetstream: jetstream::Context,
+        subjects: Subjects,
+        config: ConsumerConfig,
+        handler: H,
+    ) -> Self {
+        Self {
+            pool,
+            jetstream,
+            subjects,
+            config,
+            handler: Arc::new(handler),
+            metrics: Arc::new(MessagingMetrics::new()),
+        }
+    }
+
+    pub fn with_metrics(mut self, metrics: Arc<MessagingMetrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Creates the durable consumer, or updates its configuration.
+    pub async fn ensure(&self) -> anyhow::Result<PullConsumer> {
+        let stream_name = self.subjects.stream_name(self.config.stream);
+        let stream = self
+            .jetstream
+            .get_stream(&stream_name)
+            .await
+            .with_context(|| format!("looking up stream {stream_name}"))?;
+        let config = self.config.pull_config();
+        if stream.consumer_info(&self.config.name).await.is_ok() {
+            stream
+                .update_consumer(config)
+                .await
+                .with_context(|| format!("updating consumer {}", self.config.name))
+        } else {
+            stream
+                .get_or_create_consumer(&self.config.name, config)
+                .await
+                .with_context(|| format!("creating consumer {}", self.config.name))
+        }
+    }
+
+    /// Consumes until `stop`. NATS and database outages are waited out.
+    pub async fn run(self, mut stop: StopSignal) -> anyhow::Result<()> {
+        let mut failures: u32 = 0;
+        let consumer = loop {
+            match self.ensure().await {
+                Ok(consumer) => break consumer,
+                Err(error) => {
+                    tracing::warn!(consumer = %self.config.name, error.message = %format!("{error:#}"), "consumer set-up failed; retrying");
+                    failures += 1;
+                    tokio::select! {
+                        _ = stop.stopped() => return Ok(()),
+                        _ = tokio::time::sleep(reconnect_backoff(failures)) => {}
+                    }
+                }
+            }
+        };
+        failures = 0;
+        while !stop.is_stopped() {
+            let pulled = tokio::select! {
+                _ = stop.stopped() => break,
+                pulled = self.pull_and_handle(&consumer) => pulled,
+            };
+            match pulled {
+                Ok(()) => failures = 0,
+                Err(error) => {
+                    tracing::warn!(consumer = %self.config.name, error.message = %format!("{error:#}"), "pull failed; retrying");
+                    failures += 1;
+                    tokio::select! {
+                        _ = stop.stopped() => break,
+                        _ = tokio::time::sleep(reconnect_backoff(failures)) => {}
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Pulls one batch and handles it in stream order.
+    async fn pull_and_handle(&self, consumer: &PullConsumer) -> anyhow::Result<()> {
+        let mut batch = consumer
+            .fetch()
+            .max_messages(FETCH_BATCH_SIZE)
+            .expires(FETCH_EXPIRY)
+            .messages()
+            .await
+            .context("pulling messages")?;
+        while let Some(message) = batch.next().await {
+            let message = message
+                .map_err(|error| anyhow::anyhow!(error))
+                .context("receiving a message")?;
+            self.process(message).await;
+        }
+        Ok(())
+    }
+
+    /// Decides on one message and tells JetStream.
+    async fn process(&self, message: jetstream::Message) {
+        let received = match decode(&message) {
+            Ok(received) => received,
+            Err(error) => {
+                tracing::error!(error.message = %error, "message without delivery info; leaving it to redelivery");
+                return;
+            }
+        };
+        let verdict = self.verdict(&received).await;
+        let ack = match verdict {
+            Verdict::Applied => {
+                self.metrics.record_handled();
+                AckKind::Ack
+            }
+            Verdict::Duplicate => {
+                self.metrics.record_duplicate();
+                AckKind::Ack
+            }
+            Verdict::Retry { delay, error } => {
+                tracing::warn!(consumer = %self.config.name, message_id = %received.message_id, delivery = received.delivery_count, error.message = %error, "handler will retry");
+                AckKind::Nak(Some(delay))
+            }
+            Verdict::DeadLetter { error } => self.dead_letter(&received, &error).await,
+        };
+        if let Err(error) = message.ack_with(ack).await {
+            // Redelivery follows; the inbox makes it harmless.
+            tracing::warn!(consumer = %self.config.name, error.message = %error, "ack failed");
+        }
+    }
+
+    async fn verdict(&self, received: &ReceivedMessage) -> Verdict {
+        let max = u64::from(self.config.max_deliveries);
+        if received.delivery_count > max {
+            return Verdict::DeadLetter {
+                error: format!(
+                    "delivery {} is past the limit of {max}: an earlier attempt ended without a verdict (worker stopped or ack wait expired)",
+                    received.delivery_count
+                ),
+            };
+        }
+        match self.handle_in_transaction(received).await {
+            Ok(true) => Verdict::Applied,
+            Ok(false) => Verdict::Duplicate,
+            Err(HandlerError::Poison(error)) => Verdict::DeadLetter {
+                error: format!("poison: {error:#}"),
+            },
+            Err(HandlerError::Retry(error)) if received.delivery_count >= max => {
+                Verdict::DeadLetter {
+                    error: format!("{error:#}"),
+                }
+            }
+            Err(HandlerError::Retry(error)) => Verdict::Retry {
+                delay: self.config.retry_delay(received.delivery_count),
+                error: format!("{error:#}"),
+            },
+        }
+    }
+
+    /// Stores the dead letter; if that fails, nak so it comes back.
+    async fn dead_letter(&self, received: &ReceivedMessage, error: &str) -> AckKind {
+        match dead_letter::store(
+            &self.pool,
+            &self.subjects,
+            &self.config.name,
+            received,
+            error,
+        )
+        .await
+        {
+            Ok(_) => {
+                self.metrics.record_dead_lettered();
+                tracing::error!(consumer = %self.config.name, message_id = %received.message_id, delivery = received.delivery_count, error.message = %error, "message moved to dead letters");
+                AckKind::Ack
+            }
+            Err(store_error) => {
+                tracing::error!(consumer = %self.config.name, error.message = %store_error, "storing a dead letter failed");
+                AckKind::Nak(Some(self.config.retry_delay(received.delivery_count)))
+            }
+        }
+    }
+
+    /// Runs the handler with the inbox in one transaction. Ok(false): the
+    /// message was handled before and nothing changed.
+    async fn handle_in_transaction(
+        &self,
+        received: &ReceivedMessage,
+    ) -> Result<bool, HandlerError> {
+        let name = self.config.name.as_str();
+        let mut transaction = self.pool.begin().await?;
+        if !inbox::record(
+            &mut transaction,
+            name,
+            &received.message_id,
+            &received.subject,
+        )
+        .await?
+        {
+            if let Some(reply) =
+                inbox::stored_reply(&mut transaction, name, &received.message_id).await?
+            {
+                inbox::resend_reply(&mut transaction, &reply).await?;
+            }
+            transaction.commit().await?;
+            return Ok(false);
+        }
+        match self.handler.handle(received, &mut transaction).await? {
+            Handled::Done => {}
+            Handled::Reply(reply) => {
+                outbox::enqueue(&mut transaction, &reply).await?;
+                inbox::store_reply(&mut transaction, name, &received.message_id, &reply).await?;
+            }
+        }
+        transaction.commit().await?;
+        Ok(true)
+    }
+}
+
+/// The handler's view of a JetStream message.
+fn decode(message: &jetstream::Message) -> Result<ReceivedMessage, async_nats::Error> {
+    let info = message.info()?;
+    let mut headers = BTreeMap::new();
+    if let Some(map) = &message.headers {
+        for (name, values) in map.iter() {
+            if let Some(value) = values.first() {
+                headers.insert(name.to_string(), value.to_string());
+            }
+        }
+    }
+    let message_id = headers
+        .get(ORIGINAL_MESSAGE_ID_HEADER)
+        .or_else(|| headers.get(NATS_MESSAGE_ID_HEADER))
+        .cloned()
+        .unwrap_or_else(|| format!("{}:{}", info.stream, info.stream_sequence));
+    Ok(ReceivedMessage {
+        subject: message.subject.to_string(),
+        message_id,
+        headers,
+        payload: message.payload.clone(),
+        delivery_count: u64::try_from(info.delivered).unwrap_or(1).max(1),
+    })
+}
+
+fn reconnect_backoff(failures: u32) -> Duration {
+    let exponent = failures.saturating_sub(1).min(16);
+    RECONNECT_BACKOFF_FIRST
+        .saturating_mul(1 << exponent)
+        .min(RECONNECT_BACKOFF_MAX)
+}
+
+/// Runs a consumer beside the application's server, on its database and NATS.
+pub fn spawn_consumer<H: MessageHandler>(
+    application: Application,
+    config: ConsumerConfig,
+    handler: H,
+    metrics: Arc<MessagingMetrics>,
+) -> Application {
+    let infrastructure = application.infrastructure();
+    let consumer = Consumer::new(
+        infrastructure.pool.clone(),
+        infrastructure.jetstream.clone(),
+        infrastructure.subjects.clone(),
+        config,
+        handler,
+    )
+    .with_metrics(metrics);
+    application.spawn_background("message-consumer", move |stop| consumer.run(stop))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delays_follow_the_backoff_and_repeat_its_last_entry() {
+        let config = ConsumerConfig::new("c", StreamKind::Events, "x.evt.>")
+            .with_backoff(vec![Duration::from_millis(10), Duration::from_millis(20)]);
+        assert_eq!(config.retry_delay(1), Duration::from_millis(10));
+        assert_eq!(config.retry_delay(2), Duration::from_millis(20));
+        assert_eq!(config.retry_delay(9), Duration::from_millis(20));
+    }
+
+    #[test]
+    fn jetstream_delivers_spare_attempts_beyond_ours() {
+        let config = ConsumerConfig::new("c", StreamKind::Events, "x.evt.>").with_max_deliveries(3);
+        let pull = config.pull_config();
+        assert_eq!(pull.max_deliver, 5);
+        assert_eq!(pull.backoff.len(), 4);
+        assert!(pull.backoff.iter().all(|delay| *delay >= config.ack_wait));
+    }
+}

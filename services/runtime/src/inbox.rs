@@ -1,0 +1,141 @@
+//! The inbox: which messages a consumer has handled, recorded in the same
+//! transaction as the handler's effect.
+//!
+//! The consumer records a message id *before* running the handler. The
+//! primary key makes a second delivery of the same message (to this or
+//! another worker) wait for the first transaction and then find the row, so
+//! the effect happens once. A command's reply is stored with its row: when
+//! the command comes again, the same reply (same message id) goes back to
+//! the outbox and is published again; the receiver's inbox drops it if the
+//! first copy arrived.
+
+use std::collections::BTreeMap;
+
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::outbox::{NOTIFY_CHANNEL, OutboxMessage};
+
+/// JetStream's deduplication header; the relay sets it to the outbox message id.
+pub const NATS_MESSAGE_ID_HEADER: &str = "Nats-Msg-Id";
+
+/// Header a dead-letter replay carries: the message id the consumer's inbox
+/// knows the message by. The replay itself travels under a new `Nats-Msg-Id`
+/// so JetStream's duplicate window does not drop it.
+pub const ORIGINAL_MESSAGE_ID_HEADER: &str = "Qapmap-Original-Msg-Id";
+
+/// Records that `consumer` is handling `message_id`. Returns false when it
+/// was already handled (the caller then changes nothing). Waits while
+/// another transaction holds the same message.
+pub async fn record(
+    transaction: &mut PgConnection,
+    consumer: &str,
+    message_id: &str,
+    subject: &str,
+) -> sqlx::Result<bool> {
+    let inserted = sqlx::query(
+        "INSERT INTO inbox (consumer, message_id, subject) VALUES ($1, $2, $3)
+         ON CONFLICT (consumer, message_id) DO NOTHING",
+    )
+    .bind(consumer)
+    .bind(message_id)
+    .bind(subject)
+    .execute(&mut *transaction)
+    .await?;
+    Ok(inserted.rows_affected() == 1)
+}
+
+/// Stores the reply sent for a message recorded in this transaction.
+pub async fn store_reply(
+    transaction: &mut PgConnection,
+    consumer: &str,
+    message_id: &str,
+    reply: &OutboxMessage,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE inbox SET reply_message_id = $3, reply_subject = $4, reply_payload = $5,
+             reply_headers = $6, reply_partition_key = $7, reply_company_id = $8
+         WHERE consumer = $1 AND message_id = $2",
+    )
+    .bind(consumer)
+    .bind(message_id)
+    .bind(reply.message_id)
+    .bind(&reply.subject)
+    .bind(&reply.payload)
+    .bind(headers_json(&reply.headers)?)
+    .bind(&reply.partition_key)
+    .bind(reply.company_id)
+    .execute(&mut *transaction)
+    .await?;
+    Ok(())
+}
+
+/// The reply stored for a handled message, if its handler sent one.
+pub async fn stored_reply(
+    transaction: &mut PgConnection,
+    consumer: &str,
+    message_id: &str,
+) -> sqlx::Result<Option<OutboxMessage>> {
+    type ReplyRow = (
+        Option<Uuid>,
+        Option<String>,
+        Option<Vec<u8>>,
+        Option<serde_json::Value>,
+        Option<String>,
+        Option<Uuid>,
+    );
+    let row: Option<ReplyRow> = sqlx::query_as(
+        "SELECT reply_message_id, reply_subject, reply_payload, reply_headers,
+                reply_partition_key, reply_company_id
+         FROM inbox WHERE consumer = $1 AND message_id = $2",
+    )
+    .bind(consumer)
+    .bind(message_id)
+    .fetch_optional(&mut *transaction)
+    .await?;
+    let Some((Some(id), Some(subject), Some(payload), Some(headers), Some(key), company_id)) = row
+    else {
+        return Ok(None);
+    };
+    let headers: BTreeMap<String, String> =
+        serde_json::from_value(headers).map_err(|error| sqlx::Error::Decode(error.into()))?;
+    Ok(Some(OutboxMessage {
+        message_id: id,
+        company_id,
+        subject,
+        payload,
+        headers,
+        partition_key: key,
+    }))
+}
+
+/// Puts a stored reply back in the outbox, unpublished, under its original
+/// message id: a new row if the first was pruned, else the same row again.
+pub async fn resend_reply(
+    transaction: &mut PgConnection,
+    reply: &OutboxMessage,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO outbox (message_id, company_id, subject, payload, headers, partition_key)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (message_id) DO UPDATE
+         SET published_at = NULL, lease_owner = NULL, lease_expires_at = NULL",
+    )
+    .bind(reply.message_id)
+    .bind(reply.company_id)
+    .bind(&reply.subject)
+    .bind(&reply.payload)
+    .bind(headers_json(&reply.headers)?)
+    .bind(&reply.partition_key)
+    .execute(&mut *transaction)
+    .await?;
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(NOTIFY_CHANNEL)
+        .execute(&mut *transaction)
+        .await?;
+    Ok(())
+}
+
+fn headers_json(headers: &BTreeMap<String, String>) -> sqlx::Result<serde_json::Value> {
+    serde_json::to_value(headers).map_err(|error| sqlx::Error::Encode(error.into()))
+}

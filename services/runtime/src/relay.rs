@@ -1,0 +1,457 @@
+//! The outbox relay: publishes committed outbox rows to JetStream.
+//!
+//! One round:
+//! 1. **Claim** (a short transaction): lease up to [`CLAIM_BATCH_SIZE`]
+//!    unpublished rows in id order, skipping rows leased by another live
+//!    relay and every later row of a partition key whose earlier row is
+//!    leased elsewhere. Claims are serialised by a transaction advisory
+//!    lock, so two relays never lease rows of one key at the same time;
+//!    publishing itself runs in parallel.
+//! 2. **Publish** in waves: wave *n* holds the *n*-th claimed row of every
+//!    key, published pipelined (all sends, then all acks). A key whose row
+//!    fails drops out of the later waves, so a key's later row is never sent
+//!    before its earlier row was acknowledged.
+//! 3. **Mark** (one statement): acknowledged rows get `published_at`; the
+//!    leases of the others are released for the next round.
+//!
+//! A row is marked only after JetStream acknowledged it. A relay that dies
+//! after publishing and before marking leaves its lease to expire; the rows
+//! are then published again with the same `Nats-Msg-Id` and JetStream drops
+//! the duplicates. Rows are selected by `published_at IS NULL`, never by "ids
+//! above the last one published", so a row that commits after a higher id
+//! was already published is still found.
+//!
+//! Per-key order is id order among committed rows: the relay cannot see a
+//! row that has not committed, so writers of one key must commit in id
+//! order (they do when each takes its aggregate's row lock before enqueueing).
+//!
+//! Retry horizon: a published-but-unmarked row is published again at the
+//! latest after [`DEFAULT_LEASE`] while any relay runs. That is far inside
+//! JetStream's 15-minute duplicate window ([`crate::messaging::DUPLICATE_WINDOW`]);
+//! only an outage of every relay longer than the window lets a duplicate
+//! through, and the consumers' inboxes drop that one.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use async_nats::jetstream::{self, message::PublishMessage};
+use futures::future::join_all;
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use crate::metrics::MessagingMetrics;
+use crate::outbox::{NOTIFY_CHANNEL, PARTITION_KEY_HEADER};
+use crate::server::{Application, StopSignal};
+
+/// Rows leased per round. Bounded by the JetStream context's in-flight ack
+/// limit (5,000 by default) since one wave may hold a row of every key.
+pub const CLAIM_BATCH_SIZE: i64 = 500;
+/// How long a claimed row stays reserved for its relay.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+/// The safety-net poll when no NOTIFY arrives (a lost listener connection,
+/// an expired lease of a dead relay).
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(2);
+/// How long published rows are kept (for inspection) before pruning.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
+/// How often published rows past their retention are pruned.
+pub const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
+/// Rows deleted per prune statement; keeps each delete short.
+pub const PRUNE_BATCH_SIZE: i64 = 5_000;
+/// Prune statements per prune pass, so one pass is bounded.
+pub const PRUNE_ROUNDS_MAX: u32 = 20;
+/// Notifications drained after a wake-up; the round that follows covers them all.
+const NOTIFICATIONS_DRAINED_MAX: u32 = 1_024;
+/// How long a drain waits for a further queued notification.
+const NOTIFICATION_DRAIN_WAIT: Duration = Duration::from_millis(1);
+/// Backoff after a failed round: first and largest pause.
+const FAILURE_BACKOFF_FIRST: Duration = Duration::from_millis(100);
+const FAILURE_BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Key of the transaction advisory lock that serialises claims.
+const CLAIM_LOCK_KEY: i64 = 0x7161_706d_6170_0001;
+
+const _: () = assert!(CLAIM_BATCH_SIZE > 0 && CLAIM_BATCH_SIZE <= 5_000);
+
+/// Tunables; the defaults suit production, tests shorten the lease.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    pub lease: Duration,
+    pub poll_interval: Duration,
+    pub retention: Duration,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            lease: DEFAULT_LEASE,
+            poll_interval: DEFAULT_POLL_INTERVAL,
+            retention: DEFAULT_RETENTION,
+        }
+    }
+}
+
+/// What one round did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RelayRound {
+    pub claimed: usize,
+    pub published: usize,
+    pub failed: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("outbox database error")]
+    Database(#[from] sqlx::Error),
+    #[error("outbox row {id} has malformed headers")]
+    MalformedHeaders {
+        id: i64,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// One outbox row on its way to JetStream.
+#[derive(Debug, sqlx::FromRow)]
+struct ClaimedRow {
+    id: i64,
+    message_id: Uuid,
+    subject: String,
+    payload: Vec<u8>,
+    headers: serde_json::Value,
+    partition_key: String,
+}
+
+/// Publishes the outbox of one database. Cheap to construct; run it with
+/// [`Relay::run`] (or [`spawn_relay`]).
+#[derive(Debug, Clone)]
+pub struct Relay {
+    pool: PgPool,
+    jetstream: jetstream::Context,
+    config: RelayConfig,
+    /// Names this relay's leases.
+    relay_id: Uuid,
+    metrics: Arc<MessagingMetrics>,
+}
+
+impl Relay {
+    pub fn new(pool: PgPool, jetstream: jetstream::Context) -> Self {
+        Self {
+            pool,
+            jetstream,
+            config: RelayConfig::default(),
+            relay_id: Uuid::now_v7(),
+            metrics: Arc::new(MessagingMetrics::new()),
+        }
+    }
+
+    pub fn with_config(mut self, config: RelayConfig) -> Self {
+        assert!(!config.lease.is_zero(), "a relay lease must be positive");
+        self.config = config;
+        self
+    }
+
+    /// Counts publishes in the process's shared metrics.
+    pub fn with_metrics(mut self, metrics: Arc<MessagingMetrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Relays until `stop`: a round whenever NOTIFY says rows were committed,
+    /// at least every poll interval, and again at once while rounds find work.
+    /// Database and NATS failures are retried with backoff, never returned.
+    pub async fn run(self, mut stop: StopSignal) -> anyhow::Result<()> {
+        let mut listener = PgListener::connect_with(&self.pool)
+            .await
+            .context("connecting the outbox listener")?;
+        listener
+            .listen(NOTIFY_CHANNEL)
+            .await
+            .context("listening for outbox notifications")?;
+        let mut failures: u32 = 0;
+        let mut last_prune: Option<Instant> = None;
+        while !stop.is_stopped() {
+            if last_prune.is_none_or(|at| at.elapsed() >= PRUNE_INTERVAL) {
+                self.prune_logged().await;
+                last_prune = Some(Instant::now());
+            }
+            let pause = match self.relay_once().await {
+                Ok(round) if round.failed == 0 => {
+                    failures = 0;
+                    if round.claimed > 0 {
+                        continue;
+                    }
+                    None
+                }
+                Ok(round) => {
+                    tracing::warn!(
+                        failed = round.failed,
+                        "some outbox rows were not acknowledged"
+                    );
+                    failures += 1;
+                    Some(failure_backoff(failures))
+                }
+                Err(error) => {
+                    tracing::warn!(error.cause_chain = ?error, error.message = %error, "outbox relay round failed");
+                    failures += 1;
+                    Some(failure_backoff(failures))
+                }
+            };
+            tokio::select! {
+                _ = stop.stopped() => break,
+                _ = self.wait_for_work(&mut listener, pause) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Sleeps `pause` after a failure; otherwise waits for a notification (or
+    /// the poll interval) and drains the ones queued behind it.
+    async fn wait_for_work(&self, listener: &mut PgListener, pause: Option<Duration>) {
+        if let Some(pause) = pause {
+            tokio::time::sleep(pause).await;
+            return;
+        }
+        match tokio::time::timeout(self.config.poll_interval, listener.recv()).await {
+            Ok(Ok(_)) => {
+                for _ in 0..NOTIFICATIONS_DRAINED_MAX {
+                    match tokio::time::timeout(NOTIFICATION_DRAIN_WAIT, listener.recv()).await {
+                        Ok(Ok(_)) => {}
+                        _ => break,
+                    }
+                }
+            }
+            Ok(Err(error)) => {
+                // The listener reconnects on the next call; the poll covers the gap.
+                tracing::warn!(error.message = %error, "outbox listener lost its connection");
+                tokio::time::sleep(FAILURE_BACKOFF_FIRST).await;
+            }
+            Err(_poll_interval_passed) => {}
+        }
+    }
+
+    /// Claims, publishes and marks one batch.
+    pub async fn relay_once(&self) -> Result<RelayRound, RelayError> {
+        let rows = self.claim().await?;
+        if rows.is_empty() {
+            return Ok(RelayRound::default());
+        }
+        let claimed_ids: Vec<i64> = rows.iter().map(|row| row.id).collect();
+        let published_ids = self.publish_in_key_order(rows).await?;
+        self.mark(&claimed_ids, &published_ids).await?;
+        let failed = claimed_ids.len() - published_ids.len();
+        self.metrics.record_published(published_ids.len() as u64);
+        self.metrics.record_publish_failures(failed as u64);
+        Ok(RelayRound {
+            claimed: claimed_ids.len(),
+            published: published_ids.len(),
+            failed,
+        })
+    }
+
+    /// Leases the next batch (see the module docs for the rules).
+    async fn claim(&self) -> Result<Vec<ClaimedRow>, sqlx::Error> {
+        let mut transaction = self.pool.begin().await?;
+        // A separate statement, so the claim's snapshot (taken after the
+        // lock) sees the leases the previous claimer committed.
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(CLAIM_LOCK_KEY)
+            .execute(&mut *transaction)
+            .await?;
+        let rows = sqlx::query_as::<_, ClaimedRow>(
+            "UPDATE outbox AS o
+             SET lease_owner = $1, lease_expires_at = now() + make_interval(secs => $2)
+             FROM (
+                 SELECT c.id FROM outbox AS c
+                 WHERE c.published_at IS NULL
+                   AND (c.lease_expires_at IS NULL OR c.lease_expires_at < now() OR c.lease_owner = $1)
+                   AND NOT EXISTS (
+                       SELECT 1 FROM outbox AS e
+                       WHERE e.partition_key = c.partition_key AND e.id < c.id
+                         AND e.published_at IS NULL
+                         AND e.lease_expires_at >= now() AND e.lease_owner <> $1)
+                 ORDER BY c.id
+                 LIMIT $3
+             ) AS picked
+             WHERE o.id = picked.id
+             RETURNING o.id, o.message_id, o.subject, o.payload, o.headers, o.partition_key",
+        )
+        .bind(self.relay_id)
+        .bind(self.config.lease.as_secs_f64())
+        .bind(CLAIM_BATCH_SIZE)
+        .fetch_all(&mut *transaction)
+        .await?;
+        transaction.commit().await?;
+        Ok(rows)
+    }
+
+    /// Publishes `rows` in waves and returns the ids JetStream acknowledged.
+    async fn publish_in_key_order(&self, rows: Vec<ClaimedRow>) -> Result<Vec<i64>, RelayError> {
+        let mut queues = queues_by_key(rows);
+        // Leave the lease time to mark; later waves wait for the next round.
+        let deadline = Instant::now() + self.config.lease / 2;
+        let mut published = Vec::new();
+        while Instant::now() < deadline {
+            let wave: Vec<ClaimedRow> = queues
+                .values_mut()
+                .filter_map(VecDeque::pop_front)
+                .collect();
+            if wave.is_empty() {
+                break;
+            }
+            for (row, acknowledged) in self.publish_wave(wave).await? {
+                if acknowledged {
+                    published.push(row.id);
+                } else {
+                    // Its later rows must wait until this one is acknowledged.
+                    queues.remove(&row.partition_key);
+                }
+            }
+        }
+        Ok(published)
+    }
+
+    /// Sends every row of a wave, then awaits all their acks.
+    async fn publish_wave(
+        &self,
+        wave: Vec<ClaimedRow>,
+    ) -> Result<Vec<(ClaimedRow, bool)>, RelayError> {
+        let mut sent = Vec::with_capacity(wave.len());
+        for row in wave {
+            let message = publish_message(&row)?;
+            let ack = self
+                .jetstream
+                .send_publish(row.subject.clone(), message)
+                .await;
+            sent.push((row, ack));
+        }
+        let acks = sent.into_iter().map(|(row, ack)| async move {
+            let outcome = match ack {
+                Ok(ack) => ack.await.map(|_| ()),
+                Err(error) => Err(error),
+            };
+            if let Err(error) = &outcome {
+                tracing::warn!(outbox.id = row.id, subject = %row.subject, error.message = %error, "publish not acknowledged");
+            }
+            (row, outcome.is_ok())
+        });
+        Ok(join_all(acks).await)
+    }
+
+    /// Marks the acknowledged rows published and releases the other leases.
+    async fn mark(&self, claimed_ids: &[i64], published_ids: &[i64]) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "UPDATE outbox SET
+                 published_at = CASE WHEN id = ANY($2) THEN COALESCE(published_at, now())
+                                     ELSE published_at END,
+                 lease_owner = NULL, lease_expires_at = NULL
+             WHERE id = ANY($1) AND (id = ANY($2) OR lease_owner = $3)",
+        )
+        .bind(claimed_ids)
+        .bind(published_ids)
+        .bind(self.relay_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Deletes published rows older than the retention, in bounded batches.
+    pub async fn prune(&self) -> Result<u64, sqlx::Error> {
+        let mut deleted = 0;
+        for _ in 0..PRUNE_ROUNDS_MAX {
+            let result = sqlx::query(
+                "DELETE FROM outbox WHERE id IN (
+                     SELECT id FROM outbox
+                     WHERE published_at < now() - make_interval(secs => $1)
+                     LIMIT $2)",
+            )
+            .bind(self.config.retention.as_secs_f64())
+            .bind(PRUNE_BATCH_SIZE)
+            .execute(&self.pool)
+            .await?;
+            deleted += result.rows_affected();
+            if result.rows_affected() < PRUNE_BATCH_SIZE as u64 {
+                break;
+            }
+        }
+        Ok(deleted)
+    }
+
+    async fn prune_logged(&self) {
+        match self.prune().await {
+            Ok(0) => {}
+            Ok(deleted) => tracing::info!(deleted, "pruned published outbox rows"),
+            Err(error) => tracing::warn!(error.message = %error, "pruning the outbox failed"),
+        }
+    }
+}
+
+/// Claimed rows grouped by partition key, each queue in id order.
+fn queues_by_key(rows: Vec<ClaimedRow>) -> BTreeMap<String, VecDeque<ClaimedRow>> {
+    let mut queues: BTreeMap<String, VecDeque<ClaimedRow>> = BTreeMap::new();
+    for row in rows {
+        queues
+            .entry(row.partition_key.clone())
+            .or_default()
+            .push_back(row);
+    }
+    for queue in queues.values() {
+        debug_assert!(
+            queue
+                .iter()
+                .zip(queue.iter().skip(1))
+                .all(|(a, b)| a.id < b.id)
+        );
+    }
+    queues
+}
+
+/// The row as a JetStream publish: its headers plus `Nats-Msg-Id`.
+fn publish_message(row: &ClaimedRow) -> Result<PublishMessage, RelayError> {
+    let headers: BTreeMap<String, String> = serde_json::from_value(row.headers.clone())
+        .map_err(|source| RelayError::MalformedHeaders { id: row.id, source })?;
+    let mut message = PublishMessage::build().payload(row.payload.clone().into());
+    for (name, value) in headers {
+        message = message.header(name, value);
+    }
+    Ok(message
+        .header(PARTITION_KEY_HEADER, row.partition_key.as_str())
+        .message_id(row.message_id.to_string()))
+}
+
+fn failure_backoff(failures: u32) -> Duration {
+    let exponent = failures.saturating_sub(1).min(16);
+    FAILURE_BACKOFF_FIRST
+        .saturating_mul(1 << exponent)
+        .min(FAILURE_BACKOFF_MAX)
+}
+
+/// Runs a relay for the application's database and NATS beside its server.
+pub fn spawn_relay(application: Application) -> Application {
+    spawn_relay_with(application, Arc::new(MessagingMetrics::new()))
+}
+
+/// [`spawn_relay`], counting into the process's shared metrics.
+pub fn spawn_relay_with(application: Application, metrics: Arc<MessagingMetrics>) -> Application {
+    let infrastructure = application.infrastructure();
+    let relay = Relay::new(
+        infrastructure.pool.clone(),
+        infrastructure.jetstream.clone(),
+    )
+    .with_metrics(metrics);
+    application.spawn_background("outbox-relay", move |stop| relay.run(stop))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_backoff_doubles_up_to_its_cap() {
+        assert_eq!(failure_backoff(1), FAILURE_BACKOFF_FIRST);
+        assert_eq!(failure_backoff(2), FAILURE_BACKOFF_FIRST * 2);
+        assert_eq!(failure_backoff(40), FAILURE_BACKOFF_MAX);
+    }
+}

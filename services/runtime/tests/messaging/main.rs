@@ -1,0 +1,8 @@
+//! The outbox relay, consumers with their inbox, and dead letters, against
+//! the real Postgres and NATS JetStream. Each test makes its own database and
+//! namespace (or its own NATS server when it must stop it).
+
+mod dead_letters;
+mod load;
+mod relay;
+mod support;

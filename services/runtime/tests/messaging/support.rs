@@ -1,0 +1,293 @@
+//! A test's database, namespace, relays and consumers, and the effect the
+//! test handler writes: one `effects` row per handled message, in the order
+//! handled, so tests can count what was lost, doubled or reordered.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use qapmap_runtime::consumer::{
+    Consumer, ConsumerConfig, Handled, HandlerError, MessageHandler, ReceivedMessage,
+};
+use qapmap_runtime::messaging::{self, StreamKind, Subjects};
+use qapmap_runtime::metrics::MessagingMetrics;
+use qapmap_runtime::outbox::{self, OutboxMessage};
+use qapmap_runtime::relay::{Relay, RelayConfig};
+use qapmap_runtime::server::StopSignal;
+use qapmap_testkit::database::TestDatabase;
+use qapmap_testkit::nats::TestNamespace;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{PgConnection, PgPool};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+/// How long a test waits for messages to flow before it fails.
+pub(crate) const FLOW_TIMEOUT: Duration = Duration::from_secs(60);
+/// A short lease, so a dead relay's rows are taken over quickly.
+pub(crate) const TEST_LEASE: Duration = Duration::from_secs(1);
+
+/// One test's database, namespace and JetStream.
+#[derive(Debug)]
+pub(crate) struct Harness {
+    pub(crate) pool: PgPool,
+    pub(crate) jetstream: jetstream::Context,
+    pub(crate) subjects: Subjects,
+    pub(crate) metrics: Arc<MessagingMetrics>,
+    // Held so the streams and the database live as long as the test; dropped
+    // last, namespace first (streams), then the database.
+    _namespace: TestNamespace,
+    _database: TestDatabase,
+}
+
+impl Harness {
+    /// On the shared NATS.
+    pub(crate) async fn start() -> Self {
+        Self::start_on(TestNamespace::new()).await
+    }
+
+    pub(crate) async fn start_on(namespace: TestNamespace) -> Self {
+        let database = TestDatabase::create("runtime_msg").await;
+        let pool = PgPoolOptions::new()
+            .max_connections(10)
+            .connect(&database.url)
+            .await
+            .expect("connect to the test database");
+        qapmap_runtime::database::runtime_migrator()
+            .run(&pool)
+            .await
+            .expect("runtime migrations");
+        sqlx::raw_sql(
+            "CREATE TABLE effects (
+                 applied      BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                 consumer     TEXT NOT NULL,
+                 partition_key TEXT NOT NULL,
+                 seq          INT NOT NULL,
+                 message_id   TEXT NOT NULL);
+             CREATE TABLE poison_fixed (fixed BOOLEAN NOT NULL);
+             INSERT INTO poison_fixed VALUES (false);",
+        )
+        .execute(&pool)
+        .await
+        .expect("test tables");
+        let client = async_nats::ConnectOptions::new()
+            .max_reconnects(None)
+            .connect(namespace.url.as_str())
+            .await
+            .expect("connect to NATS");
+        let jetstream = jetstream::new(client);
+        let subjects = namespace.subjects();
+        messaging::ensure_streams(&jetstream, &subjects)
+            .await
+            .expect("streams");
+        Self {
+            pool,
+            jetstream,
+            subjects,
+            metrics: Arc::new(MessagingMetrics::new()),
+            _namespace: namespace,
+            _database: database,
+        }
+    }
+
+    /// The event a test sends: `<key>:<seq>` (or `poison:<key>:<seq>`).
+    pub(crate) fn event(&self, key: &str, seq: i32, poison: bool) -> OutboxMessage {
+        let body = if poison {
+            format!("poison:{key}:{seq}")
+        } else {
+            format!("{key}:{seq}")
+        };
+        OutboxMessage {
+            message_id: Uuid::now_v7(),
+            company_id: None,
+            subject: self.subjects.event("test", "happened"),
+            payload: body.into_bytes(),
+            headers: Default::default(),
+            partition_key: key.to_owned(),
+        }
+    }
+
+    /// Enqueues and commits events, one transaction.
+    pub(crate) async fn enqueue(&self, events: &[OutboxMessage]) {
+        let mut transaction = self.pool.begin().await.expect("begin");
+        for event in events {
+            outbox::enqueue(&mut transaction, event)
+                .await
+                .expect("enqueue");
+        }
+        transaction.commit().await.expect("commit");
+    }
+
+    pub(crate) fn relay(&self) -> Relay {
+        Relay::new(self.pool.clone(), self.jetstream.clone())
+            .with_config(RelayConfig {
+                lease: TEST_LEASE,
+                poll_interval: Duration::from_millis(500),
+                ..RelayConfig::default()
+            })
+            .with_metrics(self.metrics.clone())
+    }
+
+    pub(crate) fn consumer_config(&self, name: &str) -> ConsumerConfig {
+        ConsumerConfig::new(name, StreamKind::Events, self.subjects.event("test", "*"))
+            .with_backoff(vec![Duration::from_millis(100)])
+            .with_ack_wait(Duration::from_secs(5))
+    }
+
+    pub(crate) fn consumer(&self, config: ConsumerConfig) -> Consumer<RecordingHandler> {
+        let handler = RecordingHandler {
+            consumer: config.name.clone(),
+        };
+        Consumer::new(
+            self.pool.clone(),
+            self.jetstream.clone(),
+            self.subjects.clone(),
+            config,
+            handler,
+        )
+        .with_metrics(self.metrics.clone())
+    }
+
+    pub(crate) async fn count(&self, sql: &'static str) -> i64 {
+        sqlx::query_scalar(sql)
+            .fetch_one(&self.pool)
+            .await
+            .expect("count query")
+    }
+
+    /// Messages stored in one of the namespace's streams.
+    pub(crate) async fn stream_messages(&self, kind: StreamKind) -> u64 {
+        let mut stream = self
+            .jetstream
+            .get_stream(self.subjects.stream_name(kind))
+            .await
+            .expect("stream");
+        stream.info().await.expect("stream info").state.messages
+    }
+
+    /// Effects that break exactly-once or per-key order, for `consumer`:
+    /// (handled, distinct messages, rows out of order).
+    pub(crate) async fn effect_audit(&self, consumer: &str) -> (i64, i64, i64) {
+        sqlx::query_as(
+            "SELECT count(*), count(DISTINCT message_id),
+                    count(*) FILTER (WHERE (previous IS NULL AND seq <> 1)
+                                        OR (previous IS NOT NULL AND seq <> previous + 1))
+             FROM (SELECT message_id, seq,
+                          lag(seq) OVER (PARTITION BY partition_key ORDER BY applied) AS previous
+                   FROM effects WHERE consumer = $1) AS ordered",
+        )
+        .bind(consumer)
+        .fetch_one(&self.pool)
+        .await
+        .expect("audit query")
+    }
+}
+
+/// Writes one `effects` row per message; refuses poison until it is fixed.
+#[derive(Debug)]
+pub(crate) struct RecordingHandler {
+    consumer: String,
+}
+
+impl MessageHandler for RecordingHandler {
+    async fn handle(
+        &self,
+        message: &ReceivedMessage,
+        transaction: &mut PgConnection,
+    ) -> Result<Handled, HandlerError> {
+        let body = std::str::from_utf8(&message.payload)
+            .map_err(|error| HandlerError::Poison(error.into()))?;
+        let (poison, rest) = match body.strip_prefix("poison:") {
+            Some(rest) => (true, rest),
+            None => (false, body),
+        };
+        if poison {
+            let fixed: bool = sqlx::query_scalar("SELECT fixed FROM poison_fixed")
+                .fetch_one(&mut *transaction)
+                .await?;
+            if !fixed {
+                return Err(HandlerError::Retry(anyhow::anyhow!(
+                    "the handler cannot take this message yet"
+                )));
+            }
+        }
+        let (key, seq) = rest
+            .rsplit_once(':')
+            .ok_or_else(|| HandlerError::Poison(anyhow::anyhow!("no sequence")))?;
+        let seq: i32 = seq
+            .parse()
+            .map_err(|error: std::num::ParseIntError| HandlerError::Poison(error.into()))?;
+        sqlx::query(
+            "INSERT INTO effects (consumer, partition_key, seq, message_id) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&self.consumer)
+        .bind(key)
+        .bind(seq)
+        .bind(&message.message_id)
+        .execute(&mut *transaction)
+        .await?;
+        Ok(Handled::Done)
+    }
+}
+
+/// A background task with its stop switch; aborted if dropped unstopped.
+#[derive(Debug)]
+pub(crate) struct Running {
+    stop: watch::Sender<bool>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Running {
+    pub(crate) fn spawn<F, Fut>(run: F) -> Self
+    where
+        F: FnOnce(StopSignal) -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let (stop, signal) = StopSignal::pair();
+        Self {
+            stop,
+            task: Some(tokio::spawn(run(signal))),
+        }
+    }
+
+    /// Kills the task where it stands, as a crash would.
+    pub(crate) fn abort(mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+
+    /// Asks the task to stop and waits for it.
+    pub(crate) async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(task) = self.task.take() {
+            let outcome = tokio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .expect("task stops within 10 s");
+            outcome
+                .expect("task did not panic")
+                .expect("task ended cleanly");
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Waits until `sql` counts `expected`, or fails the test with what it saw.
+pub(crate) async fn wait_for_count(harness: &Harness, sql: &'static str, expected: i64) {
+    let reached = qapmap_testkit::eventually(FLOW_TIMEOUT, || async {
+        harness.count(sql).await == expected
+    })
+    .await;
+    assert!(
+        reached,
+        "{sql} stayed at {} instead of {expected}",
+        harness.count(sql).await
+    );
+}
