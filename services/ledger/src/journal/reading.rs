@@ -19,6 +19,9 @@ type HeaderRow = (
     String,
 );
 
+/// owner kind, stakeholder, share class, currency, amount.
+type LineRow = (String, Option<Uuid>, Option<Uuid>, Option<String>, Decimal);
+
 const HEADER_COLUMNS: &str =
     "id, sequence, entry_type, effective_date, recorded_at, cause, reverses_entry_id, memo";
 
@@ -91,7 +94,7 @@ async fn with_lines(
     else {
         return Ok(None);
     };
-    let rows: Vec<(String, Option<Uuid>, Option<Uuid>, Option<String>, Decimal)> = sqlx::query_as(
+    let rows: Vec<LineRow> = sqlx::query_as(
         "SELECT a.owner_kind, a.stakeholder_id, a.share_class_id, a.currency, l.amount
          FROM journal_lines l JOIN accounts a ON a.id = l.account_id
          WHERE l.entry_id = $1 ORDER BY l.line_number",

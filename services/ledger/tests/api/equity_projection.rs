@@ -1,0 +1,49 @@
+//! Equity events feed options and pools, once per event id.
+
+use uuid::Uuid;
+
+use crate::helpers::{TestLedger, date, row, value};
+use crate::ocf_tutorial::{COMMON, HOLDER, apply, event, granted, plan_created};
+
+#[tokio::test]
+async fn an_equity_event_applied_twice_counts_once_and_moves_the_projection_version() {
+    let ledger = TestLedger::start().await;
+    let company = ledger.company_id;
+    apply(
+        &ledger,
+        &event(company, date(2023, 1, 1), plan_created("1000")),
+    )
+    .await;
+    let grant = event(company, date(2023, 2, 1), granted("100"));
+    apply(&ledger, &grant).await;
+    apply(&ledger, &grant).await;
+
+    let table = ledger.cap_table(None).await;
+    assert_eq!(
+        value(
+            &row(&table, HOLDER, COMMON)
+                .expect("holder")
+                .options_outstanding
+        ),
+        "100"
+    );
+    assert_eq!(
+        value(&table.totals.as_ref().expect("totals").pool_available),
+        "900"
+    );
+    assert_eq!(table.projection_version, 2);
+    let before_grant = ledger.cap_table(Some(date(2023, 1, 31))).await;
+    assert!(row(&before_grant, HOLDER, COMMON).is_none());
+
+    let orphan = event(company, date(2023, 2, 1), crate::ocf_tutorial::granted("1"));
+    let mut other = orphan.clone();
+    other.company_id = Uuid::now_v7().to_string();
+    let mut tx = ledger.pool.begin().await.expect("begin");
+    let error = qapmap_ledger::apply_equity_event(&mut tx, &other)
+        .await
+        .expect_err("plan unknown to that company");
+    assert!(matches!(
+        error,
+        qapmap_ledger::equity_projection::ProjectionError::UnknownPlan(_)
+    ));
+}
