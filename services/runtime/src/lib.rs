@@ -25,6 +25,7 @@ pub mod date;
 pub mod dead_letter;
 pub mod decimal;
 pub mod error;
+pub mod grpc_tracing;
 pub mod health;
 pub mod idempotency;
 pub mod ids;

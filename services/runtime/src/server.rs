@@ -200,6 +200,7 @@ impl Application {
         let server_stop = stop.clone();
         let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
         let server = Server::builder()
+            .trace_fn(crate::grpc_tracing::server_span)
             .add_routes(self.routes)
             .add_service(health_service)
             .add_service(reflection)
