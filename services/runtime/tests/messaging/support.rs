@@ -291,3 +291,33 @@ pub(crate) async fn wait_for_count(harness: &Harness, sql: &'static str, expecte
         harness.count(sql).await
     );
 }
+
+/// Answers every command with a reply naming it, after one effect row.
+#[derive(Debug)]
+pub(crate) struct CommandHandler {
+    pub(crate) reply_subject: String,
+}
+
+impl MessageHandler for CommandHandler {
+    async fn handle(
+        &self,
+        message: &ReceivedMessage,
+        transaction: &mut PgConnection,
+    ) -> Result<Handled, HandlerError> {
+        sqlx::query(
+            "INSERT INTO effects (consumer, partition_key, seq, message_id)
+             VALUES ('commands', 'command', 1, $1)",
+        )
+        .bind(&message.message_id)
+        .execute(&mut *transaction)
+        .await?;
+        Ok(Handled::Reply(OutboxMessage {
+            message_id: Uuid::now_v7(),
+            company_id: None,
+            subject: self.reply_subject.clone(),
+            payload: format!("done:{}", message.message_id).into_bytes(),
+            headers: Default::default(),
+            partition_key: "saga-1".to_owned(),
+        }))
+    }
+}

@@ -1,0 +1,96 @@
+//! The inbox: a command delivered again changes nothing, and its first reply
+//! is sent again.
+
+use qapmap_runtime::consumer::{Consumer, ConsumerConfig};
+use qapmap_runtime::inbox::ORIGINAL_MESSAGE_ID_HEADER;
+use qapmap_runtime::messaging::StreamKind;
+use uuid::Uuid;
+
+use crate::support::{CommandHandler, FLOW_TIMEOUT, Harness, Running, wait_for_count};
+
+async fn reply_published_at(harness: &Harness) -> Option<chrono::DateTime<chrono::Utc>> {
+    sqlx::query_scalar("SELECT published_at FROM outbox WHERE subject LIKE '%.reply.%'")
+        .fetch_one(&harness.pool)
+        .await
+        .expect("reply row")
+}
+
+/// Goal: the second delivery of a command is acknowledged without a second
+/// effect, and the reply stored the first time goes out again under the same
+/// message id (so JetStream, or the receiver's inbox, drops the copy).
+/// Method: the command is published straight to JetStream, then published
+/// again carrying the same inbox id (as a redelivery or a replay would).
+#[tokio::test]
+async fn a_redelivered_command_changes_nothing_and_its_reply_is_sent_again() {
+    let harness = Harness::start().await;
+    let relay = harness.relay();
+    let relay = Running::spawn(move |stop| relay.run(stop));
+    let config = ConsumerConfig::new(
+        "commands",
+        StreamKind::Commands,
+        harness.subjects.command("test", "*"),
+    );
+    let handler = CommandHandler {
+        reply_subject: harness.subjects.reply("test_saga"),
+    };
+    let consumer = Consumer::new(
+        harness.pool.clone(),
+        harness.jetstream.clone(),
+        harness.subjects.clone(),
+        config,
+        handler,
+    )
+    .with_metrics(harness.metrics.clone());
+    let consumer = Running::spawn(move |stop| consumer.run(stop));
+
+    let command_id = Uuid::now_v7().to_string();
+    let subject = harness.subjects.command("test", "do_it");
+    harness
+        .jetstream
+        .send_publish(
+            subject.clone(),
+            async_nats::jetstream::message::PublishMessage::build()
+                .payload("do it".into())
+                .message_id(&command_id),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("ack");
+    wait_for_count(
+        &harness,
+        "SELECT count(*) FROM outbox WHERE subject LIKE '%.reply.%' AND published_at IS NOT NULL",
+        1,
+    )
+    .await;
+    let first_publication = reply_published_at(&harness).await;
+
+    harness
+        .jetstream
+        .send_publish(
+            subject,
+            async_nats::jetstream::message::PublishMessage::build()
+                .payload("do it".into())
+                .message_id(Uuid::now_v7().to_string())
+                .header(ORIGINAL_MESSAGE_ID_HEADER, command_id.as_str()),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("ack");
+    let resent = qapmap_testkit::eventually(FLOW_TIMEOUT, || async {
+        harness.metrics.redelivered_duplicates_total() == 1
+            && reply_published_at(&harness).await > first_publication
+    })
+    .await;
+    assert!(resent, "the stored reply was published again");
+    assert_eq!(harness.count("SELECT count(*) FROM effects").await, 1);
+    assert_eq!(harness.metrics.handled_total(), 1);
+    assert_eq!(
+        harness.stream_messages(StreamKind::Replies).await,
+        1,
+        "the copy carried the first reply's id, so JetStream kept one"
+    );
+    relay.stop().await;
+    consumer.stop().await;
+}
