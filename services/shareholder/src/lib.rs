@@ -1,16 +1,59 @@
 //! The shareholder service. See OVERVIEW.md for its mental model.
+//!
+//! Layout:
+//! - [`stakeholder`]: the stakeholder register (domain, rules, SQL).
+//! - [`payment`]: payments through a gateway, at most once per key.
+//! - [`saga_operations`]: the saga pivot steps (collect, disburse).
+//! - [`grpc`]: the `ShareholderService` edge; [`convert`]: proto <-> domain.
+//! - [`events`]: domain events to the outbox.
 
+pub mod convert;
+pub mod events;
+pub mod grpc;
+pub mod payment;
+pub mod saga_operations;
+pub mod stakeholder;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use qapmap_proto::shareholder::v1::shareholder_service_server::ShareholderServiceServer;
 use qapmap_runtime::Settings;
 use qapmap_runtime::server::{Application, Infrastructure};
 use sqlx::migrate::Migrator;
 
+use crate::payment::{PaymentGateway, Payments, SandboxGateway, SandboxSettings};
+
 /// The service's schema, embedded at compile time.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
-/// Connects to the service's infrastructure and binds its gRPC port; the
-/// caller runs it with [`Application::run_until`].
+/// Connects to the service's infrastructure and binds its gRPC port, with
+/// the sandbox gateway configured by `QAPMAP_SANDBOX_*`; the caller runs it
+/// with [`Application::run_until`].
 pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+    let sandbox = SandboxSettings::from_env().context("reading the sandbox gateway settings")?;
+    build_with_gateway(settings, Arc::new(SandboxGateway::new(sandbox))).await
+}
+
+/// Like [`build`], with the given payment gateway (tests pass a sandbox they
+/// keep a handle on, to count its calls).
+pub async fn build_with_gateway(
+    settings: Settings,
+    gateway: Arc<dyn PaymentGateway>,
+) -> anyhow::Result<Application> {
     let infrastructure = Infrastructure::connect(settings, &MIGRATOR).await?;
-    let application = Application::bind(infrastructure).await?;
+    let payments = Payments::new(
+        infrastructure.pool.clone(),
+        gateway,
+        infrastructure.subjects.clone(),
+    );
+    let api = grpc::ShareholderApi::new(
+        infrastructure.pool.clone(),
+        infrastructure.subjects.clone(),
+        payments,
+    );
+    let application = Application::bind(infrastructure)
+        .await?
+        .add_service(ShareholderServiceServer::new(api));
     Ok(application)
 }

@@ -7,7 +7,11 @@ const BINARY: &str = env!("CARGO_BIN_EXE_qapmap-shareholder");
 
 #[tokio::test]
 async fn serves_health_and_reflection_and_finishes_in_flight_calls_on_sigterm() {
-    runtime_checks::check_health_reflection_and_graceful_shutdown(BINARY, &[]).await;
+    runtime_checks::check_health_reflection_and_graceful_shutdown(
+        BINARY,
+        &["qapmap.shareholder.v1.ShareholderService"],
+    )
+    .await;
 }
 
 #[tokio::test]

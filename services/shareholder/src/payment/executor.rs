@@ -1,0 +1,280 @@
+//! Executing a payment at most once per idempotency key.
+//!
+//! 1. Claim, in one short transaction: the key's row is read under lock. No
+//!    row: the stakeholder is checked and a `pending` attempt is inserted
+//!    (the unique key on `(company_id, idempotency_key)` lets exactly one of
+//!    several concurrent repeats in). A final row is returned as it is; a
+//!    transiently failed one is claimed for another attempt; a pending one
+//!    belongs to another caller, who is waited for.
+//! 2. The attempt is committed BEFORE the gateway is called, and no
+//!    transaction is held open across the call.
+//! 3. The outcome is recorded after. A crash in between leaves a pending row
+//!    that later callers see as stale and declare `outcome_unknown`: never
+//!    paid twice, and visible for reconciliation.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use qapmap_proto::messaging::v1::domain_event::Event;
+use qapmap_proto::shareholder::v1 as proto;
+use qapmap_runtime::messaging::Subjects;
+use sqlx::{PgConnection, PgPool};
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use super::gateway::{GatewayOutcome, GatewayRequest, PaymentGateway};
+use super::model::{Direction, IdempotencyKey, Payment, PaymentAmount, PaymentStatus};
+use super::{PaymentError, store};
+use crate::{convert, events, stakeholder};
+
+/// How long the gateway may take before the outcome is declared unknown.
+pub const DEFAULT_GATEWAY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Slack past the gateway timeout before a pending attempt counts as crashed.
+const STALE_MARGIN: Duration = Duration::from_secs(5);
+/// How often a concurrent repeat looks for the first call's outcome.
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+/// A payment to execute.
+#[derive(Debug, Clone)]
+pub struct PaymentIntent {
+    pub company_id: Uuid,
+    pub stakeholder_id: Uuid,
+    pub direction: Direction,
+    pub amount: PaymentAmount,
+    pub key: IdempotencyKey,
+}
+
+/// Payments against one database and gateway.
+#[derive(Debug, Clone)]
+pub struct Payments {
+    pool: PgPool,
+    gateway: Arc<dyn PaymentGateway>,
+    subjects: Subjects,
+    gateway_timeout: Duration,
+}
+
+/// What the claim step decided.
+enum Claim {
+    /// This caller owns an attempt: call the gateway.
+    Run(Payment, String),
+    /// A final result.
+    Done(Payment),
+    /// Another caller's attempt is running.
+    Busy,
+    /// Interrupted earlier; never retried automatically.
+    Unknown(Uuid),
+}
+
+impl Payments {
+    pub fn new(pool: PgPool, gateway: Arc<dyn PaymentGateway>, subjects: Subjects) -> Self {
+        Self {
+            pool,
+            gateway,
+            subjects,
+            gateway_timeout: DEFAULT_GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// Overrides how long a gateway call may take (tests use a short one).
+    pub fn with_gateway_timeout(mut self, timeout: Duration) -> Self {
+        self.gateway_timeout = timeout;
+        self
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Executes `intent` at most once; a repeat returns the first result (a
+    /// decline included). A transient gateway failure is
+    /// [`PaymentError::GatewayUnavailable`] and may be repeated.
+    #[tracing::instrument(skip_all, fields(company.id = %intent.company_id, payment.key = intent.key.as_str()))]
+    pub async fn execute(&self, intent: &PaymentIntent) -> Result<Payment, PaymentError> {
+        let deadline = Instant::now() + self.gateway_timeout + STALE_MARGIN;
+        loop {
+            match self.claim(intent).await? {
+                Claim::Run(payment, instruction) => {
+                    return self.attempt(payment, instruction).await;
+                }
+                Claim::Done(payment) => return Ok(payment),
+                Claim::Unknown(payment_id) => return Err(PaymentError::OutcomeUnknown(payment_id)),
+                Claim::Busy if Instant::now() >= deadline => return Err(PaymentError::InProgress),
+                Claim::Busy => tokio::time::sleep(POLL_INTERVAL).await,
+            }
+        }
+    }
+
+    /// One payment of the company.
+    pub async fn find(&self, company_id: Uuid, payment_id: Uuid) -> Result<Payment, PaymentError> {
+        store::find(&self.pool, company_id, payment_id)
+            .await?
+            .ok_or(PaymentError::NotFound(payment_id))
+    }
+
+    async fn claim(&self, intent: &PaymentIntent) -> Result<Claim, PaymentError> {
+        let mut transaction = self.pool.begin().await?;
+        let stale_after = self.gateway_timeout + STALE_MARGIN;
+        let existing = store::find_by_key_for_update(
+            &mut transaction,
+            intent.company_id,
+            intent.key.as_str(),
+            stale_after,
+        )
+        .await?;
+        let claim = match existing {
+            None => insert_attempt(&mut transaction, intent).await?,
+            Some((payment, stale)) => reclaim(&mut transaction, intent, payment, stale).await?,
+        };
+        transaction.commit().await?;
+        Ok(claim)
+    }
+
+    async fn attempt(
+        &self,
+        payment: Payment,
+        instruction: String,
+    ) -> Result<Payment, PaymentError> {
+        let request = GatewayRequest {
+            idempotency_key: payment.idempotency_key.clone(),
+            direction: payment.direction,
+            amount: payment.amount,
+            payment_instruction_ref: instruction,
+        };
+        let call = self.gateway.execute(request);
+        let status = match tokio::time::timeout(self.gateway_timeout, call).await {
+            Ok(GatewayOutcome::Approved { gateway_reference }) => {
+                PaymentStatus::Succeeded { gateway_reference }
+            }
+            Ok(GatewayOutcome::Declined { reason }) => PaymentStatus::Declined { reason },
+            Ok(GatewayOutcome::TransientFailure { reason }) => {
+                store::record_outcome(&self.pool, payment.id, &PaymentStatus::FailedRetryable)
+                    .await?;
+                return Err(PaymentError::GatewayUnavailable(reason));
+            }
+            Err(_elapsed) => {
+                tracing::warn!(payment.id = %payment.id, "gateway timed out; outcome unknown");
+                store::record_outcome(&self.pool, payment.id, &PaymentStatus::OutcomeUnknown)
+                    .await?;
+                return Err(PaymentError::OutcomeUnknown(payment.id));
+            }
+        };
+        self.record_final(Payment { status, ..payment }).await
+    }
+
+    /// Records a final outcome and announces it, in one transaction.
+    async fn record_final(&self, payment: Payment) -> Result<Payment, PaymentError> {
+        let mut transaction = self.pool.begin().await?;
+        if !store::record_outcome(&mut *transaction, payment.id, &payment.status).await? {
+            return Err(PaymentError::OutcomeUnknown(payment.id));
+        }
+        let aggregate = events::Aggregate {
+            company_id: payment.company_id,
+            aggregate_type: "payment",
+            aggregate_id: payment.id,
+            version: 1,
+        };
+        let event = Event::PaymentRecorded(proto::PaymentRecorded {
+            payment: Some(convert::payment_to_proto(&payment)),
+        });
+        let today = qapmap_runtime::date::today();
+        events::enqueue(
+            &mut transaction,
+            &self.subjects,
+            &aggregate,
+            today,
+            "payment_recorded",
+            event,
+        )
+        .await?;
+        transaction.commit().await?;
+        tracing::info!(payment.id = %payment.id, payment.status = payment.status.as_db(), "payment recorded");
+        Ok(payment)
+    }
+}
+
+/// First sight of a key: check the stakeholder and record the attempt.
+async fn insert_attempt(
+    transaction: &mut PgConnection,
+    intent: &PaymentIntent,
+) -> Result<Claim, PaymentError> {
+    let instruction =
+        payment_instruction(transaction, intent.company_id, intent.stakeholder_id).await?;
+    let payment = Payment {
+        id: qapmap_runtime::ids::new_id(),
+        company_id: intent.company_id,
+        stakeholder_id: intent.stakeholder_id,
+        direction: intent.direction,
+        amount: intent.amount,
+        status: PaymentStatus::Pending,
+        idempotency_key: intent.key.as_str().to_owned(),
+        gateway_attempts: 1,
+        // Postgres keeps microseconds; every repeat must see the same value.
+        recorded_at: chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 6),
+    };
+    if store::insert_pending(transaction, &payment).await? {
+        Ok(Claim::Run(payment, instruction))
+    } else {
+        Ok(Claim::Busy)
+    }
+}
+
+/// A key seen before: return its result, wait for it, or try it again.
+async fn reclaim(
+    transaction: &mut PgConnection,
+    intent: &PaymentIntent,
+    payment: Payment,
+    stale: bool,
+) -> Result<Claim, PaymentError> {
+    let same_payment = payment.stakeholder_id == intent.stakeholder_id
+        && payment.direction == intent.direction
+        && payment.amount == intent.amount;
+    if !same_payment {
+        return Err(PaymentError::KeyReused(intent.key.as_str().to_owned()));
+    }
+    match payment.status {
+        PaymentStatus::Succeeded { .. } | PaymentStatus::Declined { .. } => {
+            Ok(Claim::Done(payment))
+        }
+        PaymentStatus::OutcomeUnknown => Ok(Claim::Unknown(payment.id)),
+        PaymentStatus::Pending if stale => {
+            tracing::warn!(payment.id = %payment.id, "abandoned attempt; outcome unknown");
+            store::record_outcome(
+                &mut *transaction,
+                payment.id,
+                &PaymentStatus::OutcomeUnknown,
+            )
+            .await?;
+            Ok(Claim::Unknown(payment.id))
+        }
+        PaymentStatus::Pending => Ok(Claim::Busy),
+        PaymentStatus::FailedRetryable => {
+            let instruction =
+                payment_instruction(transaction, payment.company_id, payment.stakeholder_id)
+                    .await?;
+            store::start_retry(transaction, payment.id).await?;
+            let retry = Payment {
+                status: PaymentStatus::Pending,
+                gateway_attempts: payment.gateway_attempts + 1,
+                ..payment
+            };
+            Ok(Claim::Run(retry, instruction))
+        }
+    }
+}
+
+/// The stakeholder's payment instruction: payments need somewhere to take
+/// money from or send it to. Terminated stakeholders may still pay and be
+/// paid (an exercise inside the post-termination window, a buyback).
+async fn payment_instruction(
+    transaction: &mut PgConnection,
+    company_id: Uuid,
+    stakeholder_id: Uuid,
+) -> Result<String, PaymentError> {
+    let stakeholder = stakeholder::store::find(&mut *transaction, company_id, stakeholder_id)
+        .await?
+        .ok_or(PaymentError::StakeholderNotFound(stakeholder_id))?;
+    stakeholder
+        .payment_instruction_ref
+        .map(|reference| reference.as_str().to_owned())
+        .ok_or(PaymentError::PaymentInstructionMissing)
+}

@@ -1,0 +1,7 @@
+//! The shareholder service through real gRPC against real Postgres and NATS:
+//! one binary, one module per feature (zero-to-production layout).
+
+mod helpers;
+mod payments;
+mod saga_operations;
+mod stakeholders;

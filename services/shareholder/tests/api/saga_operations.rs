@@ -1,0 +1,149 @@
+//! The saga pivot steps, called directly as the NATS command handler will:
+//! keyed by (saga id, step), so a redelivered command never pays twice.
+
+use std::time::Duration;
+
+use qapmap_runtime::decimal::{Currency, Money};
+use qapmap_shareholder::payment::{PaymentAmount, Payments};
+use qapmap_shareholder::saga_operations::{
+    SagaPayment, SagaPaymentError, collect_payment_for_saga, disburse_payment_for_saga,
+};
+use rust_decimal::Decimal;
+use uuid::Uuid;
+
+use crate::helpers::{TestApp, spawn_app};
+
+fn payments(app: &TestApp) -> Payments {
+    Payments::new(
+        app.pool.clone(),
+        app.gateway.clone(),
+        app.service.namespace.subjects(),
+    )
+}
+
+async fn command(app: &TestApp, instruction: &str) -> SagaPayment {
+    let holder = app.stakeholder_paying_with(instruction).await;
+    let money = Money {
+        amount: Decimal::new(12_345, 2),
+        currency: Currency::parse("currency", "USD").expect("USD"),
+    };
+    SagaPayment {
+        company_id: app.company_id,
+        saga_id: Uuid::now_v7(),
+        step: 3,
+        stakeholder_id: holder.id.parse().expect("uuid"),
+        amount: PaymentAmount::new(money).expect("positive"),
+    }
+}
+
+fn key(command: &SagaPayment) -> String {
+    format!("saga:{}:{}", command.saga_id, command.step)
+}
+
+#[tokio::test]
+async fn a_redelivered_collect_command_never_pays_twice() {
+    let app = spawn_app().await;
+    let payments = payments(&app);
+    let command = command(&app, "bank:ada").await;
+
+    let first = collect_payment_for_saga(&payments, &command)
+        .await
+        .expect("paid");
+    let redelivered = collect_payment_for_saga(&payments, &command)
+        .await
+        .expect("same result");
+
+    assert_eq!(first, redelivered);
+    assert_eq!(app.gateway.calls_for(&key(&command)), 1);
+    assert_eq!(app.count("payments").await, 1);
+}
+
+#[tokio::test]
+async fn a_declined_disbursement_is_payment_declined_and_stays_declined() {
+    let app = spawn_app().await;
+    let payments = payments(&app);
+    let command = command(&app, "sandbox:decline").await;
+
+    let first = disburse_payment_for_saga(&payments, &command)
+        .await
+        .expect_err("declined");
+    let redelivered = disburse_payment_for_saga(&payments, &command)
+        .await
+        .expect_err("declined");
+
+    assert_eq!(first.reason_code(), "payment_declined");
+    assert!(!first.is_retriable());
+    assert!(matches!(redelivered, SagaPaymentError::Declined { .. }));
+    assert_eq!(app.gateway.calls_for(&key(&command)), 1);
+}
+
+#[tokio::test]
+async fn a_transient_failure_is_retriable_and_the_redelivery_pays() {
+    let app = spawn_app().await;
+    let payments = payments(&app);
+    let command = command(&app, "sandbox:fail-transient:1").await;
+
+    let failure = collect_payment_for_saga(&payments, &command)
+        .await
+        .expect_err("transient");
+    let retried = collect_payment_for_saga(&payments, &command).await;
+
+    assert!(failure.is_retriable());
+    assert_eq!(failure.reason_code(), "payment_gateway_unavailable");
+    assert!(retried.is_ok(), "{retried:?}");
+    assert_eq!(app.gateway.calls_for(&key(&command)), 2);
+    assert_eq!(app.count("payments").await, 1);
+}
+
+#[tokio::test]
+async fn a_gateway_timeout_leaves_the_outcome_unknown_and_it_is_never_retried() {
+    let app = spawn_app().await;
+    let payments = payments(&app).with_gateway_timeout(Duration::from_millis(100));
+    let command = command(&app, "sandbox:delay-ms:500").await;
+
+    let timed_out = collect_payment_for_saga(&payments, &command)
+        .await
+        .expect_err("timeout");
+    let redelivered = collect_payment_for_saga(&payments, &command)
+        .await
+        .expect_err("still unknown");
+
+    assert_eq!(timed_out.reason_code(), "payment_outcome_unknown");
+    assert!(!timed_out.is_retriable());
+    assert!(matches!(redelivered, SagaPaymentError::OutcomeUnknown(_)));
+    assert_eq!(app.gateway.calls_for(&key(&command)), 1);
+}
+
+#[tokio::test]
+async fn an_attempt_abandoned_by_a_crash_is_detected_and_not_paid_again() {
+    // Method: write what a process leaves behind when it dies between
+    // recording the attempt and recording the outcome.
+    let app = spawn_app().await;
+    let payments = payments(&app).with_gateway_timeout(Duration::from_millis(100));
+    let command = command(&app, "bank:ada").await;
+    sqlx::query(
+        "INSERT INTO payments (id, company_id, idempotency_key, stakeholder_id, direction, amount,
+             currency, status, gateway_attempts, attempt_started_at)
+         VALUES ($1, $2, $3, $4, 'collection', 123.45, 'USD', 'pending', 1,
+                 now() - interval '1 hour')",
+    )
+    .bind(Uuid::now_v7())
+    .bind(command.company_id)
+    .bind(key(&command))
+    .bind(command.stakeholder_id)
+    .execute(&app.pool)
+    .await
+    .expect("abandoned attempt");
+
+    let error = collect_payment_for_saga(&payments, &command)
+        .await
+        .expect_err("unknown");
+
+    assert_eq!(error.reason_code(), "payment_outcome_unknown");
+    assert_eq!(app.gateway.total_calls(), 0);
+    let status: String = sqlx::query_scalar("SELECT status FROM payments")
+        .fetch_one(&app.pool)
+        .await
+        .expect("row");
+    assert_eq!(status, "outcome_unknown");
+}
