@@ -1,0 +1,9 @@
+//! The equity service over real gRPC, against real Postgres and NATS: one
+//! binary, one module per feature.
+
+mod awards;
+mod helpers;
+mod plans;
+mod saga_operations;
+mod share_classes;
+mod termination;
