@@ -9,6 +9,7 @@
 //! - [`machine`]: the pure state machine.
 //! - [`store`]: saga and step rows.
 //! - [`engine`]: transitions in transactions, with their commands in the outbox.
+//! - [`replies`]: the consumer of service replies.
 //! - [`grpc`], [`view`]: the `qapmap.saga.v1.SagaService` edge.
 
 pub mod context;
@@ -16,14 +17,21 @@ pub mod definition;
 pub mod engine;
 pub mod grpc;
 pub mod machine;
+pub mod replies;
 pub mod sagas;
 pub mod store;
 pub mod view;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use qapmap_proto::saga::v1::saga_service_server::SagaServiceServer;
 use qapmap_runtime::Settings;
+use qapmap_runtime::consumer::{ConsumerConfig, spawn_consumer};
+use qapmap_runtime::dead_letter::DeadLetterAdmin;
+use qapmap_runtime::messaging::StreamKind;
+use qapmap_runtime::metrics::MessagingMetrics;
+use qapmap_runtime::relay::spawn_relay_with;
 use qapmap_runtime::server::{Application, Infrastructure, StopSignal};
 use sqlx::migrate::Migrator;
 
@@ -59,11 +67,29 @@ pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         subjects: infrastructure.subjects.clone(),
         timing: timing_from_env()?,
     };
+    let replies = ConsumerConfig::new(
+        replies::CONSUMER_NAME,
+        StreamKind::Replies,
+        format!("{}.reply.>", infrastructure.subjects.namespace()),
+    )
+    .with_backoff(vec![
+        Duration::from_millis(200),
+        Duration::from_secs(1),
+        Duration::from_secs(5),
+    ]);
+    let metrics = Arc::new(MessagingMetrics::new());
+    let dead_letters = DeadLetterAdmin::new(infrastructure.pool.clone()).into_service();
     let application = Application::bind(infrastructure)
         .await?
         .add_service(SagaServiceServer::new(grpc::SagaApi {
             engine: engine.clone(),
         }))
+        .add_service(dead_letters);
+    let application = spawn_relay_with(application, metrics.clone());
+    let reply_handler = replies::ReplyHandler {
+        engine: engine.clone(),
+    };
+    let application = spawn_consumer(application, replies, reply_handler, metrics)
         .spawn_background("saga-timer", move |stop| run_timer(engine, stop));
     Ok(application)
 }

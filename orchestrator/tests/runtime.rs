@@ -7,7 +7,14 @@ const BINARY: &str = env!("CARGO_BIN_EXE_qapmap-orchestrator");
 
 #[tokio::test]
 async fn serves_health_and_reflection_and_finishes_in_flight_calls_on_sigterm() {
-    runtime_checks::check_health_reflection_and_graceful_shutdown(BINARY, &["qapmap.saga.v1.SagaService"]).await;
+    runtime_checks::check_health_reflection_and_graceful_shutdown(
+        BINARY,
+        &[
+            "qapmap.ops.v1.DeadLetterService",
+            "qapmap.saga.v1.SagaService",
+        ],
+    )
+    .await;
 }
 
 #[tokio::test]

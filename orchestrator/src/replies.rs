@@ -1,0 +1,42 @@
+//! The orchestrator's consumer of service replies (`<ns>.reply.>`): each
+//! reply moves its saga one transition, in the consumer's transaction, so the
+//! inbox record, the new saga state and the next command commit together.
+
+use prost::Message;
+use qapmap_proto::messaging::v1::SagaReply;
+use qapmap_runtime::consumer::{Handled, HandlerError, MessageHandler, ReceivedMessage};
+use sqlx::PgConnection;
+
+use crate::engine::{Engine, EngineError};
+
+/// The durable consumer's name.
+pub const CONSUMER_NAME: &str = "orchestrator-replies";
+
+#[derive(Debug, Clone)]
+pub struct ReplyHandler {
+    pub engine: Engine,
+}
+
+impl MessageHandler for ReplyHandler {
+    async fn handle(
+        &self,
+        message: &ReceivedMessage,
+        transaction: &mut PgConnection,
+    ) -> Result<Handled, HandlerError> {
+        let reply = SagaReply::decode(message.payload.as_ref())
+            .map_err(|error| HandlerError::Poison(anyhow::anyhow!("not a SagaReply: {error}")))?;
+        let span = tracing::info_span!(
+            "saga.reply",
+            saga.id = %reply.saga_id,
+            saga.step = reply.step,
+            saga.compensation = reply.compensation,
+            company.id = %reply.company_id,
+        );
+        let _entered = span.enter();
+        match self.engine.handle_reply(transaction, &reply).await {
+            Ok(()) => Ok(Handled::Done),
+            Err(EngineError::Database(error)) => Err(HandlerError::Retry(error.into())),
+            Err(error) => Err(HandlerError::Retry(error.into())),
+        }
+    }
+}
