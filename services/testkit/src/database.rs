@@ -48,8 +48,22 @@ impl TestDatabase {
     }
 }
 
+impl TestDatabase {
+    /// A value that names no database and drops nothing.
+    pub(crate) fn placeholder() -> Self {
+        Self {
+            name: String::new(),
+            url: String::new(),
+            admin_url: String::new(),
+        }
+    }
+}
+
 impl Drop for TestDatabase {
     fn drop(&mut self) {
+        if self.name.is_empty() {
+            return;
+        }
         let admin_url = self.admin_url.clone();
         let name = self.name.clone();
         // Drop runs outside any runtime guarantee; use a thread of our own.

@@ -108,6 +108,15 @@ impl RunningService {
         self.shutdown().await;
     }
 
+    /// Stops the service and hands back its database and namespace, so the
+    /// test can start it again on the same data (a restart).
+    pub async fn stop_keeping_data(mut self) -> (TestDatabase, TestNamespace) {
+        self.shutdown().await;
+        let database = std::mem::replace(&mut self.database, TestDatabase::placeholder());
+        let namespace = self.namespace.share();
+        (database, namespace)
+    }
+
     async fn shutdown(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());

@@ -12,6 +12,8 @@ pub fn shared_url() -> String {
 pub struct TestNamespace {
     pub name: String,
     pub url: String,
+    /// Only the owner deletes the streams when dropped.
+    owner: bool,
 }
 
 impl TestNamespace {
@@ -23,6 +25,17 @@ impl TestNamespace {
         Self {
             name: format!("qt{}{}", crate::run_id(), crate::unique_suffix()),
             url: url.to_owned(),
+            owner: true,
+        }
+    }
+
+    /// The same namespace, for another service of one test system; dropping
+    /// the copy leaves the streams to the owner.
+    pub fn share(&self) -> Self {
+        Self {
+            name: self.name.clone(),
+            url: self.url.clone(),
+            owner: false,
         }
     }
 
@@ -39,6 +52,9 @@ impl Default for TestNamespace {
 
 impl Drop for TestNamespace {
     fn drop(&mut self) {
+        if !self.owner {
+            return;
+        }
         let url = self.url.clone();
         let subjects = self.subjects();
         let cleaner = std::thread::spawn(move || {

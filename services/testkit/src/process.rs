@@ -12,6 +12,23 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tonic::transport::Channel;
 
+/// The path of a workspace binary built beside the running test binary
+/// (`target/<profile>/<name>`): lets a cross-crate test start any service.
+pub fn workspace_binary(name: &str) -> std::path::PathBuf {
+    let test_binary = std::env::current_exe().expect("current test binary");
+    let profile_dir = test_binary
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("test binary lives in target/<profile>/deps");
+    let path = profile_dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is not built; build the workspace binaries first",
+        path.display()
+    );
+    path
+}
+
 /// A running service process; killed if still running when dropped.
 #[derive(Debug)]
 pub struct ServiceProcess {
