@@ -20,11 +20,14 @@
 //! verdict (the worker died, or the ack wait expired), and it is dead-
 //! lettered without running the handler again.
 //!
-//! Per-key order: one worker handles one consumer's messages in stream
-//! order, so effects follow the relay's per-key order except around a retried
-//! or dead-lettered message. Run one worker per consumer name; a second
-//! replica on the same durable keeps effects exactly-once (the inbox) but not
-//! per-key order.
+//! Per-key order: one worker at a time handles a consumer's messages, in
+//! stream order, so effects follow the relay's per-key order. Every replica
+//! may run the consumer: a worker is active only while it holds a Postgres
+//! session advisory lock on the consumer name; the others stand by and take
+//! over when its session ends. Order can bend around a retried or
+//! dead-lettered message, and around a takeover (the messages the old worker
+//! had fetched come back only after the ack wait); the inbox keeps effects
+//! exactly-once in every case.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -62,6 +65,10 @@ pub const DEFAULT_BACKOFF: [Duration; 4] = [
     Duration::from_secs(30),
     Duration::from_secs(120),
 ];
+/// How often a standby worker asks whether the active one is gone.
+pub const STANDBY_POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// How long the active worker waits for its lock session to answer.
+const LOCK_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Pause after a failed pull or set-up, doubling up to the maximum.
 const RECONNECT_BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(2);
@@ -286,11 +293,72 @@ impl<H: MessageHandler> Consumer<H> {
                 }
             }
         };
-        failures = 0;
         while !stop.is_stopped() {
+            let Some(lock) = self.become_active(&mut stop).await else {
+                break;
+            };
+            tracing::info!(consumer = %self.config.name, "consumer worker active");
+            self.consume_while_active(&consumer, lock, &mut stop).await;
+        }
+        Ok(())
+    }
+
+    /// Waits until this worker holds the consumer's lock (`None` on stop).
+    /// The lock lives as long as the returned session.
+    async fn become_active(&self, stop: &mut StopSignal) -> Option<PgConnection> {
+        let lock_name = format!("qapmap-consumer:{}", self.config.name);
+        let mut session: Option<PgConnection> = None;
+        loop {
+            let pause = match self.try_lock(&mut session, &lock_name).await {
+                Ok(true) => return session,
+                Ok(false) => STANDBY_POLL_INTERVAL,
+                Err(error) => {
+                    tracing::warn!(consumer = %self.config.name, error.message = %error, "consumer lock unavailable");
+                    session = None;
+                    STANDBY_POLL_INTERVAL
+                }
+            };
+            tokio::select! {
+                _ = stop.stopped() => return None,
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
+    /// One attempt at the lock, on a session of its own (detached from the
+    /// pool, so the lock is never handed to another task with a pooled
+    /// connection).
+    async fn try_lock(
+        &self,
+        session: &mut Option<PgConnection>,
+        lock_name: &str,
+    ) -> sqlx::Result<bool> {
+        if session.is_none() {
+            *session = Some(self.pool.acquire().await?.detach());
+        }
+        let connection = session.as_mut().expect("session was just opened");
+        sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
+            .bind(lock_name)
+            .fetch_one(connection)
+            .await
+    }
+
+    /// Pulls and handles batches while the lock session answers.
+    async fn consume_while_active(
+        &self,
+        consumer: &PullConsumer,
+        mut lock: PgConnection,
+        stop: &mut StopSignal,
+    ) {
+        let mut failures: u32 = 0;
+        while !stop.is_stopped() {
+            if !lock_still_held(&mut lock).await {
+                tracing::warn!(consumer = %self.config.name, "consumer lock session lost; standing by");
+                return;
+            }
             let pulled = tokio::select! {
                 _ = stop.stopped() => break,
-                pulled = self.pull_and_handle(&consumer) => pulled,
+                pulled = self.pull_and_handle(consumer) => pulled,
             };
             match pulled {
                 Ok(()) => failures = 0,
@@ -304,7 +372,6 @@ impl<H: MessageHandler> Consumer<H> {
                 }
             }
         }
-        Ok(())
     }
 
     /// Pulls one batch and handles it in stream order.
@@ -466,6 +533,15 @@ fn decode(message: &jetstream::Message) -> Result<ReceivedMessage, async_nats::E
         payload: message.payload.clone(),
         delivery_count: u64::try_from(info.delivered).unwrap_or(1).max(1),
     })
+}
+
+/// True while the session holding the consumer lock answers.
+async fn lock_still_held(lock: &mut PgConnection) -> bool {
+    let probe = sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(lock);
+    matches!(
+        tokio::time::timeout(LOCK_PROBE_TIMEOUT, probe).await,
+        Ok(Ok(1))
+    )
 }
 
 fn reconnect_backoff(failures: u32) -> Duration {
