@@ -136,12 +136,12 @@ fn change_request<'a, M: prost::Message>(
     award_id: &str,
     on: Option<&qapmap_proto::common::v1::Date>,
     on_field: &str,
-    name: &str,
+    method: &'static str,
     request: &M,
 ) -> Result<ChangeRequest<'a>, ApiError> {
     let company_id = ids::parse("company_id", company)?;
     Ok(ChangeRequest {
-        key: RequestKey::new(company_id, request_id, method(name), request)?,
+        key: RequestKey::new(company_id, request_id, method, request)?,
         company_id,
         award_id: ids::parse("award_id", award_id)?,
         on: date::effective_or_today(on_field, on)?,
@@ -159,7 +159,7 @@ pub async fn surrender(
         &request.award_id,
         request.effective_date.as_ref(),
         "effective_date",
-        "SurrenderAward",
+        method!("SurrenderAward"),
         &request,
     )?;
     let quantity = convert::quantity("quantity", request.quantity.as_ref())?.value();
@@ -210,7 +210,7 @@ pub async fn terminate(
         &request.award_id,
         request.termination_date.as_ref(),
         "termination_date",
-        "RecordAwardTermination",
+        method!("RecordAwardTermination"),
         &request,
     )?;
     if request.termination_date.is_none() {
@@ -273,7 +273,7 @@ pub async fn record_vesting_event(
         &request.award_id,
         request.effective_date.as_ref(),
         "effective_date",
-        "RecordVestingEvent",
+        method!("RecordVestingEvent"),
         &request,
     )?;
     if request.condition_id.is_empty() {
@@ -336,7 +336,7 @@ pub async fn accelerate(
         &request.award_id,
         request.effective_date.as_ref(),
         "effective_date",
-        "AccelerateVesting",
+        method!("AccelerateVesting"),
         &request,
     )?;
     let quantity = convert::quantity("quantity", request.quantity.as_ref())?.value();
@@ -392,7 +392,7 @@ pub async fn record_expiry(
         &request.award_id,
         request.effective_date.as_ref(),
         "effective_date",
-        "RecordAwardExpiry",
+        method!("RecordAwardExpiry"),
         &request,
     )?;
     let decide = |target: Target<'_>| {

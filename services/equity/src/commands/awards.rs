@@ -101,7 +101,7 @@ pub async fn grant(
     let key = RequestKey::new(
         company_id,
         &request.request_id,
-        method("GrantAward"),
+        method!("GrantAward"),
         &request,
     )?;
     let mut transaction = match start(equity, &key).await? {

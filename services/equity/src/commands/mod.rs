@@ -99,23 +99,14 @@ pub async fn finish<R: Message>(
     Ok(response)
 }
 
-/// The full gRPC method name, the idempotency key's method.
-pub fn method(name: &str) -> &'static str {
-    match name {
-        "CreateShareClass" => "/qapmap.equity.v1.EquityService/CreateShareClass",
-        "AdjustAuthorizedShares" => "/qapmap.equity.v1.EquityService/AdjustAuthorizedShares",
-        "CreateEquityPlan" => "/qapmap.equity.v1.EquityService/CreateEquityPlan",
-        "AdjustPool" => "/qapmap.equity.v1.EquityService/AdjustPool",
-        "GrantAward" => "/qapmap.equity.v1.EquityService/GrantAward",
-        "SurrenderAward" => "/qapmap.equity.v1.EquityService/SurrenderAward",
-        "RecordAwardTermination" => "/qapmap.equity.v1.EquityService/RecordAwardTermination",
-        "RecordVestingEvent" => "/qapmap.equity.v1.EquityService/RecordVestingEvent",
-        "AccelerateVesting" => "/qapmap.equity.v1.EquityService/AccelerateVesting",
-        "RecordAwardExpiry" => "/qapmap.equity.v1.EquityService/RecordAwardExpiry",
-        "CreateRepurchaseProgram" => "/qapmap.equity.v1.EquityService/CreateRepurchaseProgram",
-        _ => "/qapmap.equity.v1.EquityService/Unknown",
-    }
+/// The full gRPC method name of an `EquityService` call, the idempotency
+/// key's method, built at compile time.
+macro_rules! method {
+    ($name:literal) => {
+        concat!("/qapmap.equity.v1.EquityService/", $name)
+    };
 }
+pub(crate) use method;
 
 /// How a cancelled quantity splits between the pool and retirement:
 /// (returned, retired).

@@ -27,7 +27,7 @@ pub async fn create(
     let key = RequestKey::new(
         company_id,
         &request.request_id,
-        method("CreateEquityPlan"),
+        method!("CreateEquityPlan"),
         &request,
     )?;
     let name = convert::name("name", &request.name)?;
@@ -118,7 +118,7 @@ pub async fn adjust_pool(
     let key = RequestKey::new(
         company_id,
         &request.request_id,
-        method("AdjustPool"),
+        method!("AdjustPool"),
         &request,
     )?;
     let id = ids::parse("plan_id", &request.plan_id)?;

@@ -22,7 +22,7 @@ pub async fn create(
     let key = RequestKey::new(
         company_id,
         &request.request_id,
-        method("CreateRepurchaseProgram"),
+        method!("CreateRepurchaseProgram"),
         &request,
     )?;
     let share_class_id = ids::parse("share_class_id", &request.share_class_id)?;

@@ -25,7 +25,7 @@ pub async fn create(
     let key = RequestKey::new(
         company_id,
         &request.request_id,
-        method("CreateShareClass"),
+        method!("CreateShareClass"),
         &request,
     )?;
     let name = convert::name("name", &request.name)?;
@@ -92,7 +92,7 @@ pub async fn adjust_authorized(
     let key = RequestKey::new(
         company_id,
         &request.request_id,
-        method("AdjustAuthorizedShares"),
+        method!("AdjustAuthorizedShares"),
         &request,
     )?;
     let id = ids::parse("share_class_id", &request.share_class_id)?;
