@@ -7,7 +7,7 @@ non-root with a read-only root filesystem; memory request <= 64Mi and limit
 container's port; a preStop pause exists; terminationGracePeriodSeconds is
 above QAPMAP_SHUTDOWN_GRACE_MS plus that pause; the process is told its port;
 its database URL comes from a Secret. And that every such Deployment has a
-Service, an HPA and a PDB, and that a NetworkPolicy admits its port.
+Service and a PDB, an HPA unless it sets replicas, and that a NetworkPolicy admits its port.
 """
 
 import sys
@@ -76,7 +76,11 @@ def main() -> int:
         need(env.get("QAPMAP_GRPC_PORT", {}).get("value") == str(port), "QAPMAP_GRPC_PORT does not match the port")
         need("secretKeyRef" in env.get("QAPMAP_DATABASE_URL", {}).get("valueFrom", {}), "database URL not from a Secret")
         need(any(i["name"] == "wait-for-postgres" for i in pod.get("initContainers", [])), "no wait-for-postgres")
-        for kind in ("Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"):
+        # Without a replica count the Deployment relies on its HPA.
+        kinds = ["Service", "PodDisruptionBudget"]
+        if "replicas" not in deployment["spec"]:
+            kinds.append("HorizontalPodAutoscaler")
+        for kind in kinds:
             need(any(o["metadata"]["name"] == name for o in by_kind.get(kind, [])), f"no {kind}")
         need(port in policy_ports, f"no NetworkPolicy admits port {port}")
 
