@@ -1,8 +1,17 @@
-//! The demo `scripts/run.sh` runs once the four processes are up: it talks
-//! to each over gRPC, as a partner's SDK would, and prints what happened.
+//! The demo `scripts/run.sh` runs once the four processes are up. It talks to
+//! them over gRPC, as a partner's SDK would, and prints what happened:
+//! 1. every process answers health;
+//! 2. a company with a common class, a plan and an employee whose grant
+//!    vests over 4 years with a 1-year cliff;
+//! 3. the grant's vesting as of a date past the cliff;
+//! 4. an option exercise and a share buyback, each a saga across services;
+//! 5. the cap table before and after, and both sagas' step histories.
 //!
 //! Endpoints come from `QAPMAP_DEMO_<SERVICE>_URL`, defaulting to the
 //! services' default ports on localhost.
+
+mod flow;
+mod print;
 
 use std::time::Duration;
 
@@ -11,89 +20,61 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-/// A process the demo talks to.
-#[derive(Debug)]
-struct Endpoint {
-    name: &'static str,
-    grpc_service: &'static str,
-    url: String,
+/// The channels to the four processes.
+#[derive(Debug, Clone)]
+pub(crate) struct Endpoints {
+    pub(crate) equity: Channel,
+    pub(crate) shareholder: Channel,
+    pub(crate) ledger: Channel,
+    pub(crate) orchestrator: Channel,
 }
 
-fn endpoints() -> Vec<Endpoint> {
-    let url = |variable: &str, port: u16| {
-        std::env::var(variable).unwrap_or_else(|_| format!("http://127.0.0.1:{port}"))
-    };
-    vec![
-        Endpoint {
-            name: "equity",
-            grpc_service: "qapmap.equity.v1.EquityService",
-            url: url("QAPMAP_DEMO_EQUITY_URL", 50051),
-        },
-        Endpoint {
-            name: "shareholder",
-            grpc_service: "qapmap.shareholder.v1.ShareholderService",
-            url: url("QAPMAP_DEMO_SHAREHOLDER_URL", 50052),
-        },
-        Endpoint {
-            name: "ledger",
-            grpc_service: "qapmap.ledger.v1.LedgerService",
-            url: url("QAPMAP_DEMO_LEDGER_URL", 50053),
-        },
-        Endpoint {
-            name: "orchestrator",
-            grpc_service: "qapmap.saga.v1.SagaService",
-            url: url("QAPMAP_DEMO_ORCHESTRATOR_URL", 50054),
-        },
-    ]
-}
-
-async fn health(channel: Channel, service: &str) -> anyhow::Result<ServingStatus> {
-    let mut client = HealthClient::new(channel);
-    let request = HealthCheckRequest {
-        service: service.to_owned(),
-    };
-    let response = client.check(request).await?.into_inner();
-    Ok(ServingStatus::try_from(response.status)?)
+async fn connect(variable: &str, port: u16) -> anyhow::Result<Channel> {
+    let url = std::env::var(variable).unwrap_or_else(|_| format!("http://127.0.0.1:{port}"));
+    let channel = Channel::from_shared(url)?
+        .connect_timeout(Duration::from_secs(2))
+        .connect()
+        .await?;
+    Ok(channel)
 }
 
 /// The overall status once it is SERVING, or whatever it is after 30 s.
 async fn wait_for_serving(channel: Channel) -> anyhow::Result<ServingStatus> {
-    let mut status = health(channel.clone(), "").await?;
+    let mut client = HealthClient::new(channel);
     for _ in 0..150 {
+        let request = HealthCheckRequest {
+            service: String::new(),
+        };
+        let status = ServingStatus::try_from(client.check(request).await?.into_inner().status)?;
         if status == ServingStatus::Serving {
-            break;
+            return Ok(status);
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
-        status = health(channel.clone(), "").await?;
     }
-    Ok(status)
+    Ok(ServingStatus::NotServing)
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     println!("== QapMap demo ==");
-    println!("-- 1. every process answers grpc.health.v1 --");
-    let mut all_serving = true;
-    for endpoint in endpoints() {
-        let channel = Channel::from_shared(endpoint.url.clone())?
-            .connect_timeout(Duration::from_secs(2))
-            .connect()
-            .await?;
-        let overall = wait_for_serving(channel.clone()).await?;
-        // A service not registered yet answers NOT_FOUND: report it honestly.
-        let own = match health(channel, endpoint.grpc_service).await {
-            Ok(status) => format!("{status:?}"),
-            Err(_) => "not served by this build".to_owned(),
-        };
-        all_serving &= overall == ServingStatus::Serving;
-        println!(
-            "{:<13} {:<28} overall={:?}  {}={}",
-            endpoint.name, endpoint.url, overall, endpoint.grpc_service, own
-        );
+    let endpoints = Endpoints {
+        equity: connect("QAPMAP_DEMO_EQUITY_URL", 50051).await?,
+        shareholder: connect("QAPMAP_DEMO_SHAREHOLDER_URL", 50052).await?,
+        ledger: connect("QAPMAP_DEMO_LEDGER_URL", 50053).await?,
+        orchestrator: connect("QAPMAP_DEMO_ORCHESTRATOR_URL", 50054).await?,
+    };
+    println!("\n-- 1. health --");
+    for (name, channel) in [
+        ("equity", &endpoints.equity),
+        ("shareholder", &endpoints.shareholder),
+        ("ledger", &endpoints.ledger),
+        ("orchestrator", &endpoints.orchestrator),
+    ] {
+        let status = wait_for_serving(channel.clone()).await?;
+        println!("{name:<13} {status:?}");
+        anyhow::ensure!(status == ServingStatus::Serving, "{name} is not SERVING");
     }
-    if !all_serving {
-        anyhow::bail!("a process is not SERVING");
-    }
-    println!("demo finished: every process is SERVING");
+    flow::run(&endpoints).await?;
+    println!("\ndemo finished");
     Ok(())
 }

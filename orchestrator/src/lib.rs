@@ -61,11 +61,16 @@ fn timing_from_env() -> anyhow::Result<Timing> {
 /// Connects, binds, and assembles the orchestrator; run it with
 /// [`Application::run_until`].
 pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+    build_with_timing(settings, timing_from_env()?).await
+}
+
+/// [`build`] with explicit step timing (tests use short deadlines).
+pub async fn build_with_timing(settings: Settings, timing: Timing) -> anyhow::Result<Application> {
     let infrastructure = Infrastructure::connect(settings, &MIGRATOR).await?;
     let engine = Engine {
         pool: infrastructure.pool.clone(),
         subjects: infrastructure.subjects.clone(),
-        timing: timing_from_env()?,
+        timing,
     };
     let replies = ConsumerConfig::new(
         replies::CONSUMER_NAME,
