@@ -4,6 +4,7 @@
 //! - [`stakeholder`]: the stakeholder register (domain, rules, SQL).
 //! - [`payment`]: payments through a gateway, at most once per key.
 //! - [`saga_operations`]: the saga pivot steps (collect, disburse).
+//! - [`saga_commands`]: the NATS consumer that runs them for the orchestrator.
 //! - [`grpc`]: the `ShareholderService` edge; [`convert`]: proto <-> domain.
 //! - [`events`]: domain events to the outbox.
 
@@ -11,6 +12,7 @@ pub mod convert;
 pub mod events;
 pub mod grpc;
 pub mod payment;
+pub mod saga_commands;
 pub mod saga_operations;
 pub mod stakeholder;
 
@@ -19,6 +21,10 @@ use std::sync::Arc;
 use anyhow::Context;
 use qapmap_proto::shareholder::v1::shareholder_service_server::ShareholderServiceServer;
 use qapmap_runtime::Settings;
+use qapmap_runtime::consumer::spawn_consumer;
+use qapmap_runtime::dead_letter::DeadLetterAdmin;
+use qapmap_runtime::metrics::MessagingMetrics;
+use qapmap_runtime::relay::spawn_relay_with;
 use qapmap_runtime::server::{Application, Infrastructure};
 use sqlx::migrate::Migrator;
 
@@ -29,7 +35,8 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
 /// Connects to the service's infrastructure and binds its gRPC port, with
 /// the sandbox gateway configured by `QAPMAP_SANDBOX_*`; the caller runs it
-/// with [`Application::run_until`].
+/// with [`Application::run_until`]. Besides the gRPC services it runs the
+/// outbox relay and the saga commands consumer.
 pub async fn build(settings: Settings) -> anyhow::Result<Application> {
     let sandbox = SandboxSettings::from_env().context("reading the sandbox gateway settings")?;
     build_with_gateway(settings, Arc::new(SandboxGateway::new(sandbox))).await
@@ -47,13 +54,26 @@ pub async fn build_with_gateway(
         gateway,
         infrastructure.subjects.clone(),
     );
+    let commands = saga_commands::consumer_config(&infrastructure.subjects);
+    let command_handler =
+        saga_commands::CommandHandler::new(payments.clone(), infrastructure.subjects.clone());
     let api = grpc::ShareholderApi::new(
         infrastructure.pool.clone(),
         infrastructure.subjects.clone(),
         payments,
     );
+    let dead_letters = DeadLetterAdmin::new(infrastructure.pool.clone()).into_service();
+    // One set of counters for the relay and the consumer of this process.
+    let metrics = Arc::new(MessagingMetrics::new());
     let application = Application::bind(infrastructure)
         .await?
-        .add_service(ShareholderServiceServer::new(api));
-    Ok(application)
+        .add_service(ShareholderServiceServer::new(api))
+        .add_service(dead_letters);
+    let application = spawn_relay_with(application, metrics.clone());
+    Ok(spawn_consumer(
+        application,
+        commands,
+        command_handler,
+        metrics,
+    ))
 }

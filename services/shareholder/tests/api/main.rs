@@ -3,5 +3,6 @@
 
 mod helpers;
 mod payments;
+mod saga_commands;
 mod saga_operations;
 mod stakeholders;

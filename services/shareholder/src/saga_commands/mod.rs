@@ -1,0 +1,167 @@
+//! The saga command consumer: `<ns>.cmd.shareholder.>` on the COMMANDS
+//! stream, one durable consumer ([`CONSUMER_NAME`]), handling the pivot
+//! payments of the exercise (`collect_payment`) and buyback
+//! (`disburse_payment`) sagas.
+//!
+//! - [`parse`]: envelope and payment fields; [`reply`]: the `SagaReply`.
+//!
+//! Answers, per the saga command contract:
+//! - paid -> SUCCEEDED with `PaymentResult`;
+//! - declined, unknown or other company's stakeholder, no payment
+//!   instruction, bad payment fields -> REJECTED with a reason code (no money
+//!   moved, so the orchestrator may compensate);
+//! - transient (gateway failed without moving money, database away, another
+//!   attempt in progress) -> [`HandlerError::Retry`]: the consumer naks with
+//!   backoff and the same key is tried again;
+//! - **outcome unknown** (the gateway timed out, or an earlier attempt died
+//!   mid-call) -> no reply at all ([`Handled::Done`]). Money may have moved,
+//!   so neither "declined" (the saga would compensate) nor a retry (it could
+//!   pay twice) is honest. The orchestrator re-sends the pivot on its
+//!   deadline, gets silence again, and parks the saga after its last attempt
+//!   for an operator to reconcile with the gateway;
+//! - undecodable, malformed envelope, a command this service does not handle,
+//!   or the saga key reused for a different payment -> [`HandlerError::Poison`]
+//!   (dead letter). A reused key is not answered REJECTED: the first payment
+//!   may have moved money, and a rejection would make the saga compensate.
+//!
+//! Repeats: the payment's idempotency key is (saga id, step), so a redelivery
+//! (same message id: the inbox re-sends the stored reply) and a re-send by
+//! the orchestrator (new message id: the payment row returns the first
+//! result) both answer the first result without calling the gateway again.
+
+pub mod parse;
+pub mod reply;
+
+use std::time::Duration;
+
+use prost::Message;
+use qapmap_proto::messaging::v1::SagaCommand;
+use qapmap_runtime::consumer::{
+    ConsumerConfig, Handled, HandlerError, MessageHandler, ReceivedMessage,
+};
+use qapmap_runtime::messaging::{StreamKind, Subjects};
+use sqlx::PgConnection;
+use tracing::Instrument;
+
+use crate::payment::{Direction, PaymentError, Payments, executor::DEFAULT_GATEWAY_TIMEOUT};
+use crate::saga_operations::{
+    SagaPaymentError, collect_payment_for_saga, disburse_payment_for_saga,
+};
+
+/// The durable consumer's name (and its inbox key).
+pub const CONSUMER_NAME: &str = "shareholder-commands";
+/// The service token in command subjects.
+pub const SERVICE: &str = "shareholder";
+
+/// Handling may wait for a concurrent attempt and then call the gateway, each
+/// bounded by the gateway timeout; JetStream must not redeliver meanwhile.
+const ACK_WAIT: Duration = Duration::from_secs(DEFAULT_GATEWAY_TIMEOUT.as_secs() * 2 + 30);
+/// Short first delays: a transient gateway failure usually clears quickly,
+/// and the orchestrator's step deadline (10 s by default) is waiting.
+const BACKOFF: [Duration; 4] = [
+    Duration::from_millis(500),
+    Duration::from_secs(2),
+    Duration::from_secs(5),
+    Duration::from_secs(15),
+];
+
+/// The commands consumer's configuration in `subjects`' namespace.
+pub fn consumer_config(subjects: &Subjects) -> ConsumerConfig {
+    ConsumerConfig::new(
+        CONSUMER_NAME,
+        StreamKind::Commands,
+        format!("{}.cmd.{SERVICE}.>", subjects.namespace()),
+    )
+    .with_ack_wait(ACK_WAIT)
+    .with_backoff(BACKOFF.to_vec())
+}
+
+/// Handles the shareholder's saga commands.
+#[derive(Debug, Clone)]
+pub struct CommandHandler {
+    payments: Payments,
+    subjects: Subjects,
+}
+
+impl CommandHandler {
+    pub fn new(payments: Payments, subjects: Subjects) -> Self {
+        Self { payments, subjects }
+    }
+
+    async fn handle_command(
+        &self,
+        message: &ReceivedMessage,
+        command: &SagaCommand,
+    ) -> Result<Handled, HandlerError> {
+        let envelope = parse::envelope(command, &message.subject, |name| {
+            self.subjects.command(SERVICE, name)
+        })
+        .map_err(|error| HandlerError::Poison(error.into()))?;
+        let answer = |reply| {
+            Handled::Reply(reply::message(
+                &self.subjects,
+                command,
+                envelope.company_id,
+                &reply,
+                &message.headers,
+            ))
+        };
+        let payment = match parse::payment(&envelope, command) {
+            Ok(payment) => payment,
+            Err(invalid) => {
+                tracing::warn!(field = invalid.field, "payment command refused");
+                let reply = reply::rejected(command, parse::INVALID_COMMAND, invalid.to_string());
+                return Ok(answer(reply));
+            }
+        };
+        let result = match envelope.direction {
+            Direction::Collection => collect_payment_for_saga(&self.payments, &payment).await,
+            Direction::Disbursement => disburse_payment_for_saga(&self.payments, &payment).await,
+        };
+        match result {
+            Ok(receipt) => {
+                tracing::info!(payment.id = %receipt.payment_id, "saga payment succeeded");
+                Ok(answer(reply::succeeded(command, &receipt)))
+            }
+            Err(SagaPaymentError::Rejected(error @ PaymentError::KeyReused(_))) => {
+                Err(HandlerError::Poison(error.into()))
+            }
+            Err(error @ (SagaPaymentError::Declined { .. } | SagaPaymentError::Rejected(_))) => {
+                tracing::info!(reason_code = error.reason_code(), "saga payment rejected");
+                let reply = reply::rejected(command, error.reason_code(), error.to_string());
+                Ok(answer(reply))
+            }
+            Err(SagaPaymentError::Retriable(error)) => Err(HandlerError::Retry(error.into())),
+            Err(SagaPaymentError::OutcomeUnknown(error)) => {
+                // See the module docs: silence lets the orchestrator park it.
+                tracing::error!(error.message = %error, "saga payment outcome unknown; not answering, the saga will park for reconciliation");
+                Ok(Handled::Done)
+            }
+        }
+    }
+}
+
+impl MessageHandler for CommandHandler {
+    /// The payment commits in transactions of its own (a gateway call cannot
+    /// sit inside one), so `_transaction` carries only the inbox row and the
+    /// reply; the payment's (saga id, step) key makes a rerun harmless.
+    async fn handle(
+        &self,
+        message: &ReceivedMessage,
+        _transaction: &mut PgConnection,
+    ) -> Result<Handled, HandlerError> {
+        let command = SagaCommand::decode(message.payload.as_ref())
+            .map_err(|error| HandlerError::Poison(anyhow::anyhow!("not a SagaCommand: {error}")))?;
+        let span = tracing::info_span!(
+            "saga.command",
+            saga.id = %command.saga_id,
+            saga.type = %command.saga_type,
+            saga.step = command.step,
+            company.id = %command.company_id,
+            messaging.delivery = message.delivery_count,
+        );
+        self.handle_command(message, &command)
+            .instrument(span)
+            .await
+    }
+}
