@@ -185,7 +185,8 @@ pub async fn find(
     Ok(row.map(|row| into_hold(company_id, row)))
 }
 
-async fn find_by_cause(
+/// The hold placed for `cause` (e.g. a saga step) in this company.
+pub async fn find_by_cause(
     connection: &mut PgConnection,
     company_id: Uuid,
     cause: &str,

@@ -9,11 +9,14 @@
 //! - [`equity_projection`]: options and pools from the equity service's events.
 //! - [`cap_table`]: the cap table as of a date, and its Redis cache.
 //! - [`statement`]: a stakeholder's lines with running balances.
+//! - [`saga_tombstones`]: saga steps compensated before they were applied.
+//! - [`consumers`]: the saga-command and equity-event consumers on JetStream.
 //! - `grpc`: the `LedgerService` edge.
 
 pub mod accounts;
 pub mod cap_table;
 pub mod commands;
+pub mod consumers;
 pub mod convert;
 pub mod equity_projection;
 pub mod events;
@@ -21,10 +24,17 @@ mod grpc;
 pub mod holds;
 pub mod journal;
 pub mod saga_operations;
+pub mod saga_tombstones;
 pub mod statement;
+
+use std::sync::Arc;
 
 use qapmap_proto::ledger::v1::ledger_service_server::LedgerServiceServer;
 use qapmap_runtime::Settings;
+use qapmap_runtime::consumer::spawn_consumer;
+use qapmap_runtime::dead_letter::DeadLetterAdmin;
+use qapmap_runtime::metrics::MessagingMetrics;
+use qapmap_runtime::relay::spawn_relay_with;
 use qapmap_runtime::server::{Application, Infrastructure};
 use sqlx::migrate::Migrator;
 
@@ -33,19 +43,40 @@ pub use equity_projection::apply_equity_event;
 /// The service's schema, embedded at compile time.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
-/// Connects to the service's infrastructure and binds its gRPC port; the
-/// caller runs it with [`Application::run_until`].
+/// Connects to the service's infrastructure, binds its gRPC port, and starts
+/// the outbox relay and the consumers; the caller runs it with
+/// [`Application::run_until`].
 pub async fn build(settings: Settings) -> anyhow::Result<Application> {
     let cache_prefix = format!("qapmap:{}", settings.nats_namespace);
     let cache = cap_table::cache::CapTableCache::new(&settings.redis_url, &cache_prefix);
     let infrastructure = Infrastructure::connect(settings, &MIGRATOR).await?;
+    let subjects = infrastructure.subjects.clone();
     let api = grpc::LedgerApi {
         pool: infrastructure.pool.clone(),
-        subjects: infrastructure.subjects.clone(),
+        subjects: subjects.clone(),
         cache,
     };
+    let dead_letters = DeadLetterAdmin::new(infrastructure.pool.clone()).into_service();
     let application = Application::bind(infrastructure)
         .await?
-        .add_service(LedgerServiceServer::new(api));
+        .add_service(LedgerServiceServer::new(api))
+        .add_service(dead_letters);
+    // One set of counters for the relay and both consumers of this process.
+    let metrics = Arc::new(MessagingMetrics::new());
+    let application = spawn_relay_with(application, metrics.clone());
+    let application = spawn_consumer(
+        application,
+        consumers::saga_commands::config(&subjects),
+        consumers::saga_commands::SagaCommandHandler {
+            subjects: subjects.clone(),
+        },
+        metrics.clone(),
+    );
+    let application = spawn_consumer(
+        application,
+        consumers::equity_events::config(&subjects),
+        consumers::equity_events::EquityEventHandler,
+        metrics,
+    );
     Ok(application)
 }

@@ -1,7 +1,14 @@
 //! The ledger's saga steps, called by the orchestrator (through NATS) with
 //! the caller's transaction. Each is idempotent by (saga id, step): a repeat
 //! returns the first result and writes nothing. Business refusals come back
-//! as [`SagaError::Rejected`] with a stable reason code.
+//! as [`SagaError::Rejected`] with a stable reason code; a refusal may leave
+//! writes in the caller's transaction, so callers roll back (to a savepoint)
+//! on one.
+//!
+//! A hold step can be compensated before its command lands (the orchestrator
+//! gave up waiting): the release then records a tombstone (see
+//! [`crate::saga_tombstones`]) and the late hold is refused with
+//! `compensated_before_applied`.
 
 use chrono::NaiveDate;
 use qapmap_runtime::decimal::Money;
@@ -14,6 +21,7 @@ use crate::accounts::{AccountKey, SystemAccount, Unit};
 use crate::commands::cash_in_lines;
 use crate::holds::{self, Hold, HoldError};
 use crate::journal::{self, Cause, EntryType, Line, NewEntry, PostedEntry, PostingError};
+use crate::saga_tombstones;
 
 /// Which saga step is asking.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,10 +52,22 @@ pub enum SagaError {
     Database(#[from] sqlx::Error),
 }
 
+impl SagaError {
+    fn not_found(hold_id: Uuid) -> Self {
+        Self::Rejected {
+            reason: "not_found",
+            description: format!("hold {hold_id} not found in this company"),
+        }
+    }
+}
+
 impl From<PostingError> for SagaError {
     fn from(error: PostingError) -> Self {
         match error {
             PostingError::Database(error) => Self::Database(error),
+            // A hold of another company is as unknown as a missing one; the
+            // saga contract names both `not_found`.
+            PostingError::HoldNotFound(id) => Self::not_found(id),
             other => Self::Rejected {
                 reason: other.reason_code(),
                 description: other.to_string(),
@@ -60,6 +80,7 @@ impl From<HoldError> for SagaError {
     fn from(error: HoldError) -> Self {
         match error {
             HoldError::Database(error) => Self::Database(error),
+            HoldError::NotFound(id) => Self::not_found(id),
             other => Self::Rejected {
                 reason: other.reason_code(),
                 description: other.to_string(),
@@ -80,14 +101,7 @@ pub async fn hold_unissued_shares(
         SystemAccount::AuthorizedUnissued,
         Unit::Shares(share_class_id),
     );
-    Ok(holds::place(
-        connection,
-        company_id,
-        account,
-        quantity,
-        &saga.cause().to_stored(),
-    )
-    .await?)
+    hold_for_step(connection, company_id, saga, account, quantity).await
 }
 
 /// Buyback step 2: holds a holder's shares (available = balance − holds).
@@ -100,6 +114,27 @@ pub async fn hold_holder_shares(
     quantity: Decimal,
 ) -> Result<Hold, SagaError> {
     let account = AccountKey::stakeholder(stakeholder_id, share_class_id);
+    hold_for_step(connection, company_id, saga, account, quantity).await
+}
+
+/// Places the step's hold unless the step was compensated first.
+async fn hold_for_step(
+    connection: &mut PgConnection,
+    company_id: Uuid,
+    saga: SagaStep,
+    account: AccountKey,
+    quantity: Decimal,
+) -> Result<Hold, SagaError> {
+    saga_tombstones::lock_step(connection, saga).await?;
+    if saga_tombstones::exists(connection, saga).await? {
+        return Err(SagaError::Rejected {
+            reason: "compensated_before_applied",
+            description: format!(
+                "step {} of saga {} was compensated before it arrived",
+                saga.step, saga.saga_id
+            ),
+        });
+    }
     Ok(holds::place(
         connection,
         company_id,
@@ -110,14 +145,41 @@ pub async fn hold_holder_shares(
     .await?)
 }
 
-/// Compensation of either hold. Releasing twice is fine; a consumed hold is refused.
+/// What a compensation of a hold step did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Released {
+    /// The step's hold is released (now or before).
+    Hold(Hold),
+    /// The step never placed a hold; a tombstone now refuses it if it comes.
+    NeverApplied,
+}
+
+/// Compensation of either hold, `saga` being the hold's own step. Without
+/// `hold_id` (the orchestrator never heard back from the hold step) the hold
+/// is found by its step. Releasing twice is fine; a consumed hold is refused.
 pub async fn release_hold(
     connection: &mut PgConnection,
     company_id: Uuid,
-    _saga: SagaStep,
-    hold_id: Uuid,
-) -> Result<Hold, SagaError> {
-    Ok(holds::release(connection, company_id, hold_id).await?)
+    saga: SagaStep,
+    hold_id: Option<Uuid>,
+) -> Result<Released, SagaError> {
+    saga_tombstones::lock_step(connection, saga).await?;
+    let hold_id = match hold_id {
+        Some(hold_id) => hold_id,
+        None => {
+            let cause = saga.cause().to_stored();
+            match holds::find_by_cause(connection, company_id, &cause).await? {
+                Some(hold) => hold.id,
+                None => {
+                    saga_tombstones::record(connection, company_id, saga).await?;
+                    return Ok(Released::NeverApplied);
+                }
+            }
+        }
+    };
+    Ok(Released::Hold(
+        holds::release(connection, company_id, hold_id).await?,
+    ))
 }
 
 /// What an exercise or a repurchase posts.

@@ -90,9 +90,12 @@ async fn an_exercise_and_a_buyback_post_through_their_holds_once() {
     let hold = saga_operations::hold_holder_shares(&mut tx, company, buyback, holder, class, d(15))
         .await
         .expect("hold");
-    let released = saga_operations::release_hold(&mut tx, company, buyback, hold.id)
+    let released = saga_operations::release_hold(&mut tx, company, buyback, Some(hold.id))
         .await
         .expect("release");
+    let saga_operations::Released::Hold(released) = released else {
+        panic!("the hold was placed: {released:?}");
+    };
     assert_eq!(released.status, qapmap_ledger::holds::HoldStatus::Released);
     let hold = saga_operations::hold_holder_shares(
         &mut tx,
@@ -122,7 +125,7 @@ async fn an_exercise_and_a_buyback_post_through_their_holds_once() {
     )
     .await
     .expect("repurchase");
-    let consumed = saga_operations::release_hold(&mut tx, company, buyback, hold.id).await;
+    let consumed = saga_operations::release_hold(&mut tx, company, buyback, Some(hold.id)).await;
     assert!(matches!(
         consumed,
         Err(SagaError::Rejected {

@@ -1,0 +1,61 @@
+//! Feeds the equity service's domain events to the options projection
+//! ([`crate::apply_equity_event`]) in the consumer's transaction. The
+//! projection is idempotent by event id, so an event re-published under a
+//! new message id still counts once.
+
+use prost::Message;
+use qapmap_proto::messaging::v1::DomainEvent;
+use qapmap_runtime::consumer::{
+    ConsumerConfig, Handled, HandlerError, MessageHandler, ReceivedMessage,
+};
+use qapmap_runtime::messaging::{StreamKind, Subjects};
+use sqlx::PgConnection;
+use tracing::Instrument;
+
+use crate::equity_projection::{self, ProjectionError};
+
+/// The durable consumer's name.
+pub const CONSUMER_NAME: &str = "ledger-equity-events";
+
+/// Every equity event: the projection ignores those it does not need.
+pub fn config(subjects: &Subjects) -> ConsumerConfig {
+    ConsumerConfig::new(
+        CONSUMER_NAME,
+        StreamKind::Events,
+        format!("{}.evt.equity.>", subjects.namespace()),
+    )
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct EquityEventHandler;
+
+impl MessageHandler for EquityEventHandler {
+    async fn handle(
+        &self,
+        message: &ReceivedMessage,
+        transaction: &mut PgConnection,
+    ) -> Result<Handled, HandlerError> {
+        let event = DomainEvent::decode(message.payload.as_ref())
+            .map_err(|error| HandlerError::Poison(anyhow::anyhow!("not a DomainEvent: {error}")))?;
+        let span = tracing::info_span!(
+            "ledger.equity_event",
+            event.id = %event.event_id,
+            company.id = %event.company_id,
+        );
+        apply(transaction, &event).instrument(span).await
+    }
+}
+
+async fn apply(
+    transaction: &mut PgConnection,
+    event: &DomainEvent,
+) -> Result<Handled, HandlerError> {
+    match equity_projection::apply_equity_event(transaction, event).await {
+        Ok(_) => Ok(Handled::Done),
+        // Events of one plan may arrive out of order (a redelivered message
+        // bends stream order): retry until the plan's creation has landed.
+        Err(error @ ProjectionError::UnknownPlan(_)) => Err(HandlerError::Retry(error.into())),
+        Err(ProjectionError::Database(error)) => Err(HandlerError::Retry(error.into())),
+        Err(error @ ProjectionError::Invalid { .. }) => Err(HandlerError::Poison(error.into())),
+    }
+}

@@ -1,0 +1,384 @@
+//! The orchestrator's commands to the ledger (`<ns>.cmd.ledger.<command>`),
+//! each answered with a `SagaReply` on `<ns>.reply.<saga type>`.
+//!
+//! The step runs under a savepoint of the consumer's transaction: a business
+//! refusal rolls it back (a refused step writes nothing) while the reply is
+//! still enqueued and committed with the inbox row. Idempotency is the saga
+//! operations' own, by (saga id, step): a command re-sent under a new message
+//! id finds the hold or entry placed the first time and answers the same.
+//!
+//! Malformed envelopes, and commands or compensation flags the ledger does
+//! not handle, are poison (dead letters); malformed fields inside a known
+//! command are refused with `invalid_argument`, so the saga can move on.
+
+use prost::Message;
+use qapmap_proto::ledger::v1 as ledger;
+use qapmap_proto::messaging::v1::saga_command::Command;
+use qapmap_proto::messaging::v1::saga_reply::Result as ReplyResult;
+use qapmap_proto::messaging::v1::{ReplyOutcome, SagaCommand, SagaReply};
+use qapmap_runtime::consumer::{
+    ConsumerConfig, Handled, HandlerError, MessageHandler, ReceivedMessage,
+};
+use qapmap_runtime::decimal::{self, Money};
+use qapmap_runtime::messaging::{StreamKind, Subjects};
+use qapmap_runtime::outbox::OutboxMessage;
+use qapmap_runtime::{ApiError, date, ids};
+use rust_decimal::Decimal;
+use sqlx::{Connection, PgConnection};
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::saga_operations::{self, HeldPosting, Released, SagaError, SagaStep};
+
+/// The durable consumer's name.
+pub const CONSUMER_NAME: &str = "ledger-commands";
+
+/// The W3C header continued from the command onto its reply.
+const TRACEPARENT: &str = "traceparent";
+
+/// Every command addressed to the ledger.
+pub fn config(subjects: &Subjects) -> ConsumerConfig {
+    ConsumerConfig::new(
+        CONSUMER_NAME,
+        StreamKind::Commands,
+        format!("{}.cmd.ledger.>", subjects.namespace()),
+    )
+}
+
+#[derive(Debug, Clone)]
+pub struct SagaCommandHandler {
+    pub subjects: Subjects,
+}
+
+impl MessageHandler for SagaCommandHandler {
+    async fn handle(
+        &self,
+        message: &ReceivedMessage,
+        transaction: &mut PgConnection,
+    ) -> Result<Handled, HandlerError> {
+        let command = SagaCommand::decode(message.payload.as_ref())
+            .map_err(|error| poison(format!("not a SagaCommand: {error}")))?;
+        let span = tracing::info_span!(
+            "ledger.saga_command",
+            saga.id = %command.saga_id,
+            saga.step = command.step,
+            saga.compensation = command.compensation,
+            company.id = %command.company_id,
+        );
+        async {
+            let company_id = ids::parse("company_id", &command.company_id)
+                .map_err(|error| poison(error.to_string()))?;
+            let saga = SagaStep {
+                saga_id: ids::parse("saga_id", &command.saga_id)
+                    .map_err(|error| poison(error.to_string()))?,
+                step: command.step,
+            };
+            let outcome = match Step::parse(&command)? {
+                Ok(step) => self.run(transaction, company_id, saga, step).await?,
+                Err(invalid) => Outcome::rejected("invalid_argument", invalid.to_string()),
+            };
+            if let Outcome::Rejected { reason_code, .. } = &outcome {
+                tracing::info!(reason_code, "saga step refused");
+            }
+            Ok(Handled::Reply(reply(
+                &self.subjects,
+                message,
+                &command,
+                company_id,
+                outcome,
+            )))
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+impl SagaCommandHandler {
+    /// Runs the step under a savepoint, rolled back when it is refused.
+    async fn run(
+        &self,
+        transaction: &mut PgConnection,
+        company_id: Uuid,
+        saga: SagaStep,
+        step: Step,
+    ) -> Result<Outcome, HandlerError> {
+        let mut savepoint = transaction.begin().await?;
+        match step
+            .execute(&mut savepoint, &self.subjects, company_id, saga)
+            .await
+        {
+            Ok(result) => {
+                savepoint.commit().await?;
+                Ok(Outcome::Succeeded(result))
+            }
+            Err(SagaError::Rejected {
+                reason,
+                description,
+            }) => {
+                savepoint.rollback().await?;
+                Ok(Outcome::rejected(reason, description))
+            }
+            Err(SagaError::Database(error)) => Err(HandlerError::Retry(error.into())),
+        }
+    }
+}
+
+/// A ledger command, parsed into domain types.
+#[derive(Debug)]
+enum Step {
+    HoldUnissued {
+        share_class_id: Uuid,
+        quantity: Decimal,
+    },
+    HoldHolder {
+        share_class_id: Uuid,
+        stakeholder_id: Uuid,
+        quantity: Decimal,
+    },
+    Release {
+        hold_id: Option<Uuid>,
+    },
+    PostExercise(HeldPosting),
+    PostRepurchase(HeldPosting),
+}
+
+impl Step {
+    /// The outer error is poison (not a ledger command, or the compensation
+    /// flag does not fit it); the inner one a field the step cannot use.
+    fn parse(command: &SagaCommand) -> Result<Result<Self, ApiError>, HandlerError> {
+        let compensation = command.compensation;
+        Ok(match &command.command {
+            Some(Command::HoldUnissuedShares(hold)) if !compensation => Self::hold_unissued(hold),
+            Some(Command::HoldHolderShares(hold)) if !compensation => Self::hold_holder(hold),
+            Some(Command::ReleaseHold(release)) if compensation => {
+                ids::optional("release_hold.hold_id", &release.hold_id)
+                    .map(|hold_id| Self::Release { hold_id })
+            }
+            Some(Command::PostExercise(post)) if !compensation => {
+                held_posting(HeldFields::from(post)).map(Self::PostExercise)
+            }
+            Some(Command::PostRepurchase(post)) if !compensation => {
+                held_posting(HeldFields::from(post)).map(Self::PostRepurchase)
+            }
+            Some(other) => {
+                return Err(poison(format!(
+                    "the ledger does not handle {} with compensation = {compensation}",
+                    command_name(other)
+                )));
+            }
+            None => return Err(poison("a SagaCommand without a command".to_owned())),
+        })
+    }
+
+    fn hold_unissued(hold: &ledger::HoldUnissuedSharesCommand) -> Result<Self, ApiError> {
+        Ok(Self::HoldUnissued {
+            share_class_id: ids::parse("share_class_id", &hold.share_class_id)?,
+            quantity: decimal::positive("quantity", hold.quantity.as_ref())?,
+        })
+    }
+
+    fn hold_holder(hold: &ledger::HoldHolderSharesCommand) -> Result<Self, ApiError> {
+        Ok(Self::HoldHolder {
+            share_class_id: ids::parse("share_class_id", &hold.share_class_id)?,
+            stakeholder_id: ids::parse("stakeholder_id", &hold.stakeholder_id)?,
+            quantity: decimal::positive("quantity", hold.quantity.as_ref())?,
+        })
+    }
+
+    async fn execute(
+        self,
+        connection: &mut PgConnection,
+        subjects: &Subjects,
+        company_id: Uuid,
+        saga: SagaStep,
+    ) -> Result<Option<ReplyResult>, SagaError> {
+        let hold_result = |hold_id: Uuid| {
+            Some(ReplyResult::Hold(ledger::HoldResult {
+                hold_id: hold_id.to_string(),
+            }))
+        };
+        let posting_result = |entry: crate::journal::PostedEntry| {
+            Some(ReplyResult::Posting(ledger::PostingResult {
+                entry_id: entry.id.to_string(),
+                sequence: entry.sequence,
+            }))
+        };
+        Ok(match self {
+            Self::HoldUnissued {
+                share_class_id,
+                quantity,
+            } => {
+                let hold = saga_operations::hold_unissued_shares(
+                    connection,
+                    company_id,
+                    saga,
+                    share_class_id,
+                    quantity,
+                )
+                .await?;
+                hold_result(hold.id)
+            }
+            Self::HoldHolder {
+                share_class_id,
+                stakeholder_id,
+                quantity,
+            } => {
+                let hold = saga_operations::hold_holder_shares(
+                    connection,
+                    company_id,
+                    saga,
+                    stakeholder_id,
+                    share_class_id,
+                    quantity,
+                )
+                .await?;
+                hold_result(hold.id)
+            }
+            Self::Release { hold_id } => {
+                match saga_operations::release_hold(connection, company_id, saga, hold_id).await? {
+                    Released::Hold(hold) => hold_result(hold.id),
+                    Released::NeverApplied => None,
+                }
+            }
+            Self::PostExercise(posting) => posting_result(
+                saga_operations::post_exercise(connection, subjects, company_id, saga, posting)
+                    .await?,
+            ),
+            Self::PostRepurchase(posting) => posting_result(
+                saga_operations::post_repurchase(connection, subjects, company_id, saga, posting)
+                    .await?,
+            ),
+        })
+    }
+}
+
+/// The fields exercise and repurchase postings share.
+struct HeldFields<'a> {
+    hold_id: &'a str,
+    stakeholder_id: &'a str,
+    share_class_id: &'a str,
+    quantity: Option<&'a qapmap_proto::common::v1::Decimal>,
+    amount_paid: Option<&'a qapmap_proto::common::v1::Money>,
+    effective_date: Option<&'a qapmap_proto::common::v1::Date>,
+}
+
+impl<'a> From<&'a ledger::PostExerciseCommand> for HeldFields<'a> {
+    fn from(post: &'a ledger::PostExerciseCommand) -> Self {
+        Self {
+            hold_id: &post.hold_id,
+            stakeholder_id: &post.stakeholder_id,
+            share_class_id: &post.share_class_id,
+            quantity: post.quantity.as_ref(),
+            amount_paid: post.amount_paid.as_ref(),
+            effective_date: post.effective_date.as_ref(),
+        }
+    }
+}
+
+impl<'a> From<&'a ledger::PostRepurchaseCommand> for HeldFields<'a> {
+    fn from(post: &'a ledger::PostRepurchaseCommand) -> Self {
+        Self {
+            hold_id: &post.hold_id,
+            stakeholder_id: &post.stakeholder_id,
+            share_class_id: &post.share_class_id,
+            quantity: post.quantity.as_ref(),
+            amount_paid: post.amount_paid.as_ref(),
+            effective_date: post.effective_date.as_ref(),
+        }
+    }
+}
+
+fn held_posting(fields: HeldFields<'_>) -> Result<HeldPosting, ApiError> {
+    Ok(HeldPosting {
+        hold_id: ids::parse("hold_id", fields.hold_id)?,
+        stakeholder_id: ids::parse("stakeholder_id", fields.stakeholder_id)?,
+        share_class_id: ids::parse("share_class_id", fields.share_class_id)?,
+        quantity: decimal::positive("quantity", fields.quantity)?,
+        amount_paid: Money::optional("amount_paid", fields.amount_paid)?,
+        effective_date: date::required("effective_date", fields.effective_date)?,
+    })
+}
+
+/// What the step came to.
+#[derive(Debug)]
+enum Outcome {
+    Succeeded(Option<ReplyResult>),
+    Rejected { reason_code: String, reason: String },
+}
+
+impl Outcome {
+    fn rejected(reason_code: &str, reason: String) -> Self {
+        Self::Rejected {
+            reason_code: reason_code.to_owned(),
+            reason,
+        }
+    }
+}
+
+/// The reply, continuing the command's trace.
+fn reply(
+    subjects: &Subjects,
+    message: &ReceivedMessage,
+    command: &SagaCommand,
+    company_id: Uuid,
+    outcome: Outcome,
+) -> OutboxMessage {
+    let mut reply = SagaReply {
+        saga_id: command.saga_id.clone(),
+        step: command.step,
+        compensation: command.compensation,
+        company_id: command.company_id.clone(),
+        ..Default::default()
+    };
+    match outcome {
+        Outcome::Succeeded(result) => {
+            reply.set_outcome(ReplyOutcome::Succeeded);
+            reply.result = result;
+        }
+        Outcome::Rejected {
+            reason_code,
+            reason,
+        } => {
+            reply.set_outcome(ReplyOutcome::Rejected);
+            reply.reason_code = reason_code;
+            reply.reason = reason;
+        }
+    }
+    let outgoing = OutboxMessage::protobuf(
+        subjects.reply(&command.saga_type),
+        command.saga_id.clone(),
+        Some(company_id),
+        &reply,
+    );
+    let traceparent = message
+        .headers
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(TRACEPARENT));
+    match traceparent {
+        Some((_, value)) => outgoing.with_header(TRACEPARENT, value.clone()),
+        None => outgoing,
+    }
+}
+
+fn poison(why: String) -> HandlerError {
+    HandlerError::Poison(anyhow::anyhow!(why))
+}
+
+/// A command's name for logs and dead letters (never its fields).
+fn command_name(command: &Command) -> &'static str {
+    match command {
+        Command::ReserveOptions(_) => "reserve_options",
+        Command::ReleaseOptionReservation(_) => "release_option_reservation",
+        Command::ConfirmExercise(_) => "confirm_exercise",
+        Command::ReserveRepurchase(_) => "reserve_repurchase",
+        Command::ReleaseRepurchaseReservation(_) => "release_repurchase_reservation",
+        Command::ConfirmRepurchase(_) => "confirm_repurchase",
+        Command::HoldUnissuedShares(_) => "hold_unissued_shares",
+        Command::HoldHolderShares(_) => "hold_holder_shares",
+        Command::ReleaseHold(_) => "release_hold",
+        Command::PostExercise(_) => "post_exercise",
+        Command::PostRepurchase(_) => "post_repurchase",
+        Command::CollectPayment(_) => "collect_payment",
+        Command::DisbursePayment(_) => "disburse_payment",
+    }
+}
