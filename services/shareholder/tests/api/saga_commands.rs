@@ -366,3 +366,25 @@ async fn a_command_this_service_does_not_handle_is_dead_lettered_unanswered() {
     assert_eq!(consumer_rows(&app).await, (0, 0, 1));
     assert_eq!(app.gateway.total_calls(), 0);
 }
+
+#[tokio::test]
+async fn a_missing_instruction_or_a_bad_amount_is_rejected_and_nothing_is_paid() {
+    let app = spawn_app().await;
+    let mut bus = Bus::connect(&app).await;
+    let without_instruction = app.stakeholder_paying_with("").await;
+    let holder = app.stakeholder_paying_with("bank:ada").await;
+    let no_instruction = payment_command(&app, "option_exercise", &without_instruction.id, "10");
+    let zero = payment_command(&app, "share_buyback", &holder.id, "0");
+
+    bus.send(&no_instruction, "collect_payment", None).await;
+    let first = bus.next_reply().await;
+    bus.send(&zero, "disburse_payment", None).await;
+    let second = bus.next_reply().await;
+
+    assert_eq!(first.reply.saga_id, no_instruction.saga_id);
+    assert_rejected(&first, "payment_instruction_missing");
+    assert_eq!(second.reply.saga_id, zero.saga_id);
+    assert_rejected(&second, "invalid_command");
+    assert_eq!(app.gateway.total_calls(), 0);
+    assert_eq!(app.count("payments").await, 0);
+}
