@@ -11,6 +11,10 @@ use qapmap_runtime::outbox::{self, OutboxMessage};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
+use std::sync::Arc;
+
+use crate::metrics::SagaMetrics;
+
 use crate::context::SagaContext;
 use crate::definition::{SagaDefinition, Timing};
 use crate::machine::{Event, Outcome, Refusal, Saga, Send};
@@ -58,6 +62,7 @@ pub struct Engine {
     pub pool: PgPool,
     pub subjects: Subjects,
     pub timing: Timing,
+    pub metrics: Arc<SagaMetrics>,
 }
 
 impl Engine {
@@ -107,6 +112,7 @@ impl Engine {
             .await?;
         store::insert(&mut transaction, &new, &saga, now).await?;
         transaction.commit().await?;
+        self.metrics.record_started(&saga);
         let mut connection = self.pool.acquire().await?;
         let saga = store::load(&mut connection, new.id, false)
             .await?
@@ -193,6 +199,7 @@ impl Engine {
             .await?
             .ok_or(EngineError::NotFound(saga_id))?;
         let now = Utc::now();
+        let before = stored.saga.clone();
         let send = stored.saga.apply(event, now, &self.timing)?;
         if let Some(send) = send {
             let header = SagaHeader {
@@ -205,6 +212,9 @@ impl Engine {
                 .await?;
         }
         store::save(connection, saga_id, &stored.saga, now).await?;
+        // Counted before the caller commits: a rollback may over-count by one
+        // transition, which a counter used for rates tolerates.
+        self.metrics.record_transition(&before, &stored.saga, now);
         Ok(())
     }
 

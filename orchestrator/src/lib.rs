@@ -17,6 +17,7 @@ pub mod definition;
 pub mod engine;
 pub mod grpc;
 pub mod machine;
+pub mod metrics;
 pub mod replies;
 pub mod sagas;
 pub mod store;
@@ -30,7 +31,6 @@ use qapmap_runtime::Settings;
 use qapmap_runtime::consumer::{ConsumerConfig, spawn_consumer};
 use qapmap_runtime::dead_letter::DeadLetterAdmin;
 use qapmap_runtime::messaging::StreamKind;
-use qapmap_runtime::metrics::MessagingMetrics;
 use qapmap_runtime::relay::spawn_relay_with;
 use qapmap_runtime::server::{Application, Infrastructure, StopSignal};
 use sqlx::migrate::Migrator;
@@ -71,6 +71,7 @@ pub async fn build_with_timing(settings: Settings, timing: Timing) -> anyhow::Re
         pool: infrastructure.pool.clone(),
         subjects: infrastructure.subjects.clone(),
         timing,
+        metrics: Arc::new(metrics::SagaMetrics::new(infrastructure.pool.clone())),
     };
     let replies = ConsumerConfig::new(
         replies::CONSUMER_NAME,
@@ -82,14 +83,15 @@ pub async fn build_with_timing(settings: Settings, timing: Timing) -> anyhow::Re
         Duration::from_secs(1),
         Duration::from_secs(5),
     ]);
-    let metrics = Arc::new(MessagingMetrics::new());
     let dead_letters = DeadLetterAdmin::new(infrastructure.pool.clone()).into_service();
     let application = Application::bind(infrastructure)
         .await?
         .add_service(SagaServiceServer::new(grpc::SagaApi {
             engine: engine.clone(),
         }))
-        .add_service(dead_letters);
+        .add_service(dead_letters)
+        .add_metric_source(engine.metrics.clone());
+    let metrics = application.messaging_metrics();
     let application = spawn_relay_with(application, metrics.clone());
     let reply_handler = replies::ReplyHandler {
         engine: engine.clone(),

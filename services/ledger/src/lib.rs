@@ -27,13 +27,11 @@ pub mod saga_operations;
 pub mod saga_tombstones;
 pub mod statement;
 
-use std::sync::Arc;
 
 use qapmap_proto::ledger::v1::ledger_service_server::LedgerServiceServer;
 use qapmap_runtime::Settings;
 use qapmap_runtime::consumer::spawn_consumer;
 use qapmap_runtime::dead_letter::DeadLetterAdmin;
-use qapmap_runtime::metrics::MessagingMetrics;
 use qapmap_runtime::relay::spawn_relay_with;
 use qapmap_runtime::server::{Application, Infrastructure};
 use sqlx::migrate::Migrator;
@@ -61,8 +59,8 @@ pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         .await?
         .add_service(LedgerServiceServer::new(api))
         .add_service(dead_letters);
-    // One set of counters for the relay and both consumers of this process.
-    let metrics = Arc::new(MessagingMetrics::new());
+    // One set of counters for the relay and both consumers, exported at /metrics.
+    let metrics = application.messaging_metrics();
     let application = spawn_relay_with(application, metrics.clone());
     let application = spawn_consumer(
         application,

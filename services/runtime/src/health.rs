@@ -2,6 +2,8 @@
 //! while its own Postgres and NATS answer, so Kubernetes stops routing to a
 //! replica that could only fail.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sqlx::PgPool;
@@ -21,6 +23,8 @@ pub struct HealthMonitor {
     /// The empty name (the whole server) is always reported too.
     pub services: Vec<&'static str>,
     pub interval: Duration,
+    /// Mirrors the overall status for the metrics endpoint.
+    pub serving: Arc<AtomicBool>,
 }
 
 impl HealthMonitor {
@@ -63,6 +67,8 @@ impl HealthMonitor {
     }
 
     async fn report(&self, status: ServingStatus) {
+        self.serving
+            .store(status == ServingStatus::Serving, Ordering::Relaxed);
         self.reporter.set_service_status("", status).await;
         for service in &self.services {
             self.reporter.set_service_status(service, status).await;

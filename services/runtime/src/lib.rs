@@ -32,6 +32,7 @@ pub mod ids;
 pub mod inbox;
 pub mod messaging;
 pub mod metrics;
+pub mod metrics_export;
 pub mod outbox;
 pub mod pagination;
 pub mod relay;

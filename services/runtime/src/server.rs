@@ -10,6 +10,8 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use anyhow::Context;
 use async_nats::jetstream;
@@ -24,6 +26,8 @@ use tonic::transport::server::TcpIncoming;
 
 use crate::health::HealthMonitor;
 use crate::messaging::{self, Subjects};
+use crate::metrics::MessagingMetrics;
+use crate::metrics_export::{self, CoreMetrics, GrpcMetrics, GrpcMetricsLayer, MetricSource};
 use crate::settings::Settings;
 
 /// The connections a process holds for its whole life.
@@ -90,6 +94,11 @@ pub struct Application {
     service_names: Vec<&'static str>,
     background: Vec<(&'static str, BackgroundTask)>,
     stop_sender: watch::Sender<bool>,
+    messaging_metrics: Arc<MessagingMetrics>,
+    grpc_metrics: Arc<GrpcMetrics>,
+    serving: Arc<AtomicBool>,
+    metric_sources: Vec<Arc<dyn MetricSource>>,
+    metrics_listener: Option<TcpListener>,
 }
 
 impl std::fmt::Debug for Application {
@@ -111,6 +120,16 @@ impl Application {
             .await
             .with_context(|| format!("binding gRPC address {requested}"))?;
         let address = listener.local_addr()?;
+        let metrics_listener = match settings.metrics_port {
+            Some(port) => {
+                let metrics_address = SocketAddr::new(settings.grpc_host, port);
+                let listener = TcpListener::bind(metrics_address)
+                    .await
+                    .with_context(|| format!("binding the metrics address {metrics_address}"))?;
+                Some(listener)
+            }
+            None => None,
+        };
         let (stop_sender, _) = watch::channel(false);
         Ok(Self {
             infrastructure,
@@ -120,7 +139,31 @@ impl Application {
             service_names: Vec::new(),
             background: Vec::new(),
             stop_sender,
+            messaging_metrics: Arc::new(MessagingMetrics::new()),
+            grpc_metrics: Arc::new(GrpcMetrics::default()),
+            serving: Arc::new(AtomicBool::new(false)),
+            metric_sources: Vec::new(),
+            metrics_listener,
         })
+    }
+
+    /// The messaging counters of this process, for its relay and consumers.
+    pub fn messaging_metrics(&self) -> Arc<MessagingMetrics> {
+        self.messaging_metrics.clone()
+    }
+
+    /// The metrics endpoint's port, when `QAPMAP_METRICS_PORT` switched it on.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok())
+            .map(|address| address.port())
+    }
+
+    /// Adds a process-specific source to the metrics endpoint.
+    pub fn add_metric_source(mut self, source: Arc<dyn MetricSource>) -> Self {
+        self.metric_sources.push(source);
+        self
     }
 
     pub fn port(&self) -> u16 {
@@ -176,6 +219,7 @@ impl Application {
             nats: self.infrastructure.nats.clone(),
             services: self.service_names.clone(),
             interval: settings.health_probe_interval,
+            serving: self.serving.clone(),
         };
         let health_task = tokio::spawn(monitor.run(self.stop_sender.subscribe()));
         let reflection = reflection_service(&self.service_names)?;
@@ -187,6 +231,23 @@ impl Application {
         });
 
         let mut background = tokio::task::JoinSet::new();
+        if let Some(listener) = self.metrics_listener {
+            let mut sources: Vec<Arc<dyn MetricSource>> = vec![Arc::new(CoreMetrics {
+                service: settings.service.as_str(),
+                pool: self.infrastructure.pool.clone(),
+                messaging: self.messaging_metrics.clone(),
+                grpc: self.grpc_metrics.clone(),
+                serving: self.serving.clone(),
+            })];
+            sources.extend(self.metric_sources);
+            let stop = StopSignal(self.stop_sender.subscribe());
+            background.spawn(async move {
+                (
+                    "metrics-endpoint",
+                    metrics_export::serve(listener, sources, stop).await,
+                )
+            });
+        }
         for (name, task) in self.background {
             background.spawn(async move { (name, task.await) });
         }
@@ -201,6 +262,7 @@ impl Application {
         let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
         let server = Server::builder()
             .trace_fn(crate::grpc_tracing::server_span)
+            .layer(GrpcMetricsLayer(self.grpc_metrics.clone()))
             .add_routes(self.routes)
             .add_service(health_service)
             .add_service(reflection)

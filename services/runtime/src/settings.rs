@@ -82,6 +82,8 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// How often the health check probes Postgres and NATS.
     pub health_probe_interval: Duration,
+    /// Port of the Prometheus `/metrics` endpoint; `None` leaves it off.
+    pub metrics_port: Option<u16>,
 }
 
 impl fmt::Debug for Settings {
@@ -97,6 +99,7 @@ impl fmt::Debug for Settings {
             .field("redis_url", &"<redacted>")
             .field("shutdown_grace", &self.shutdown_grace)
             .field("health_probe_interval", &self.health_probe_interval)
+            .field("metrics_port", &self.metrics_port)
             .finish()
     }
 }
@@ -128,6 +131,7 @@ impl Settings {
             health_probe_interval: Duration::from_millis(
                 vars.parsed_or("QAPMAP_HEALTH_PROBE_INTERVAL_MS", 1_000)?,
             ),
+            metrics_port: vars.optional_parsed("QAPMAP_METRICS_PORT")?,
         };
         settings.validate()?;
         Ok(settings)
@@ -195,6 +199,25 @@ impl<F: Fn(&str) -> Option<String>> Lookup<'_, F> {
 
     fn string_or(&self, variable: &str, default: &str) -> String {
         self.get(variable).unwrap_or_else(|| default.to_owned())
+    }
+
+    fn optional_parsed<T>(&self, variable: &str) -> Result<Option<T>, SettingsError>
+    where
+        T: FromStr,
+        T::Err: fmt::Display,
+    {
+        let Some(value) = self.get(variable) else {
+            return Ok(None);
+        };
+        value
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|error: T::Err| SettingsError::Invalid {
+                variable: variable.to_owned(),
+                reason: error.to_string(),
+                value,
+            })
     }
 
     fn parsed_or<T>(&self, variable: &str, default: T) -> Result<T, SettingsError>

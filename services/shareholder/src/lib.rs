@@ -23,7 +23,6 @@ use qapmap_proto::shareholder::v1::shareholder_service_server::ShareholderServic
 use qapmap_runtime::Settings;
 use qapmap_runtime::consumer::spawn_consumer;
 use qapmap_runtime::dead_letter::DeadLetterAdmin;
-use qapmap_runtime::metrics::MessagingMetrics;
 use qapmap_runtime::relay::spawn_relay_with;
 use qapmap_runtime::server::{Application, Infrastructure};
 use sqlx::migrate::Migrator;
@@ -63,12 +62,12 @@ pub async fn build_with_gateway(
         payments,
     );
     let dead_letters = DeadLetterAdmin::new(infrastructure.pool.clone()).into_service();
-    // One set of counters for the relay and the consumer of this process.
-    let metrics = Arc::new(MessagingMetrics::new());
     let application = Application::bind(infrastructure)
         .await?
         .add_service(ShareholderServiceServer::new(api))
         .add_service(dead_letters);
+    // One set of counters for the relay and the consumer, exported at /metrics.
+    let metrics = application.messaging_metrics();
     let application = spawn_relay_with(application, metrics.clone());
     Ok(spawn_consumer(
         application,
