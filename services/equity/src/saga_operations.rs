@@ -7,6 +7,13 @@
 //! result and changes nothing. A business refusal is a [`SagaError::Rejected`]
 //! with a stable snake_case reason; the caller rolls back, so a refused step
 //! writes nothing and a repeat is judged afresh.
+//!
+//! A release (the compensation of a reserve, sent with the reserve's step)
+//! may come without the reservation id when the reserve timed out: it finds
+//! the reservation by (saga_id, step), and when there is none it leaves a
+//! tombstone ([`crate::saga_tombstones`]) so that a reserve landing later is
+//! refused with `compensated_before_applied`. A resource of another company
+//! is refused as `not_found`.
 
 use chrono::NaiveDate;
 use qapmap_proto::equity::v1 as proto;
@@ -21,6 +28,7 @@ use uuid::Uuid;
 use crate::commands::{CommandError, awards, plans};
 use crate::domain::{AwardStatus, AwardType};
 use crate::events::{self, EventContext};
+use crate::saga_tombstones::{self, COMPENSATED_BEFORE_APPLIED};
 use crate::store::{self, ProgramRow};
 
 /// Identifies one step of one saga, for one company.
@@ -104,10 +112,89 @@ impl OptionReservation {
 /// What a release or confirm step did; stored as the step's result.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepOutcome {
-    pub reservation_id: Uuid,
+    /// None when a release found nothing to release (it left a tombstone).
+    pub reservation_id: Option<Uuid>,
     pub quantity: Decimal,
-    /// "released" or "confirmed".
+    /// "released", "confirmed", or [`NOTHING_TO_RELEASE`].
     pub status: String,
+}
+
+/// The status of a release whose reserve never happened.
+pub const NOTHING_TO_RELEASE: &str = "nothing_to_release";
+
+impl StepOutcome {
+    fn of(reservation_id: Uuid, quantity: Decimal, status: &str) -> Self {
+        Self {
+            reservation_id: Some(reservation_id),
+            quantity,
+            status: status.to_owned(),
+        }
+    }
+}
+
+/// Refuses a forward step whose compensation already ran (see the module docs).
+async fn refuse_if_compensated(
+    connection: &mut PgConnection,
+    step: SagaStep,
+) -> Result<(), SagaError> {
+    if saga_tombstones::find(connection, step).await?.is_some() {
+        return Err(SagaError::rejected(
+            COMPENSATED_BEFORE_APPLIED,
+            "this saga step was compensated before it was applied",
+        ));
+    }
+    Ok(())
+}
+
+/// The release of a step that never happened: a tombstone, and success (the
+/// compensation's goal, nothing held, is reached).
+async fn nothing_to_release(
+    connection: &mut PgConnection,
+    step: SagaStep,
+    operation: &str,
+) -> Result<StepOutcome, SagaError> {
+    saga_tombstones::record(connection, step, operation).await?;
+    Ok(StepOutcome {
+        reservation_id: None,
+        quantity: Decimal::ZERO,
+        status: NOTHING_TO_RELEASE.to_owned(),
+    })
+}
+
+/// The id of the reservation `table` holds for (saga_id, step): None when
+/// there is none, `not_found` when it belongs to another company.
+async fn reservation_of_step(
+    connection: &mut PgConnection,
+    table: ReservationTable,
+    step: SagaStep,
+) -> Result<Option<Uuid>, SagaError> {
+    let query = match table {
+        ReservationTable::Options => {
+            "SELECT id, company_id FROM option_reservations WHERE saga_id = $1 AND step = $2"
+        }
+        ReservationTable::Repurchases => {
+            "SELECT id, company_id FROM repurchase_reservations WHERE saga_id = $1 AND step = $2"
+        }
+    };
+    let found: Option<(Uuid, Uuid)> = sqlx::query_as(query)
+        .bind(step.saga_id)
+        .bind(step.step)
+        .fetch_optional(&mut *connection)
+        .await?;
+    match found {
+        Some((id, company_id)) if company_id == step.company_id => Ok(Some(id)),
+        Some(_) => Err(SagaError::rejected(
+            "not_found",
+            "the reservation of this saga step belongs to another company",
+        )),
+        None => Ok(None),
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum ReservationTable {
+    Options,
+    Repurchases,
 }
 
 #[derive(Debug, sqlx::FromRow)]
@@ -129,6 +216,8 @@ pub async fn reserve_options(
     quantity: Decimal,
     exercise_date: NaiveDate,
 ) -> Result<OptionReservation, SagaError> {
+    saga_tombstones::lock_step(connection, step).await?;
+    refuse_if_compensated(connection, step).await?;
     if let Some(existing) = option_reservation_by_step(connection, step).await? {
         if existing.award_id != award_id || existing.quantity != quantity {
             return Err(SagaError::rejected(
@@ -268,16 +357,27 @@ async fn option_result(
     })
 }
 
-/// Exercise compensation of step 1: gives the options back to the holder.
+/// Exercise compensation of step 1 (`step` is the reserve's): gives the
+/// options back to the holder. Without `reservation_id` it releases the
+/// reservation of (saga_id, step), or leaves a tombstone when there is none.
 pub async fn release_option_reservation(
     connection: &mut PgConnection,
     subjects: &Subjects,
     step: SagaStep,
-    reservation_id: Uuid,
+    reservation_id: Option<Uuid>,
 ) -> Result<StepOutcome, SagaError> {
+    const OPERATION: &str = "release_option_reservation";
+    saga_tombstones::lock_step(connection, step).await?;
     if let Some(outcome) = stored_outcome(connection, step).await? {
         return Ok(outcome);
     }
+    let reservation_id = match reservation_id {
+        Some(id) => id,
+        None => match reservation_of_step(connection, ReservationTable::Options, step).await? {
+            Some(id) => id,
+            None => return nothing_to_release(connection, step, OPERATION).await,
+        },
+    };
     let reservation = lock_option_reservation(connection, step.company_id, reservation_id).await?;
     if reservation.status == "confirmed" {
         return Err(SagaError::rejected(
@@ -307,12 +407,8 @@ pub async fn release_option_reservation(
         .await?;
         store::update_award(connection, &award, loaded_version).await?;
     }
-    let outcome = StepOutcome {
-        reservation_id,
-        quantity: reservation.quantity,
-        status: "released".into(),
-    };
-    store_outcome(connection, step, "release_option_reservation", &outcome).await?;
+    let outcome = StepOutcome::of(reservation_id, reservation.quantity, "released");
+    store_outcome(connection, step, OPERATION, &outcome).await?;
     Ok(outcome)
 }
 
@@ -338,11 +434,7 @@ pub async fn confirm_exercise(
         exercise_reserved(connection, subjects, step, &reservation).await?;
         set_option_reservation_status(connection, reservation_id, "confirmed").await?;
     }
-    let outcome = StepOutcome {
-        reservation_id,
-        quantity: reservation.quantity,
-        status: "confirmed".into(),
-    };
+    let outcome = StepOutcome::of(reservation_id, reservation.quantity, "confirmed");
     store_outcome(connection, step, "confirm_exercise", &outcome).await?;
     Ok(outcome)
 }
@@ -407,7 +499,7 @@ async fn lock_option_reservation(
     .bind(id)
     .fetch_optional(connection)
     .await?
-    .ok_or_else(|| SagaError::rejected("reservation_not_found", format!("reservation {id} not found")))
+    .ok_or_else(|| SagaError::rejected("not_found", format!("reservation {id} not found")))
 }
 
 async fn set_option_reservation_status(
@@ -488,7 +580,7 @@ impl RepurchaseReservation {
 }
 
 /// What a buyback asks of a program.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RepurchaseRequest {
     pub program_id: Uuid,
     pub stakeholder_id: Uuid,
@@ -505,6 +597,8 @@ pub async fn reserve_repurchase(
     step: SagaStep,
     request: RepurchaseRequest,
 ) -> Result<RepurchaseReservation, SagaError> {
+    saga_tombstones::lock_step(connection, step).await?;
+    refuse_if_compensated(connection, step).await?;
     let existing: Option<(Uuid, Uuid, Decimal)> = sqlx::query_as(
         "SELECT id, program_id, quantity FROM repurchase_reservations WHERE company_id = $1 AND saga_id = $2 AND step = $3",
     )
@@ -623,10 +717,7 @@ async fn lock_program(
     store::program(connection, company_id, id, lock)
         .await?
         .ok_or_else(|| {
-            SagaError::rejected(
-                "program_not_found",
-                format!("repurchase program {id} not found"),
-            )
+            SagaError::rejected("not_found", format!("repurchase program {id} not found"))
         })
 }
 
@@ -689,24 +780,30 @@ async fn lock_repurchase_reservation(
     .bind(id)
     .fetch_optional(connection)
     .await?
-    .ok_or_else(|| {
-        SagaError::rejected(
-            "reservation_not_found",
-            format!("reservation {id} not found"),
-        )
-    })
+    .ok_or_else(|| SagaError::rejected("not_found", format!("reservation {id} not found")))
 }
 
-/// Buyback compensation of step 1: frees the program's capacity.
+/// Buyback compensation of step 1 (`step` is the reserve's): frees the
+/// program's capacity. Without `reservation_id`, as
+/// [`release_option_reservation`].
 pub async fn release_repurchase_reservation(
     connection: &mut PgConnection,
     subjects: &Subjects,
     step: SagaStep,
-    reservation_id: Uuid,
+    reservation_id: Option<Uuid>,
 ) -> Result<StepOutcome, SagaError> {
+    const OPERATION: &str = "release_repurchase_reservation";
+    saga_tombstones::lock_step(connection, step).await?;
     if let Some(outcome) = stored_outcome(connection, step).await? {
         return Ok(outcome);
     }
+    let reservation_id = match reservation_id {
+        Some(id) => id,
+        None => match reservation_of_step(connection, ReservationTable::Repurchases, step).await? {
+            Some(id) => id,
+            None => return nothing_to_release(connection, step, OPERATION).await,
+        },
+    };
     let reservation =
         lock_repurchase_reservation(connection, step.company_id, reservation_id).await?;
     if reservation.status == "confirmed" {
@@ -739,12 +836,8 @@ pub async fn release_repurchase_reservation(
         )
         .await?;
     }
-    let outcome = StepOutcome {
-        reservation_id,
-        quantity: reservation.quantity,
-        status: "released".into(),
-    };
-    store_outcome(connection, step, "release_repurchase_reservation", &outcome).await?;
+    let outcome = StepOutcome::of(reservation_id, reservation.quantity, "released");
+    store_outcome(connection, step, OPERATION, &outcome).await?;
     Ok(outcome)
 }
 
@@ -799,11 +892,7 @@ pub async fn confirm_repurchase(
         )
         .await?;
     }
-    let outcome = StepOutcome {
-        reservation_id,
-        quantity: reservation.quantity,
-        status: "confirmed".into(),
-    };
+    let outcome = StepOutcome::of(reservation_id, reservation.quantity, "confirmed");
     store_outcome(connection, step, "confirm_repurchase", &outcome).await?;
     Ok(outcome)
 }

@@ -9,7 +9,10 @@ const BINARY: &str = env!("CARGO_BIN_EXE_qapmap-equity");
 async fn serves_health_and_reflection_and_finishes_in_flight_calls_on_sigterm() {
     runtime_checks::check_health_reflection_and_graceful_shutdown(
         BINARY,
-        &["qapmap.equity.v1.EquityService"],
+        &[
+            "qapmap.equity.v1.EquityService",
+            "qapmap.ops.v1.DeadLetterService",
+        ],
     )
     .await;
 }

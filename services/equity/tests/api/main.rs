@@ -4,6 +4,7 @@
 mod awards;
 mod helpers;
 mod plans;
+mod saga_commands;
 mod saga_operations;
 mod share_classes;
 mod termination;

@@ -145,7 +145,7 @@ async fn an_exercise_reserves_then_confirms_once_and_repeats_change_nothing() {
         &mut transaction,
         &equity.subjects,
         step(&app, saga, 1),
-        reservation.reservation_id,
+        Some(reservation.reservation_id),
     )
     .await;
     assert_eq!(reason_of(late_release), "reservation_already_confirmed");
@@ -232,7 +232,7 @@ async fn reservations_respect_expiry_and_the_post_termination_window_and_release
             &mut transaction,
             &equity.subjects,
             step(&app, saga, -1),
-            held.reservation_id,
+            Some(held.reservation_id),
         )
         .await
         .expect("released");
