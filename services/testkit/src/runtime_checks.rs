@@ -81,13 +81,17 @@ fn service_names(response: MessageResponse) -> Vec<String> {
 pub async fn check_health_reflection_and_graceful_shutdown(binary: &str, own_services: &[&str]) {
     let database = TestDatabase::create("runtime").await;
     let namespace = TestNamespace::new();
-    let mut process = ServiceProcess::spawn(binary, &service_env(&database.url, &namespace)).await;
+    let mut env = service_env(&database.url, &namespace);
+    let metrics_port = crate::free_port();
+    env.insert("QAPMAP_METRICS_PORT".to_owned(), metrics_port.to_string());
+    let mut process = ServiceProcess::spawn(binary, &env).await;
 
     assert!(
         wait_for_health(&process, ServingStatus::Serving, Duration::from_secs(20)).await,
         "{binary} never reported SERVING; output:\n{}",
         process.output_text()
     );
+    check_metrics(metrics_port).await;
 
     // Open a reflection stream: this call stays in flight across SIGTERM.
     let (requests, receiver) = tokio::sync::mpsc::channel(4);
@@ -141,6 +145,44 @@ pub async fn check_health_reflection_and_graceful_shutdown(binary: &str, own_ser
         "exit code after SIGTERM; output:\n{}",
         process.output_text()
     );
+}
+
+/// The scrape shows health SERVING and counts the health checks just made.
+async fn check_metrics(port: u16) {
+    let scrape = scrape_metrics(port).await;
+    assert!(
+        scrape
+            .lines()
+            .any(|line| line.starts_with("qapmap_grpc_health_serving{") && line.ends_with(" 1")),
+        "health gauge missing or not 1:\n{scrape}"
+    );
+    assert!(
+        scrape.contains("method=\"grpc.health.v1.Health/Check\",code=\"0\"}"),
+        "health checks are counted:\n{scrape}"
+    );
+    assert!(
+        scrape.contains("qapmap_outbox_backlog{"),
+        "outbox backlog gauge:\n{scrape}"
+    );
+}
+
+/// `GET /metrics` over a plain TCP connection.
+pub async fn scrape_metrics(port: u16) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("metrics port open");
+    socket
+        .write_all(b"GET /metrics HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .await
+        .expect("send scrape");
+    let mut response = String::new();
+    socket
+        .read_to_string(&mut response)
+        .await
+        .expect("read scrape");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    response
 }
 
 /// Starts `binary` on a private Postgres, stops that Postgres, and checks
