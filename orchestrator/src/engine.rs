@@ -8,7 +8,9 @@ use prost::Message;
 use qapmap_proto::messaging::v1::{Initiator, ReplyOutcome, SagaCommand, SagaReply};
 use qapmap_runtime::messaging::Subjects;
 use qapmap_runtime::outbox::{self, OutboxMessage};
+use qapmap_runtime::trace_context;
 use sqlx::{PgConnection, PgPool};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 use uuid::Uuid;
 
 use std::sync::Arc;
@@ -272,13 +274,44 @@ impl Engine {
             Some(header.company_id),
             &envelope,
         );
-        if !header.traceparent.is_empty() {
-            message = message.with_header("traceparent", header.traceparent);
+        // The step's span hangs under the saga's root span (stored on its row,
+        // so a restarted orchestrator continues the same trace); the command
+        // carries the step span, so the service's work hangs under the step.
+        let step_span = step_span(header, saga.definition.saga_type, view.info.name, send);
+        if let Some(traceparent) = trace_context::traceparent_of(&step_span) {
+            message = message.with_header("traceparent", traceparent);
         }
-        debug_assert!(!message.payload.is_empty() || envelope.encoded_len() == 0);
         outbox::enqueue(connection, &message).await?;
         Ok(())
     }
+}
+
+/// A span for sending one step's command (or its compensation).
+fn step_span(
+    header: &SagaHeader<'_>,
+    saga_type: &str,
+    step_name: &str,
+    send: Send,
+) -> tracing::Span {
+    let operation = if send.compensation {
+        "compensate"
+    } else {
+        "step"
+    };
+    let span = tracing::info_span!(
+        "saga.step",
+        otel.name = %format!("{saga_type} {operation} {step_name}"),
+        saga.id = %header.id,
+        saga.r#type = saga_type,
+        saga.step = send.step,
+        saga.step.name = step_name,
+        saga.compensation = send.compensation,
+        company.id = %header.company_id,
+    );
+    if !header.traceparent.is_empty() {
+        let _ = span.set_parent(trace_context::parent_from_traceparent(header.traceparent));
+    }
+    span
 }
 
 /// What every command of one saga carries.

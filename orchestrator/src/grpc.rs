@@ -8,6 +8,7 @@ use qapmap_proto::saga::v1::saga_service_server::SagaService;
 use qapmap_runtime::pagination::PageRequest;
 use qapmap_runtime::{ApiError, date, decimal, idempotency, ids};
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::context::{SagaContext, SagaInput};
@@ -156,8 +157,14 @@ impl SagaApi {
         definition: &'static crate::definition::SagaDefinition,
         input: SagaInput,
     ) -> Result<api::Saga, EngineError> {
-        let span = tracing::info_span!("saga.start", saga.r#type = definition.saga_type, company.id = %company_id);
-        let _entered = span.enter();
+        // The saga's root span: its context is stored on the saga row, and
+        // every step and compensation hangs under it, even after a restart.
+        let span = tracing::info_span!(
+            "saga",
+            otel.name = %format!("saga {}", definition.saga_type),
+            saga.r#type = definition.saga_type,
+            company.id = %company_id,
+        );
         let started = self
             .engine
             .start(StartRequest {
@@ -168,6 +175,7 @@ impl SagaApi {
                 definition,
                 context: SagaContext::new(input),
             })
+            .instrument(span)
             .await?;
         Ok(to_proto(&started.saga))
     }

@@ -39,6 +39,7 @@ use async_nats::jetstream::{self, AckKind, consumer::PullConsumer, consumer::pul
 use bytes::Bytes;
 use futures::StreamExt;
 use sqlx::{PgConnection, PgPool};
+use tracing::Instrument;
 
 use crate::dead_letter;
 use crate::inbox::{self, NATS_MESSAGE_ID_HEADER, ORIGINAL_MESSAGE_ID_HEADER};
@@ -433,7 +434,13 @@ impl<H: MessageHandler> Consumer<H> {
                 ),
             };
         }
-        match self.handle_in_transaction(received).await {
+        let span = crate::trace_context::message_span(
+            &self.config.name,
+            &received.subject,
+            &received.message_id,
+            &received.headers,
+        );
+        match self.handle_in_transaction(received).instrument(span).await {
             Ok(true) => Verdict::Applied,
             Ok(false) => Verdict::Duplicate,
             Err(HandlerError::Poison(error)) => Verdict::DeadLetter {

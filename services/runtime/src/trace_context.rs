@@ -2,7 +2,7 @@
 //! outbox) so work resumed later joins the same trace. Empty when tracing
 //! export is off.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use opentelemetry::trace::TraceContextExt;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -29,4 +29,52 @@ pub fn current() -> TraceContext {
         traceparent: carrier.remove("traceparent").unwrap_or_default(),
         trace_id: span_context.trace_id().to_string(),
     }
+}
+
+/// The span of one consumed message, child of the span that produced it
+/// (its `traceparent` header, stored on the outbox row), with OpenTelemetry
+/// `messaging.*` attributes.
+pub fn message_span(
+    consumer: &str,
+    subject: &str,
+    message_id: &str,
+    headers: &BTreeMap<String, String>,
+) -> tracing::Span {
+    let span = tracing::info_span!(
+        "messaging.process",
+        otel.name = %format!("process {subject}"),
+        otel.kind = "consumer",
+        messaging.system = "nats",
+        messaging.operation = "process",
+        messaging.destination.name = %subject,
+        messaging.message.id = %message_id,
+        messaging.consumer.group.name = %consumer,
+    );
+    let carrier: HashMap<String, String> = headers
+        .iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+        .collect();
+    let parent =
+        opentelemetry::global::get_text_map_propagator(|propagator| propagator.extract(&carrier));
+    let _ = span.set_parent(parent);
+    span
+}
+
+/// The `traceparent` of a span, for a message sent on its behalf.
+pub fn traceparent_of(span: &tracing::Span) -> Option<String> {
+    let context = span.context();
+    if !context.span().span_context().is_valid() {
+        return None;
+    }
+    let mut carrier = HashMap::new();
+    opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.inject_context(&context, &mut carrier)
+    });
+    carrier.remove("traceparent")
+}
+
+/// The span context a stored `traceparent` names, as a parent for new spans.
+pub fn parent_from_traceparent(traceparent: &str) -> opentelemetry::Context {
+    let carrier = HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
+    opentelemetry::global::get_text_map_propagator(|propagator| propagator.extract(&carrier))
 }
