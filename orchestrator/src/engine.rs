@@ -4,7 +4,6 @@
 //! once: every transition holds the saga's row lock.
 
 use chrono::{DateTime, Utc};
-use prost::Message;
 use qapmap_proto::messaging::v1::{Initiator, ReplyOutcome, SagaCommand, SagaReply};
 use qapmap_runtime::messaging::Subjects;
 use qapmap_runtime::outbox::{self, OutboxMessage};

@@ -22,13 +22,10 @@ pub mod saga_tombstones;
 pub mod store;
 pub mod vesting;
 
-use std::sync::Arc;
-
 use qapmap_proto::equity::v1::equity_service_server::EquityServiceServer;
 use qapmap_runtime::Settings;
 use qapmap_runtime::consumer::spawn_consumer;
 use qapmap_runtime::dead_letter::DeadLetterAdmin;
-use qapmap_runtime::metrics::MessagingMetrics;
 use qapmap_runtime::relay::spawn_relay_with;
 use qapmap_runtime::server::{Application, Infrastructure};
 use sqlx::migrate::Migrator;
@@ -52,12 +49,12 @@ pub async fn build(settings: Settings) -> anyhow::Result<Application> {
     let commands = saga_commands::consumer_config(&infrastructure.subjects);
     let command_handler = saga_commands::CommandHandler::new(infrastructure.subjects.clone());
     let dead_letters = DeadLetterAdmin::new(infrastructure.pool.clone()).into_service();
-    // One set of counters for the relay and the consumer of this process.
-    let metrics = Arc::new(MessagingMetrics::new());
     let application = Application::bind(infrastructure)
         .await?
         .add_service(EquityServiceServer::new(EquityApi::new(equity)))
         .add_service(dead_letters);
+    // One set of counters for the relay and the consumer, exported at /metrics.
+    let metrics = application.messaging_metrics();
     let application = spawn_relay_with(application, metrics.clone());
     Ok(spawn_consumer(
         application,

@@ -61,4 +61,5 @@ async fn a_hundred_concurrent_exercises_never_exceed_what_is_vested() {
         .count();
     assert_eq!(collected, completed, "one payment per completed exercise");
     system.assert_share_invariant(&company).await;
+    system.assert_pool_invariant(&company).await;
 }

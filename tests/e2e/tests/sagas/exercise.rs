@@ -56,6 +56,7 @@ async fn a_happy_exercise_turns_options_into_shares_and_collects_the_price_once(
         .await;
     assert_eq!(unissued_held, Decimal::ZERO, "the hold was consumed");
     system.assert_share_invariant(&company).await;
+    system.assert_pool_invariant(&company).await;
 
     // The cap table reflects the shares at once, and the options once the
     // equity events have reached the ledger.
@@ -109,6 +110,7 @@ async fn a_declined_payment_compensates_the_hold_and_the_reservation() {
     assert_eq!(payments.len(), 1);
     assert_eq!(payments[0].status, PaymentStatus::Declined as i32);
     system.assert_share_invariant(&company).await;
+    system.assert_pool_invariant(&company).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -143,6 +145,7 @@ async fn exercising_unvested_options_compensates_at_the_first_step_and_changes_n
         "no payment attempted"
     );
     system.assert_share_invariant(&company).await;
+    system.assert_pool_invariant(&company).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

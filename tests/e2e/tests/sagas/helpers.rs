@@ -441,6 +441,27 @@ impl System {
             .into_inner()
     }
 
+    /// DESIGN.md: pool available + outstanding + exercised - returned = pool size.
+    pub(crate) async fn assert_pool_invariant(&self, company: &Company) {
+        let pool = self
+            .equity()
+            .get_equity_plan(equity::GetEquityPlanRequest {
+                company_id: self.company_id.to_string(),
+                plan_id: company.plan_id.clone(),
+            })
+            .await
+            .expect("plan readable")
+            .into_inner()
+            .pool
+            .expect("pool summary");
+        assert_eq!(
+            number(&pool.available) + number(&pool.outstanding) + number(&pool.exercised)
+                - number(&pool.returned),
+            number(&pool.pool_size),
+            "pool invariant: {pool:#?}"
+        );
+    }
+
     /// DESIGN.md: unissued + holders + treasury + retired = authorized.
     pub(crate) async fn assert_share_invariant(&self, company: &Company) {
         let (unissued, _) = self
