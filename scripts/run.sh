@@ -45,9 +45,33 @@ start_service() {
   QAPMAP_REDIS_URL="$QAPMAP_REDIS_URL_BASE" \
   QAPMAP_GRPC_HOST=127.0.0.1 \
   QAPMAP_GRPC_PORT="$port" \
+  QAPMAP_METRICS_PORT=$((port + 1000)) \
     "target/debug/qapmap-$service" >"$LOG_DIR/$service.log" 2>&1 &
   SERVICE_PIDS+=($!)
   echo "started $service on 127.0.0.1:$port (log: $LOG_DIR/$service.log)"
+}
+
+for port in 50051 50052 50053 50054; do
+  if port_open "$port"; then
+    infra_log "port $port is already in use (another QapMap still running?); stop it first"
+    exit 1
+  fi
+done
+
+# Waits until the process listens on its port; shows its log if it died.
+wait_service() {
+  local pid=$1 port=$2 service=$3 tries=600
+  while ((tries-- > 0)); do
+    port_open "$port" && return 0
+    if ! kill -0 "$pid" 2>/dev/null; then
+      infra_log "$service exited during start-up; the end of its log:"
+      tail -n 5 "$LOG_DIR/$service.log" | cut -c1-400 >&2
+      exit 1
+    fi
+    sleep 0.2
+  done
+  infra_log "$service did not open port $port within 2 minutes; see $LOG_DIR/$service.log"
+  exit 1
 }
 
 echo "== starting the four processes =="
@@ -55,8 +79,9 @@ start_service equity 50051
 start_service shareholder 50052
 start_service ledger 50053
 start_service orchestrator 50054
-for port in 50051 50052 50053 50054; do
-  wait_port "$port" 150 || { infra_log "a process did not open port $port; see $LOG_DIR"; exit 1; }
+services=(equity shareholder ledger orchestrator)
+for index in 0 1 2 3; do
+  wait_service "${SERVICE_PIDS[$index]}" $((50051 + index)) "${services[$index]}"
 done
 
 echo "== demo =="
@@ -65,5 +90,6 @@ target/debug/qapmap-demo
 if [ -n "$exit_after_demo" ]; then exit 0; fi
 echo
 echo "The system is running. Try: grpcurl -plaintext 127.0.0.1:50051 list"
+echo "Metrics: curl -s 127.0.0.1:51054/metrics (ports 51051-51054)"
 echo "Logs: $LOG_DIR. Press Ctrl-C to stop everything this script started."
 while true; do sleep 3600 & wait $!; done
