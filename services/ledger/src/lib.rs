@@ -27,7 +27,6 @@ pub mod saga_operations;
 pub mod saga_tombstones;
 pub mod statement;
 
-
 use qapmap_proto::ledger::v1::ledger_service_server::LedgerServiceServer;
 use qapmap_runtime::Settings;
 use qapmap_runtime::consumer::spawn_consumer;
