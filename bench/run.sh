@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# QapMap's benchmarks (issue 10). One command:
+#
+#   bench/run.sh          the full size (a few minutes after the build)
+#   bench/run.sh --tiny   a seconds-long smoke size (CI); exits non-zero when a
+#                         saga fails or a call errs
+#
+# Builds the release binaries, makes Postgres, NATS and Redis available
+# (scripts/lib/infra.sh: servers already on their default ports are used as
+# they are), creates fresh databases qapmap_bench_<service>_<random> and a
+# fresh NATS namespace, starts the four release processes on free loopback
+# ports with small pools, runs target/release/qapmap-bench against them and
+# prints the figures, the machine, and the issue's floors. On exit it stops
+# the processes it started, drops its databases and deletes its streams.
+# See bench/README.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib/infra.sh
+
+size=full
+case "${1:-}" in
+  "") ;;
+  --tiny) size=tiny ;;
+  *) echo "usage: bench/run.sh [--tiny]" >&2; exit 2 ;;
+esac
+
+# Small pools: the issue found a total of 8-16 Postgres connections best here.
+POOL="${QAPMAP_BENCH_POOL:-3}"
+SUFFIX="$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n')"
+NAMESPACE="qbench${SUFFIX}"
+SERVICES=(equity shareholder ledger orchestrator)
+DATABASES=()
+for service in "${SERVICES[@]}"; do DATABASES+=("qapmap_bench_${service}_${SUFFIX}"); done
+SCRATCH_DB="qapmap_bench_scratch_${SUFFIX}"
+
+SERVICE_PIDS=()
+DATABASES_CREATED=""
+STREAMS_USED=""
+BENCH=""
+stop_all() {
+  local pid
+  for pid in "${SERVICE_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${SERVICE_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  if [ -n "$STREAMS_USED" ]; then
+    "$BENCH" delete-streams "$QAPMAP_NATS_URL_BASE" "$NAMESPACE" || true
+  fi
+  if [ -n "$DATABASES_CREATED" ]; then
+    "$BENCH" drop-databases "$QAPMAP_PG_ADMIN_URL" "${DATABASES[@]}" "$SCRATCH_DB" || true
+  fi
+  infra_cleanup
+}
+trap stop_all EXIT
+trap 'exit 130' INT TERM
+
+command -v cargo >/dev/null || { infra_log "the Rust toolchain (cargo) is required"; exit 1; }
+echo "== building (release) =="
+cargo build --release --bins
+TARGET_DIR="$(cargo metadata --no-deps --format-version 1 | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
+BIN="${TARGET_DIR:-target}/release"
+BENCH="$BIN/qapmap-bench"
+
+ensure_infra
+
+"$BENCH" create-databases "$QAPMAP_PG_ADMIN_URL" "${DATABASES[@]}" "$SCRATCH_DB"
+DATABASES_CREATED=1
+STREAMS_USED=1
+
+LOG_DIR="$QAPMAP_STATE_DIR/bench-logs"
+mkdir -p "$LOG_DIR"
+PORTS=()
+next_port=56051
+for index in 0 1 2 3; do
+  service=${SERVICES[$index]}
+  port=$(free_port "$next_port")
+  metrics_port=$(free_port $((port + 1000)))
+  next_port=$((port + 1))
+  PORTS+=("$port")
+  QAPMAP_DATABASE_URL="${QAPMAP_PG_ADMIN_URL%/*}/${DATABASES[$index]}" \
+  QAPMAP_DATABASE_MAX_CONNECTIONS="$POOL" \
+  QAPMAP_NATS_URL="$QAPMAP_NATS_URL_BASE" \
+  QAPMAP_NATS_NAMESPACE="$NAMESPACE" \
+  QAPMAP_REDIS_URL="$QAPMAP_REDIS_URL_BASE" \
+  QAPMAP_GRPC_HOST=127.0.0.1 \
+  QAPMAP_GRPC_PORT="$port" \
+  QAPMAP_METRICS_PORT="$metrics_port" \
+    "$BIN/qapmap-$service" >"$LOG_DIR/$service.log" 2>&1 &
+  SERVICE_PIDS+=($!)
+  # Wait for the port before choosing the next one (at most 2 minutes).
+  tries=600
+  until port_open "$port"; do
+    if ! kill -0 "${SERVICE_PIDS[$index]}" 2>/dev/null; then
+      infra_log "$service exited during start-up; the end of its log:"
+      tail -n 5 "$LOG_DIR/$service.log" | cut -c1-400 >&2
+      exit 1
+    fi
+    if ((tries-- <= 0)); then
+      infra_log "$service did not open port $port within 2 minutes; see $LOG_DIR/$service.log"
+      exit 1
+    fi
+    sleep 0.2
+  done
+  echo "started $service (pid ${SERVICE_PIDS[$index]}) on 127.0.0.1:$port, pool $POOL"
+done
+
+echo
+echo "== versions =="
+echo "commit:          $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+echo "rustc:           $(rustc --version)"
+echo "command:         bench/run.sh ${1:-}"
+echo
+
+status=0
+QAPMAP_BENCH_SIZE="$size" \
+QAPMAP_DATABASE_MAX_CONNECTIONS="$POOL" \
+QAPMAP_BENCH_SCRATCH_URL="${QAPMAP_PG_ADMIN_URL%/*}/$SCRATCH_DB" \
+QAPMAP_BENCH_EQUITY_PID="${SERVICE_PIDS[0]}" QAPMAP_BENCH_EQUITY_PORT="${PORTS[0]}" \
+QAPMAP_BENCH_EQUITY_DATABASE="${DATABASES[0]}" \
+QAPMAP_BENCH_SHAREHOLDER_PID="${SERVICE_PIDS[1]}" QAPMAP_BENCH_SHAREHOLDER_PORT="${PORTS[1]}" \
+QAPMAP_BENCH_SHAREHOLDER_DATABASE="${DATABASES[1]}" \
+QAPMAP_BENCH_LEDGER_PID="${SERVICE_PIDS[2]}" QAPMAP_BENCH_LEDGER_PORT="${PORTS[2]}" \
+QAPMAP_BENCH_LEDGER_DATABASE="${DATABASES[2]}" \
+QAPMAP_BENCH_ORCHESTRATOR_PID="${SERVICE_PIDS[3]}" QAPMAP_BENCH_ORCHESTRATOR_PORT="${PORTS[3]}" \
+QAPMAP_BENCH_ORCHESTRATOR_DATABASE="${DATABASES[3]}" \
+  "$BENCH" run || status=$?
+
+for index in 0 1 2 3; do
+  if ! kill -0 "${SERVICE_PIDS[$index]}" 2>/dev/null; then
+    infra_log "${SERVICES[$index]} died during the benchmark; the end of its log:"
+    tail -n 5 "$LOG_DIR/${SERVICES[$index]}.log" | cut -c1-400 >&2
+    status=1
+  fi
+done
+exit "$status"

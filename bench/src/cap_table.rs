@@ -1,0 +1,154 @@
+//! Cap table reads of one company with many holders: cached (today's date;
+//! the ledger keeps today's table in Redis) and uncached (a past `as_of`,
+//! computed from Postgres on every call).
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use futures::{StreamExt, TryStreamExt};
+use qapmap_proto::common::v1::Date;
+use qapmap_proto::ledger::v1 as ledger;
+
+use crate::stats::{Latencies, Summary};
+use crate::system::{System, date, dec, request_id, share_class, usd};
+
+/// Rows per GetCapTable page (the first page of the whole table is returned).
+pub(crate) const PAGE_SIZE: i32 = 100;
+/// Shares issued to each holder.
+const SHARES_EACH: u64 = 100;
+
+#[derive(Debug)]
+pub(crate) struct Holders {
+    pub(crate) company_id: String,
+    pub(crate) elapsed: Duration,
+}
+
+/// A company whose class has `holders` holders of 100 shares each, issued
+/// with IssueShares 16 at a time on 2024-01-02.
+pub(crate) async fn company_with_holders(
+    system: &System,
+    holders: usize,
+) -> anyhow::Result<Holders> {
+    let company_id = uuid::Uuid::new_v4().to_string();
+    let class_id = share_class(system, 0, &company_id, "1000000000").await?;
+    let began = Instant::now();
+    futures::stream::iter(0..holders)
+        .map(|index| {
+            let mut client = system.ledger(index);
+            let request = ledger::IssueSharesRequest {
+                request_id: request_id(),
+                company_id: company_id.clone(),
+                share_class_id: class_id.clone(),
+                stakeholder_id: uuid::Uuid::new_v4().to_string(),
+                quantity: dec(&SHARES_EACH.to_string()),
+                price_per_share: usd("0.01"),
+                effective_date: date(2024, 1, 2),
+            };
+            async move { client.issue_shares(request).await.context("IssueShares") }
+        })
+        .buffer_unordered(16)
+        .try_for_each(|_| async { Ok(()) })
+        .await?;
+    let elapsed = began.elapsed();
+    // Check the table is what we issued.
+    let table = system
+        .ledger(0)
+        .get_cap_table(read_request(&company_id, date(2025, 6, 1)))
+        .await?
+        .into_inner();
+    let outstanding = table
+        .totals
+        .and_then(|t| t.outstanding_shares)
+        .map(|d| d.value)
+        .unwrap_or_default();
+    let expected = rust_decimal::Decimal::from(holders as u64 * SHARES_EACH);
+    anyhow::ensure!(
+        outstanding.parse::<rust_decimal::Decimal>().ok() == Some(expected),
+        "the cap table shows {outstanding} outstanding, expected {expected}"
+    );
+    Ok(Holders {
+        company_id,
+        elapsed,
+    })
+}
+
+fn read_request(company_id: &str, as_of: Option<Date>) -> ledger::GetCapTableRequest {
+    ledger::GetCapTableRequest {
+        company_id: company_id.to_owned(),
+        as_of,
+        page_size: PAGE_SIZE,
+        page_token: String::new(),
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Reads {
+    pub(crate) requests_per_second: f64,
+    pub(crate) latency: Summary,
+    pub(crate) errors: u64,
+    pub(crate) rows: usize,
+    pub(crate) first_error: Option<String>,
+}
+
+/// `concurrency` callers over the ledger's channels, each reading the table
+/// back to back for `duration`.
+pub(crate) async fn read_load(
+    system: &System,
+    company_id: &str,
+    as_of: Option<Date>,
+    concurrency: usize,
+    duration: Duration,
+) -> anyhow::Result<Reads> {
+    // One read first: fills the cache for today's date.
+    let first = system
+        .ledger(0)
+        .get_cap_table(read_request(company_id, as_of))
+        .await?
+        .into_inner();
+    let began = Instant::now();
+    let deadline = began + duration;
+    let mut workers = Vec::new();
+    for worker in 0..concurrency {
+        let mut client = system.ledger(worker);
+        let request = read_request(company_id, as_of);
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Latencies::default();
+            let mut errors = 0u64;
+            let mut first_error = None;
+            for _ in 0..10_000_000u64 {
+                if Instant::now() >= deadline {
+                    break;
+                }
+                let sent = Instant::now();
+                match client.get_cap_table(request.clone()).await {
+                    Ok(_) => latencies.record(sent.elapsed()),
+                    Err(status) => {
+                        errors += 1;
+                        first_error.get_or_insert(status.to_string());
+                    }
+                }
+            }
+            (latencies, errors, first_error)
+        }));
+    }
+    let mut latencies = Latencies::default();
+    let mut errors = 0;
+    let mut first_error = None;
+    for worker in workers {
+        let (part, part_errors, part_error) = worker.await?;
+        latencies.extend(part);
+        errors += part_errors;
+        if first_error.is_none() {
+            first_error = part_error;
+        }
+    }
+    let elapsed = began.elapsed();
+    let latency = latencies.summary();
+    Ok(Reads {
+        requests_per_second: latency.count as f64 / elapsed.as_secs_f64(),
+        latency,
+        errors,
+        rows: first.rows.len(),
+        first_error,
+    })
+}

@@ -1,0 +1,117 @@
+//! Postgres commits: `pg_stat_database.xact_commit` summed over the four
+//! bench databases, and the machine's durable-commit bound (one small
+//! insert per transaction, fsync on, at a given concurrency).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{Connection, PgConnection};
+
+/// Backends report their counters when idle at most about once a second:
+/// waiting this long before a snapshot lets the previous work show.
+pub(crate) const STATS_SETTLE: Duration = Duration::from_millis(1500);
+
+#[derive(Debug)]
+pub(crate) struct Counter {
+    connection: PgConnection,
+    databases: Vec<String>,
+}
+
+impl Counter {
+    pub(crate) async fn connect(admin_url: &str, databases: Vec<String>) -> anyhow::Result<Self> {
+        Ok(Self {
+            connection: PgConnection::connect(admin_url).await?,
+            databases,
+        })
+    }
+
+    /// Per database, in the order given.
+    pub(crate) async fn commits_each(&mut self) -> anyhow::Result<Vec<i64>> {
+        let mut each = Vec::with_capacity(self.databases.len());
+        for database in &self.databases {
+            let value: i64 = sqlx::query_scalar(
+                "SELECT COALESCE(sum(xact_commit), 0)::bigint FROM pg_stat_database
+                 WHERE datname = $1",
+            )
+            .bind(database)
+            .fetch_one(&mut self.connection)
+            .await?;
+            each.push(value);
+        }
+        Ok(each)
+    }
+}
+
+/// The durable-commit loop's result at one concurrency.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Bound {
+    pub(crate) concurrency: usize,
+    pub(crate) commits_per_second: f64,
+    pub(crate) p99: Duration,
+}
+
+/// `concurrency` connections each committing one small insert per
+/// transaction for `duration`.
+pub(crate) async fn durable_commit_bound(
+    scratch_url: &str,
+    concurrency: usize,
+    duration: Duration,
+) -> anyhow::Result<Bound> {
+    let pool = PgPoolOptions::new()
+        .max_connections(u32::try_from(concurrency)?)
+        .min_connections(u32::try_from(concurrency)?)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect(scratch_url)
+        .await?;
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS bench_commit (
+             id bigserial PRIMARY KEY, worker int NOT NULL, n bigint NOT NULL, at timestamptz NOT NULL DEFAULT now())",
+    )
+    .execute(&pool)
+    .await?;
+    // Open every connection before timing.
+    let mut held = Vec::new();
+    for _ in 0..concurrency {
+        held.push(pool.acquire().await?);
+    }
+    drop(held);
+    let count = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut workers = Vec::new();
+    for worker in 0..concurrency {
+        let pool = pool.clone();
+        let count = count.clone();
+        workers.push(tokio::spawn(async move {
+            let mut latencies = crate::stats::Latencies::default();
+            let mut n: i64 = 0;
+            // Bounded by time and by count.
+            while Instant::now() < deadline && n < 10_000_000 {
+                let began = Instant::now();
+                sqlx::query("INSERT INTO bench_commit (worker, n) VALUES ($1, $2)")
+                    .bind(i32::try_from(worker).unwrap_or(i32::MAX))
+                    .bind(n)
+                    .execute(&pool)
+                    .await?;
+                latencies.record(began.elapsed());
+                count.fetch_add(1, Ordering::Relaxed);
+                n += 1;
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let mut latencies = crate::stats::Latencies::default();
+    for worker in workers {
+        latencies.extend(worker.await??);
+    }
+    let elapsed = start.elapsed();
+    sqlx::query("TRUNCATE bench_commit").execute(&pool).await?;
+    pool.close().await;
+    Ok(Bound {
+        concurrency,
+        commits_per_second: count.load(Ordering::Relaxed) as f64 / elapsed.as_secs_f64(),
+        p99: latencies.summary().p99,
+    })
+}

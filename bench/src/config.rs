@@ -1,0 +1,137 @@
+//! What run.sh tells the benchmark: where the processes are, their pids and
+//! databases, and the size to run.
+
+use std::time::Duration;
+
+use anyhow::Context;
+
+/// How big each measurement is.
+#[derive(Debug, Clone)]
+pub(crate) struct Size {
+    pub(crate) name: &'static str,
+    /// Companies with one vested grant each, for the exercise sagas.
+    pub(crate) companies: usize,
+    /// In-flight sagas of each closed-loop run.
+    pub(crate) concurrencies: Vec<usize>,
+    pub(crate) closed_duration: Duration,
+    pub(crate) open_duration: Duration,
+    pub(crate) commit_duration: Duration,
+    /// Holders of the cap-table company.
+    pub(crate) holders: usize,
+    pub(crate) read_duration: Duration,
+    pub(crate) read_concurrency: usize,
+    pub(crate) vesting_awards: usize,
+    /// How long a saga may take before it counts as failed.
+    pub(crate) saga_patience: Duration,
+}
+
+impl Size {
+    pub(crate) fn full() -> Self {
+        Self {
+            name: "full",
+            companies: 100,
+            concurrencies: vec![8, 32, 64],
+            closed_duration: Duration::from_secs(15),
+            open_duration: Duration::from_secs(20),
+            commit_duration: Duration::from_secs(5),
+            holders: 10_000,
+            read_duration: Duration::from_secs(10),
+            read_concurrency: 64,
+            vesting_awards: 1_000_000,
+            saga_patience: Duration::from_secs(60),
+        }
+    }
+
+    /// Seconds long: keeps the harness compiling and working in CI.
+    pub(crate) fn tiny() -> Self {
+        Self {
+            name: "tiny",
+            companies: 8,
+            concurrencies: vec![4, 8],
+            closed_duration: Duration::from_secs(3),
+            open_duration: Duration::from_secs(3),
+            commit_duration: Duration::from_secs(1),
+            holders: 300,
+            read_duration: Duration::from_secs(2),
+            read_concurrency: 64,
+            vesting_awards: 100_000,
+            saga_patience: Duration::from_secs(30),
+        }
+    }
+}
+
+/// One of the four processes.
+#[derive(Debug, Clone)]
+pub(crate) struct Process {
+    pub(crate) name: String,
+    pub(crate) pid: u32,
+    pub(crate) endpoint: String,
+    /// The database (name) it owns.
+    pub(crate) database: String,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) size: Size,
+    /// equity, shareholder, ledger, orchestrator.
+    pub(crate) processes: Vec<Process>,
+    /// Superuser URL to the `postgres` database (reads pg_stat_database).
+    pub(crate) admin_url: String,
+    /// A bench database of its own for the commit-bound loop.
+    pub(crate) scratch_url: String,
+    pub(crate) nats_url: String,
+    pub(crate) redis_url: String,
+    /// QAPMAP_DATABASE_MAX_CONNECTIONS of each process.
+    pub(crate) pool_per_process: u32,
+}
+
+fn var(name: &str) -> anyhow::Result<String> {
+    std::env::var(name).with_context(|| format!("{name} is not set (run bench/run.sh)"))
+}
+
+impl Config {
+    pub(crate) fn from_env() -> anyhow::Result<Self> {
+        let size = match var("QAPMAP_BENCH_SIZE")?.as_str() {
+            "tiny" => Size::tiny(),
+            "full" => Size::full(),
+            other => anyhow::bail!("QAPMAP_BENCH_SIZE must be tiny or full, not {other}"),
+        };
+        let mut processes = Vec::new();
+        for name in ["equity", "shareholder", "ledger", "orchestrator"] {
+            let upper = name.to_ascii_uppercase();
+            processes.push(Process {
+                name: name.to_owned(),
+                pid: var(&format!("QAPMAP_BENCH_{upper}_PID"))?
+                    .parse()
+                    .with_context(|| format!("QAPMAP_BENCH_{upper}_PID"))?,
+                endpoint: format!(
+                    "http://127.0.0.1:{}",
+                    var(&format!("QAPMAP_BENCH_{upper}_PORT"))?
+                ),
+                database: var(&format!("QAPMAP_BENCH_{upper}_DATABASE"))?,
+            });
+        }
+        Ok(Self {
+            size,
+            processes,
+            admin_url: var("QAPMAP_PG_ADMIN_URL")?,
+            scratch_url: var("QAPMAP_BENCH_SCRATCH_URL")?,
+            nats_url: var("QAPMAP_NATS_URL_BASE")?,
+            redis_url: var("QAPMAP_REDIS_URL_BASE")?,
+            pool_per_process: var("QAPMAP_DATABASE_MAX_CONNECTIONS")?
+                .parse()
+                .context("QAPMAP_DATABASE_MAX_CONNECTIONS")?,
+        })
+    }
+
+    pub(crate) fn process(&self, name: &str) -> &Process {
+        self.processes
+            .iter()
+            .find(|process| process.name == name)
+            .expect("the four processes are configured")
+    }
+
+    pub(crate) fn databases(&self) -> Vec<String> {
+        self.processes.iter().map(|p| p.database.clone()).collect()
+    }
+}

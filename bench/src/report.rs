@@ -1,0 +1,475 @@
+//! Runs every measurement in order and prints the figures, then the
+//! issue's floors next to them.
+
+use std::time::{Duration, Instant};
+
+use crate::cap_table;
+use crate::commits::{self, Counter, STATS_SETTLE};
+use crate::config::Config;
+use crate::machine;
+use crate::memory::{Sampler, mib};
+use crate::sagas::{self, Phase};
+use crate::stats::ms;
+use crate::system::{self, System, date};
+use crate::vesting;
+
+/// The issue's per-process RSS floor.
+const RSS_FLOOR_KIB: u64 = 64 * 1024;
+
+#[derive(Debug)]
+struct Floor {
+    figure: String,
+    measured: String,
+    floor: String,
+    met: bool,
+}
+
+#[derive(Debug, Default)]
+struct Floors(Vec<Floor>);
+
+impl Floors {
+    fn add(&mut self, figure: &str, measured: String, floor: &str, met: bool) {
+        self.0.push(Floor {
+            figure: figure.to_owned(),
+            measured,
+            floor: floor.to_owned(),
+            met,
+        });
+    }
+
+    fn print(&self, size: &str) {
+        println!("\n== floors (issue 10) ==");
+        if size == "tiny" {
+            println!("(tiny size: seconds-long smoke run, the figures are indicative only)");
+        }
+        let width = self.0.iter().map(|f| f.figure.len()).max().unwrap_or(0);
+        for floor in &self.0 {
+            println!(
+                "{:<width$}  {:>22}  floor {:<18} {}",
+                floor.figure,
+                floor.measured,
+                floor.floor,
+                if floor.met { "MET" } else { "MISSED" }
+            );
+        }
+        let missed = self.0.iter().filter(|f| !f.met).count();
+        println!(
+            "{} of {} floors met, {missed} missed",
+            self.0.len() - missed,
+            self.0.len()
+        );
+    }
+}
+
+/// Commits in the bench databases while `phase` ran.
+#[derive(Debug, Clone, Copy)]
+struct Commits {
+    delta: i64,
+    elapsed: Duration,
+    /// Per database: equity, shareholder, ledger, orchestrator.
+    each: [i64; 4],
+}
+
+async fn settle_and_count(counter: &mut Counter) -> anyhow::Result<(i64, Instant)> {
+    let (total, _, at) = settle_and_count_each(counter).await?;
+    Ok((total, at))
+}
+
+async fn settle_and_count_each(counter: &mut Counter) -> anyhow::Result<(i64, [i64; 4], Instant)> {
+    tokio::time::sleep(STATS_SETTLE).await;
+    let each = counter.commits_each().await?;
+    let mut four = [0; 4];
+    for (slot, value) in four.iter_mut().zip(&each) {
+        *slot = *value;
+    }
+    Ok((each.iter().sum(), four, Instant::now()))
+}
+
+/// Background commits per second (relays, health probes) and commits per GetSaga poll.
+#[derive(Debug, Clone, Copy)]
+struct Calibration {
+    idle_per_second: f64,
+    per_poll: f64,
+}
+
+impl Calibration {
+    /// Commits per saga: raw, and with polls and background taken out.
+    fn per_saga(&self, commits: Commits, phase: &Phase) -> (f64, f64) {
+        let sagas = phase.outcomes.len().max(1) as f64;
+        let raw = commits.delta as f64 / sagas;
+        let marginal = (commits.delta as f64
+            - phase.polls as f64 * self.per_poll
+            - self.idle_per_second * commits.elapsed.as_secs_f64())
+            / sagas;
+        (raw, marginal)
+    }
+}
+
+fn print_phase(label: &str, phase: &Phase, commits: Commits, calibration: &Calibration) {
+    let (raw, marginal) = calibration.per_saga(commits, phase);
+    println!("{label}");
+    println!(
+        "  completed sagas/s:   {:.1} /s ({} completed within the {} s window)",
+        phase.throughput(),
+        phase.completed_in_window(),
+        phase.window.as_secs_f64()
+    );
+    println!(
+        "  latency start->completed (server-stamped): {}",
+        phase.latencies().summary().line()
+    );
+    let observed = phase.observed().summary();
+    if observed.count > 0 {
+        println!(
+            "  latency as the client observed it (polls): {}",
+            observed.line()
+        );
+    }
+    println!("  outcomes:            {}", phase.errors_line());
+    println!(
+        "  GetSaga polls:       {} ({:.1} per saga)",
+        phase.polls,
+        phase.polls as f64 / phase.outcomes.len().max(1) as f64
+    );
+    println!(
+        "  Postgres commits:    {} in {:.1} s = {raw:.1} per saga raw; {marginal:.1} per saga without polls and idle background",
+        commits.delta,
+        commits.elapsed.as_secs_f64()
+    );
+    let sagas = phase.outcomes.len().max(1) as f64;
+    println!(
+        "  commits per saga by database (raw): equity {:.1}, shareholder {:.1}, ledger {:.1}, orchestrator {:.1}",
+        commits.each[0] as f64 / sagas,
+        commits.each[1] as f64 / sagas,
+        commits.each[2] as f64 / sagas,
+        commits.each[3] as f64 / sagas
+    );
+}
+
+fn print_memory(label: &str, config: &Config, kib: &[u64]) {
+    let parts: Vec<String> = config
+        .processes
+        .iter()
+        .zip(kib)
+        .map(|(p, k)| format!("{} {}", p.name, mib(*k)))
+        .collect();
+    println!("  RSS {label}: {}", parts.join(", "));
+}
+
+fn max_each(into: &mut [u64], from: &[u64]) {
+    for (a, b) in into.iter_mut().zip(from) {
+        *a = (*a).max(*b);
+    }
+}
+
+async fn run_phase<F>(counter: &mut Counter, phase: F) -> anyhow::Result<(Phase, Commits)>
+where
+    F: std::future::Future<Output = Phase>,
+{
+    let (before, before_each, began) = settle_and_count_each(counter).await?;
+    let phase = phase.await;
+    let (after, after_each, ended) = settle_and_count_each(counter).await?;
+    let mut each = [0; 4];
+    for (index, slot) in each.iter_mut().enumerate() {
+        *slot = after_each[index] - before_each[index];
+    }
+    Ok((
+        phase,
+        Commits {
+            delta: after - before,
+            elapsed: ended - began,
+            each,
+        },
+    ))
+}
+
+pub(crate) async fn run(config: &Config) -> anyhow::Result<bool> {
+    let size = &config.size;
+    machine::print(config).await;
+    let system = System::connect(config).await?;
+    let sampler = Sampler::start(config);
+    let mut floors = Floors::default();
+    let mut ok = true;
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle = sampler.take_peaks();
+    println!("\n== memory, idle (after start, before any load) ==");
+    print_memory("idle", config, &idle);
+
+    // (a) exercise sagas.
+    println!("\n== exercise sagas ==");
+    let began = Instant::now();
+    let companies = system::companies(&system, size.companies).await?;
+    println!(
+        "set-up: {} companies x 1 grant of 900,000 options (4y/1y cliff from 2020-01-01, fully vested) in {:.1} s; each saga exercises 1 option",
+        companies.len(),
+        began.elapsed().as_secs_f64()
+    );
+    let warm = sagas::warm_up(&system, &companies, size.saga_patience).await;
+    println!("warm-up: {}", warm.errors_line());
+    if warm.failures() > 0 {
+        println!("FAILED: warm-up sagas did not all complete; stopping");
+        sampler.stop();
+        return Ok(false);
+    }
+    let mut counter = Counter::connect(&config.admin_url, config.databases()).await?;
+    let (before, began) = settle_and_count(&mut counter).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (after, ended) = settle_and_count(&mut counter).await?;
+    let idle_per_second = (after - before) as f64 / (ended - began).as_secs_f64();
+    let saga_id = sagas::one(&system, &companies[0], size.saga_patience).await?;
+    let polls = 200;
+    let (before, began) = settle_and_count(&mut counter).await?;
+    sagas::poll_many(&system, &companies[0], &saga_id, polls).await?;
+    let (after, ended) = settle_and_count(&mut counter).await?;
+    let per_poll = (((after - before) as f64 - idle_per_second * (ended - began).as_secs_f64())
+        / polls as f64)
+        .max(0.0);
+    let calibration = Calibration {
+        idle_per_second,
+        per_poll,
+    };
+    println!(
+        "background: {idle_per_second:.1} commits/s while idle (relays, health probes); {per_poll:.2} commits per GetSaga poll"
+    );
+
+    let mut saga_peak = vec![0; config.processes.len()];
+    sampler.take_peaks();
+    let mut closed = Vec::new();
+    for &concurrency in &size.concurrencies {
+        let (phase, commits) = run_phase(
+            &mut counter,
+            sagas::closed_loop(
+                &system,
+                &companies,
+                concurrency,
+                size.closed_duration,
+                size.saga_patience,
+            ),
+        )
+        .await?;
+        print_phase(
+            &format!(
+                "closed loop, {concurrency} in flight, {} s:",
+                size.closed_duration.as_secs_f64()
+            ),
+            &phase,
+            commits,
+            &calibration,
+        );
+        let peak = sampler.take_peaks();
+        print_memory("peak", config, &peak);
+        max_each(&mut saga_peak, &peak);
+        ok &= phase.failures() == 0;
+        let (raw, _) = calibration.per_saga(commits, &phase);
+        closed.push((concurrency, phase.throughput(), raw));
+    }
+    let (best_concurrency, max_rate, _) = closed
+        .iter()
+        .copied()
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .unwrap_or((0, 0.0, 0.0));
+    floors.add(
+        "exercise sagas sustained (best closed loop)",
+        format!("{max_rate:.1}/s @{best_concurrency}"),
+        ">= 300/s",
+        max_rate >= 300.0,
+    );
+
+    let rate = (max_rate / 2.0).max(1.0);
+    let (open, open_commits) = run_phase(
+        &mut counter,
+        sagas::open_loop(
+            &system,
+            &companies,
+            rate,
+            size.open_duration,
+            size.saga_patience,
+        ),
+    )
+    .await?;
+    print_phase(
+        &format!(
+            "open loop, {rate:.1} arrivals/s (half the best closed loop) for {} s:",
+            size.open_duration.as_secs_f64()
+        ),
+        &open,
+        open_commits,
+        &calibration,
+    );
+    println!(
+        "  all {} sagas resolved {:.1} s after the first arrival (arrivals span {:.1} s)",
+        open.outcomes.len(),
+        open.elapsed.as_secs_f64(),
+        size.open_duration.as_secs_f64()
+    );
+    let peak = sampler.take_peaks();
+    print_memory("peak", config, &peak);
+    max_each(&mut saga_peak, &peak);
+    ok &= open.failures() == 0;
+    let open_p99 = open.latencies().summary().p99;
+    floors.add(
+        "exercise p99 at half the max rate (open loop)",
+        ms(open_p99),
+        "<= 100 ms",
+        open_p99 <= Duration::from_millis(100) && open.completed_in_window() > 0,
+    );
+    let (open_raw, _) = calibration.per_saga(open_commits, &open);
+    floors.add(
+        "Postgres commits per saga (open loop, raw)",
+        format!("{open_raw:.1}"),
+        "<= 12",
+        open_raw <= 12.0,
+    );
+    let pool_total = config.pool_per_process * 4;
+    floors.add(
+        "Postgres connections, all four processes",
+        pool_total.to_string(),
+        "8-16 (small)",
+        (8..=16).contains(&pool_total),
+    );
+
+    // (b) the durable-commit bound.
+    println!("\n== durable-commit bound (one small INSERT per transaction, scratch database) ==");
+    for &(concurrency, saga_rate, commits_per_saga) in &closed {
+        let bound =
+            commits::durable_commit_bound(&config.scratch_url, concurrency, size.commit_duration)
+                .await?;
+        let sagas_bound = bound.commits_per_second / commits_per_saga.max(1.0);
+        println!(
+            "{} connections: {:.0} commits/s (p99 {}); at {commits_per_saga:.1} commits per saga that bounds sagas at {sagas_bound:.0}/s; measured {saga_rate:.1}/s = {:.2} of the bound",
+            bound.concurrency,
+            bound.commits_per_second,
+            ms(bound.p99),
+            saga_rate / sagas_bound
+        );
+    }
+    let bound = commits::durable_commit_bound(
+        &config.scratch_url,
+        pool_total as usize,
+        size.commit_duration,
+    )
+    .await?;
+    println!(
+        "{} connections (the processes' total pool): {:.0} commits/s (p99 {})",
+        bound.concurrency,
+        bound.commits_per_second,
+        ms(bound.p99)
+    );
+
+    // (c) cap table reads.
+    println!("\n== cap table reads ==");
+    let holders = cap_table::company_with_holders(&system, size.holders).await?;
+    println!(
+        "set-up: {} holders issued with IssueShares (16 in parallel) in {:.1} s ({:.0}/s)",
+        size.holders,
+        holders.elapsed.as_secs_f64(),
+        size.holders as f64 / holders.elapsed.as_secs_f64()
+    );
+    sampler.take_peaks();
+    let mut read_peak = vec![0; config.processes.len()];
+    for (label, as_of) in [
+        ("cached (today: Redis)", None),
+        ("uncached (as_of 2025-06-01: Postgres)", date(2025, 6, 1)),
+    ] {
+        let reads = cap_table::read_load(
+            &system,
+            &holders.company_id,
+            as_of,
+            size.read_concurrency,
+            size.read_duration,
+        )
+        .await?;
+        println!(
+            "{label}, {} concurrent, {} s, page of {} rows:",
+            size.read_concurrency,
+            size.read_duration.as_secs_f64(),
+            reads.rows
+        );
+        println!("  requests/s: {:.0} /s", reads.requests_per_second);
+        println!("  latency:    {}", reads.latency.line());
+        println!(
+            "  errors:     {}{}",
+            reads.errors,
+            reads
+                .first_error
+                .as_deref()
+                .map(|e| format!(" (first: {e})"))
+                .unwrap_or_default()
+        );
+        let peak = sampler.take_peaks();
+        print_memory("peak", config, &peak);
+        max_each(&mut read_peak, &peak);
+        ok &= reads.errors == 0;
+        if as_of.is_none() {
+            floors.add(
+                "cached cap table throughput",
+                format!("{:.0} req/s", reads.requests_per_second),
+                ">= 20000 req/s",
+                reads.requests_per_second >= 20_000.0,
+            );
+            floors.add(
+                "cached cap table p99",
+                ms(reads.latency.p99),
+                "<= 5 ms",
+                reads.latency.p99 <= Duration::from_millis(5),
+            );
+        } else {
+            floors.add(
+                &format!("uncached cap table p99 ({} holders)", size.holders),
+                ms(reads.latency.p99),
+                "<= 50 ms",
+                reads.latency.p99 <= Duration::from_millis(50),
+            );
+        }
+    }
+
+    // (d) vesting.
+    println!("\n== vesting (in-process, schedule + vested_as_of per award) ==");
+    let awards = size.vesting_awards;
+    let result = tokio::task::spawn_blocking(move || vesting::run(awards)).await??;
+    let per_million = result.single_thread.as_secs_f64() * 1_000_000.0 / result.awards as f64;
+    println!(
+        "{} awards: {} on one thread ({:.0} awards/s); {} on {} threads; vested_as_of alone over precomputed schedules: {}; total vested {}",
+        result.awards,
+        ms(result.single_thread),
+        result.awards as f64 / result.single_thread.as_secs_f64(),
+        ms(result.all_cores),
+        result.threads,
+        ms(result.sum_only),
+        result.total_vested
+    );
+    floors.add(
+        "1,000,000 vesting evaluations, one thread",
+        if result.awards == 1_000_000 {
+            format!("{per_million:.2} s")
+        } else {
+            format!("{per_million:.2} s (scaled)")
+        },
+        "<= 1 s",
+        per_million <= 1.0,
+    );
+
+    // (e) memory.
+    println!("\n== memory (VmRSS from /proc/<pid>/status, sampled every 100 ms) ==");
+    print_memory("idle", config, &idle);
+    print_memory("peak under saga load", config, &saga_peak);
+    print_memory("peak under cap table reads", config, &read_peak);
+    let mut load_peak = saga_peak.clone();
+    max_each(&mut load_peak, &read_peak);
+    for (process, peak) in config.processes.iter().zip(&load_peak) {
+        floors.add(
+            &format!("RSS under load, {}", process.name),
+            mib(*peak),
+            "<= 64 MiB",
+            *peak <= RSS_FLOOR_KIB,
+        );
+    }
+    sampler.stop();
+
+    floors.print(size.name);
+    if !ok {
+        println!("\nFAILED: a saga did not complete or a call failed (see the outcomes above)");
+    }
+    Ok(ok)
+}
