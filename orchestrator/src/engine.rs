@@ -134,15 +134,15 @@ impl Engine {
             tracing::warn!(saga.id = %reply.saga_id, "reply for a malformed saga id; ignored");
             return Ok(());
         };
+        // Operators and tests read the reason code first, then the words.
+        let rejection = match (reply.reason_code.is_empty(), reply.reason.is_empty()) {
+            (false, false) => format!("{}: {}", reply.reason_code, reply.reason),
+            (false, true) => reply.reason_code.clone(),
+            _ => reply.reason.clone(),
+        };
         let outcome = match ReplyOutcome::try_from(reply.outcome) {
             Ok(ReplyOutcome::Succeeded) => Outcome::Succeeded(reply.result.as_ref()),
-            _ => Outcome::Rejected {
-                reason: if reply.reason.is_empty() {
-                    &reply.reason_code
-                } else {
-                    &reply.reason
-                },
-            },
+            _ => Outcome::Rejected { reason: &rejection },
         };
         let Ok(step) = usize::try_from(reply.step) else {
             return Ok(());
@@ -301,7 +301,7 @@ fn step_span(
         "saga.step",
         otel.name = %format!("{saga_type} {operation} {step_name}"),
         saga.id = %header.id,
-        saga.r#type = saga_type,
+        "saga.type" = saga_type,
         saga.step = send.step,
         saga.step.name = step_name,
         saga.compensation = send.compensation,

@@ -159,10 +159,12 @@ impl SagaApi {
     ) -> Result<api::Saga, EngineError> {
         // The saga's root span: its context is stored on the saga row, and
         // every step and compensation hangs under it, even after a restart.
+        // `saga.id` is known once the engine made the row.
         let span = tracing::info_span!(
             "saga",
             otel.name = %format!("saga {}", definition.saga_type),
-            saga.r#type = definition.saga_type,
+            saga.id = tracing::field::Empty,
+            "saga.type" = definition.saga_type,
             company.id = %company_id,
         );
         let started = self
@@ -175,8 +177,9 @@ impl SagaApi {
                 definition,
                 context: SagaContext::new(input),
             })
-            .instrument(span)
+            .instrument(span.clone())
             .await?;
+        span.record("saga.id", tracing::field::display(started.saga.id));
         Ok(to_proto(&started.saga))
     }
 }

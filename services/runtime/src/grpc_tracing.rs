@@ -48,8 +48,14 @@ pub fn server_span(request: &http::Request<()>) -> tracing::Span {
         rpc.service = %service,
         rpc.method = %method,
     );
+    // Extracted onto an empty context, not the thread's current one: a call
+    // without `traceparent` starts a trace of its own instead of joining
+    // whatever span this worker thread happens to have entered.
     let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
-        propagator.extract(&HeaderExtractor(request.headers()))
+        propagator.extract_with_context(
+            &opentelemetry::Context::new(),
+            &HeaderExtractor(request.headers()),
+        )
     });
     let _ = span.set_parent(parent);
     span

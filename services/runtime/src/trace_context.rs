@@ -54,10 +54,18 @@ pub fn message_span(
         .iter()
         .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
         .collect();
-    let parent =
-        opentelemetry::global::get_text_map_propagator(|propagator| propagator.extract(&carrier));
+    let parent = extract(&carrier);
     let _ = span.set_parent(parent);
     span
+}
+
+/// The context `carrier` names, on an empty base: without a `traceparent` the
+/// result has no parent span, whatever span the thread has entered (the
+/// propagator's `extract` would fall back to the thread's current context).
+fn extract(carrier: &HashMap<String, String>) -> opentelemetry::Context {
+    opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.extract_with_context(&opentelemetry::Context::new(), carrier)
+    })
 }
 
 /// The `traceparent` of a span, for a message sent on its behalf.
@@ -76,5 +84,5 @@ pub fn traceparent_of(span: &tracing::Span) -> Option<String> {
 /// The span context a stored `traceparent` names, as a parent for new spans.
 pub fn parent_from_traceparent(traceparent: &str) -> opentelemetry::Context {
     let carrier = HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
-    opentelemetry::global::get_text_map_propagator(|propagator| propagator.extract(&carrier))
+    extract(&carrier)
 }
