@@ -137,12 +137,17 @@ async fn one_exercise_saga_is_one_trace_across_all_four_services() {
     let receiver = Receiver::start().await;
     let processes = Processes::start(&receiver.endpoint()).await;
     let company = processes.set_up_company("bank:ada-1").await;
+    let began = Instant::now();
     let started = processes.start_exercise(&company, "1000").await;
     let finished = processes.finished(&started.id).await;
     assert_eq!(
         finished.state,
         saga::SagaState::Completed as i32,
         "{finished:#?}"
+    );
+    eprintln!(
+        "exercise saga with a live collector finished in {:?}",
+        began.elapsed()
     );
     let trace_id = finished.trace_id.clone();
     assert_eq!(trace_id.len(), 32, "GetSaga returns the W3C trace id");
@@ -151,6 +156,11 @@ async fn one_exercise_saga_is_one_trace_across_all_four_services() {
     let trace = wait_for_trace(&receiver, &trace_id, |trace| {
         trace.services().len() == ALL_SERVICES.len()
             && steps_handled(trace, &[0, 1, 2, 3, 4], false)
+            && trace.step_spans(false).iter().all(|step| {
+                !trace
+                    .handled_under("orchestrator", &step.span_id)
+                    .is_empty()
+            })
     })
     .await;
     let context = summary(&trace);
