@@ -49,6 +49,16 @@ impl TestDatabase {
 }
 
 impl TestDatabase {
+    /// The same database for a second process of one test (two replicas);
+    /// dropping the copy leaves the database to the owner.
+    pub fn share(&self) -> Self {
+        Self {
+            name: String::new(),
+            url: self.url.clone(),
+            admin_url: String::new(),
+        }
+    }
+
     /// A value that names no database and drops nothing.
     pub(crate) fn placeholder() -> Self {
         Self {

@@ -9,6 +9,14 @@ use rust_decimal::Decimal;
 use crate::helpers::{Company, System, date, dec, number, request_id, usd};
 
 async fn create_program(system: &System, company: &Company) -> String {
+    create_program_with_max_price(system, company, "5").await
+}
+
+async fn create_program_with_max_price(
+    system: &System,
+    company: &Company,
+    max_price: &str,
+) -> String {
     system
         .equity()
         .create_repurchase_program(equity::CreateRepurchaseProgramRequest {
@@ -16,7 +24,7 @@ async fn create_program(system: &System, company: &Company) -> String {
             company_id: system.company_id.to_string(),
             share_class_id: company.class_id.clone(),
             max_shares: dec("10000"),
-            max_price_per_share: usd("5"),
+            max_price_per_share: usd(max_price),
             start_date: date(2025, 1, 1),
             end_date: date(2030, 12, 31),
         })
@@ -153,5 +161,91 @@ async fn a_holder_without_enough_shares_compensates_the_program_reservation() {
         system.payments(&company).await.is_empty(),
         "nobody was paid"
     );
+    system.assert_share_invariant(&company).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_price_above_the_programs_maximum_is_refused_at_the_first_step() {
+    let system = System::start().await;
+    let company = system
+        .set_up_company("bank:ada-1", "48000", date(2021, 1, 1))
+        .await;
+    system.issue_shares(&company, "1000").await;
+    let program_id = create_program_with_max_price(&system, &company, "1").await;
+
+    let started = start_buyback(&system, &company, &program_id, "400").await;
+    let buyback = system.finished(&started.id).await;
+
+    assert_eq!(
+        buyback.state,
+        saga::SagaState::Compensated as i32,
+        "{buyback:#?}"
+    );
+    assert_eq!(buyback.steps[0].status, saga::StepStatus::Failed as i32);
+    assert!(
+        buyback.steps[0].last_error.contains("price"),
+        "{:?}",
+        buyback.steps[0].last_error
+    );
+    assert_eq!(
+        system.holder_shares(&company).await,
+        (Decimal::from(1000), Decimal::ZERO)
+    );
+    assert_eq!(
+        program_reserved(&system, &program_id).await,
+        (Decimal::ZERO, Decimal::ZERO)
+    );
+    assert!(system.payments(&company).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_declined_disbursement_releases_the_hold_and_the_program_capacity() {
+    let system = System::start().await;
+    let company = system
+        .set_up_company("sandbox:decline", "48000", date(2021, 1, 1))
+        .await;
+    system.issue_shares(&company, "1000").await;
+    let program_id = create_program(&system, &company).await;
+    let cash_before = system.company_cash().await;
+
+    let started = start_buyback(&system, &company, &program_id, "400").await;
+    let buyback = system.finished(&started.id).await;
+
+    assert_eq!(
+        buyback.state,
+        saga::SagaState::Compensated as i32,
+        "{buyback:#?}"
+    );
+    let statuses: Vec<i32> = buyback.steps.iter().map(|step| step.status).collect();
+    assert_eq!(
+        statuses,
+        [
+            saga::StepStatus::Compensated as i32,
+            saga::StepStatus::Compensated as i32,
+            saga::StepStatus::Failed as i32,
+            saga::StepStatus::Skipped as i32,
+            saga::StepStatus::Skipped as i32,
+        ]
+    );
+    assert_eq!(
+        system.holder_shares(&company).await,
+        (Decimal::from(1000), Decimal::ZERO),
+        "hold released"
+    );
+    assert_eq!(
+        system
+            .system_shares(&company, SystemAccount::Treasury)
+            .await
+            .0,
+        Decimal::ZERO
+    );
+    assert_eq!(system.company_cash().await, cash_before, "no cash moved");
+    assert_eq!(
+        program_reserved(&system, &program_id).await,
+        (Decimal::ZERO, Decimal::ZERO)
+    );
+    let payments = system.payments(&company).await;
+    assert_eq!(payments.len(), 1);
+    assert_eq!(payments[0].status, PaymentStatus::Declined as i32);
     system.assert_share_invariant(&company).await;
 }

@@ -196,3 +196,43 @@ async fn the_same_request_id_returns_the_same_saga() {
         "one saga, one payment"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn too_few_unissued_shares_fail_the_hold_and_release_the_reservation() {
+    // Goal: the ledger refuses the hold (issuing would pass authorized); the
+    // reservation made before it is released. Method: shrink the ledger's
+    // authorized count below the exercise.
+    let system = System::start().await;
+    let company = system
+        .set_up_company("bank:ada-1", "48000", date(2021, 1, 1))
+        .await;
+    system
+        .ledger()
+        .adjust_authorized_shares(qapmap_proto::ledger::v1::AdjustAuthorizedSharesRequest {
+            request_id: crate::helpers::request_id(),
+            company_id: system.company_id.to_string(),
+            share_class_id: company.class_id.clone(),
+            new_authorized_shares: crate::helpers::dec("500"),
+            effective_date: date(2021, 1, 1),
+        })
+        .await
+        .expect("authorized shares lowered");
+
+    let started = system.start_exercise(&company, "1000").await;
+    let saga = system.finished(&started.id).await;
+
+    assert_eq!(saga.state, SagaState::Compensated as i32, "{saga:#?}");
+    assert_eq!(
+        statuses(&saga)[..2],
+        [StepStatus::Compensated, StepStatus::Failed]
+    );
+    assert_eq!(
+        number(&system.award_position(&company).await.reserved),
+        Decimal::ZERO
+    );
+    let (unissued, held) = system
+        .system_shares(&company, SystemAccount::AuthorizedUnissued)
+        .await;
+    assert_eq!((unissued, held), (Decimal::from(500), Decimal::ZERO));
+    assert!(system.payments(&company).await.is_empty());
+}

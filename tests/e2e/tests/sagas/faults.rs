@@ -7,7 +7,7 @@ use qapmap_proto::ledger::v1::SystemAccount;
 use qapmap_proto::saga::v1 as saga;
 use rust_decimal::Decimal;
 
-use crate::helpers::{System, date, number};
+use crate::helpers::{SHORT_STEP_DEADLINE, System, date, number};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_service_down_past_the_deadline_makes_the_exercise_compensate_and_undo_everything() {
@@ -15,7 +15,7 @@ async fn a_service_down_past_the_deadline_makes_the_exercise_compensate_and_undo
     // misses its deadline, the saga compensates it (its command may land
     // later) and the reservation, and when the ledger returns every effect
     // is undone. Method: stop the ledger in-process, keep its database.
-    let mut system = System::start().await;
+    let mut system = System::start_with_deadline(SHORT_STEP_DEADLINE).await;
     let company = system
         .set_up_company("bank:ada-1", "48000", date(2021, 1, 1))
         .await;

@@ -26,11 +26,14 @@ use rust_decimal::Decimal as Dec;
 use tonic::transport::Channel;
 use uuid::Uuid;
 
-/// Step deadline for in-process orchestrators: short, so a service that is
-/// down makes a saga compensate within a test's patience.
-pub(crate) const TEST_STEP_DEADLINE: Duration = Duration::from_secs(3);
+/// Step deadline of in-process orchestrators: generous, so a loaded CI
+/// machine does not turn slowness into compensations.
+pub(crate) const TEST_STEP_DEADLINE: Duration = Duration::from_secs(15);
+/// Step deadline for tests where a service is down on purpose: short, so the
+/// saga compensates within the test's patience.
+pub(crate) const SHORT_STEP_DEADLINE: Duration = Duration::from_secs(3);
 /// How long a test waits for a saga to finish.
-pub(crate) const SAGA_PATIENCE: Duration = Duration::from_secs(60);
+pub(crate) const SAGA_PATIENCE: Duration = Duration::from_secs(180);
 
 pub(crate) fn dec(value: &str) -> Option<Decimal> {
     Some(Decimal {
@@ -101,9 +104,14 @@ pub(crate) struct Company {
 impl System {
     /// Everything in-process.
     pub(crate) async fn start() -> Self {
+        Self::start_with_deadline(TEST_STEP_DEADLINE).await
+    }
+
+    /// Everything in-process, with this step deadline.
+    pub(crate) async fn start_with_deadline(step_deadline: Duration) -> Self {
         let namespace = TestNamespace::new();
         let timing = Timing {
-            step_deadline: TEST_STEP_DEADLINE,
+            step_deadline,
             max_compensation_attempts: 50,
             ..Timing::default()
         };
@@ -163,6 +171,41 @@ impl System {
 
     pub(crate) fn sagas(&self) -> SagaServiceClient<Channel> {
         SagaServiceClient::new(self.orchestrator.channel())
+    }
+
+    /// A second orchestrator on the same database and namespace (a replica).
+    pub(crate) async fn start_second_orchestrator(&self) -> RunningService {
+        let Orchestrator::InProcess(first) = &self.orchestrator else {
+            panic!("the first orchestrator is not in-process in this system");
+        };
+        let timing = Timing {
+            step_deadline: TEST_STEP_DEADLINE,
+            max_compensation_attempts: 50,
+            ..Timing::default()
+        };
+        RunningService::start_with(
+            ServiceName::Orchestrator,
+            first.database.share(),
+            self.namespace.share(),
+            move |settings| qapmap_orchestrator::build_with_timing(settings, timing),
+        )
+        .await
+    }
+
+    /// Issues `quantity` shares of the class to the company's stakeholder directly in the ledger.
+    pub(crate) async fn issue_shares(&self, company: &Company, quantity: &str) {
+        self.ledger()
+            .issue_shares(ledger::IssueSharesRequest {
+                request_id: request_id(),
+                company_id: self.company_id.to_string(),
+                share_class_id: company.class_id.clone(),
+                stakeholder_id: company.stakeholder_id.clone(),
+                quantity: dec(quantity),
+                price_per_share: None,
+                effective_date: date(2022, 1, 1),
+            })
+            .await
+            .expect("shares issued");
     }
 
     /// Stops the ledger, keeping its data, to be resumed with [`Self::resume_ledger`].

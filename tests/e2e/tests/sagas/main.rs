@@ -6,3 +6,4 @@ mod concurrency;
 mod exercise;
 mod faults;
 mod helpers;
+mod scale;
