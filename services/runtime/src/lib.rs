@@ -36,6 +36,7 @@ pub mod metrics_export;
 pub mod outbox;
 pub mod pagination;
 pub mod relay;
+pub mod saga_reply;
 pub mod server;
 pub mod settings;
 pub mod shutdown;

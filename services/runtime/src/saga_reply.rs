@@ -1,20 +1,22 @@
-//! The `SagaReply` an equity command is answered with, and the outbox
-//! message that carries it to `<ns>.reply.<saga_type>`.
+//! The service side of the saga protocol: the `SagaReply` a saga command is
+//! answered with, and the outbox message that carries it to
+//! `<ns>.reply.<saga_type>`. Every service answers through these, so the
+//! orchestrator sees one shape whoever replies.
 
 use std::collections::BTreeMap;
 
+use crate::messaging::Subjects;
+use crate::outbox::OutboxMessage;
 use qapmap_proto::messaging::v1::saga_reply::Result as ReplyResult;
 use qapmap_proto::messaging::v1::{ReplyOutcome, SagaCommand, SagaReply};
-use qapmap_runtime::messaging::Subjects;
-use qapmap_runtime::outbox::OutboxMessage;
 use uuid::Uuid;
 
 /// Trace headers copied from the command, so the reply joins its trace even
 /// though the relay publishes it later.
 const TRACE_HEADERS: [&str; 2] = ["traceparent", "tracestate"];
 
-/// The step succeeded; `result` is what the orchestrator absorbs (None for
-/// releases and confirmations, which tell it nothing new).
+/// The step succeeded; `result` is what the orchestrator absorbs (None when
+/// the step tells it nothing new: releases, confirmations).
 pub fn succeeded(command: &SagaCommand, result: Option<ReplyResult>) -> SagaReply {
     SagaReply {
         outcome: ReplyOutcome::Succeeded.into(),
@@ -23,8 +25,9 @@ pub fn succeeded(command: &SagaCommand, result: Option<ReplyResult>) -> SagaRepl
     }
 }
 
-/// The step was refused for good; `reason` is for humans and carries no
-/// personal data (ids and quantities only).
+/// The step was refused for good: `reason_code` is stable snake_case,
+/// `reason` is for humans and carries no personal data (ids and quantities
+/// only).
 pub fn rejected(command: &SagaCommand, reason_code: &str, reason: String) -> SagaReply {
     SagaReply {
         outcome: ReplyOutcome::Rejected.into(),
@@ -61,7 +64,10 @@ pub fn message(
         reply,
     );
     for name in TRACE_HEADERS {
-        if let Some(value) = command_headers.get(name).filter(|value| !value.is_empty()) {
+        let value = command_headers
+            .iter()
+            .find(|(header, value)| header.eq_ignore_ascii_case(name) && !value.is_empty());
+        if let Some((_, value)) = value {
             message = message.with_header(name, value.as_str());
         }
     }

@@ -3,7 +3,8 @@
 //! exercise and buyback sagas ([`crate::saga_operations`]) for the
 //! orchestrator.
 //!
-//! - [`parse`]: envelope and command fields; [`reply`]: the `SagaReply`.
+//! - [`parse`]: envelope and command fields; replies are built with
+//!   `qapmap_runtime::saga_reply`.
 //!
 //! Answers, per the saga command contract:
 //! - done -> SUCCEEDED, with `ReserveOptionsResult` / `ReserveRepurchaseResult`
@@ -24,7 +25,6 @@
 //! nothing.
 
 pub mod parse;
-pub mod reply;
 
 use std::time::Duration;
 
@@ -35,6 +35,7 @@ use qapmap_runtime::consumer::{
     ConsumerConfig, Handled, HandlerError, MessageHandler, ReceivedMessage,
 };
 use qapmap_runtime::messaging::{StreamKind, Subjects};
+use qapmap_runtime::saga_reply as reply;
 use sqlx::{Connection, PgConnection};
 use tracing::Instrument;
 

@@ -13,15 +13,16 @@
 
 use prost::Message;
 use qapmap_proto::ledger::v1 as ledger;
+use qapmap_proto::messaging::v1::SagaCommand;
 use qapmap_proto::messaging::v1::saga_command::Command;
 use qapmap_proto::messaging::v1::saga_reply::Result as ReplyResult;
-use qapmap_proto::messaging::v1::{ReplyOutcome, SagaCommand, SagaReply};
 use qapmap_runtime::consumer::{
     ConsumerConfig, Handled, HandlerError, MessageHandler, ReceivedMessage,
 };
 use qapmap_runtime::decimal::{self, Money};
 use qapmap_runtime::messaging::{StreamKind, Subjects};
 use qapmap_runtime::outbox::OutboxMessage;
+use qapmap_runtime::saga_reply;
 use qapmap_runtime::{ApiError, date, ids};
 use rust_decimal::Decimal;
 use sqlx::{Connection, PgConnection};
@@ -32,9 +33,6 @@ use crate::saga_operations::{self, HeldPosting, Released, SagaError, SagaStep};
 
 /// The durable consumer's name.
 pub const CONSUMER_NAME: &str = "ledger-commands";
-
-/// The W3C header continued from the command onto its reply.
-const TRACEPARENT: &str = "traceparent";
 
 /// Every command addressed to the ledger.
 pub fn config(subjects: &Subjects) -> ConsumerConfig {
@@ -323,41 +321,14 @@ fn reply(
     company_id: Uuid,
     outcome: Outcome,
 ) -> OutboxMessage {
-    let mut reply = SagaReply {
-        saga_id: command.saga_id.clone(),
-        step: command.step,
-        compensation: command.compensation,
-        company_id: command.company_id.clone(),
-        ..Default::default()
-    };
-    match outcome {
-        Outcome::Succeeded(result) => {
-            reply.set_outcome(ReplyOutcome::Succeeded);
-            reply.result = result;
-        }
+    let reply = match outcome {
+        Outcome::Succeeded(result) => saga_reply::succeeded(command, result),
         Outcome::Rejected {
             reason_code,
             reason,
-        } => {
-            reply.set_outcome(ReplyOutcome::Rejected);
-            reply.reason_code = reason_code;
-            reply.reason = reason;
-        }
-    }
-    let outgoing = OutboxMessage::protobuf(
-        subjects.reply(&command.saga_type),
-        command.saga_id.clone(),
-        Some(company_id),
-        &reply,
-    );
-    let traceparent = message
-        .headers
-        .iter()
-        .find(|(name, _)| name.eq_ignore_ascii_case(TRACEPARENT));
-    match traceparent {
-        Some((_, value)) => outgoing.with_header(TRACEPARENT, value.clone()),
-        None => outgoing,
-    }
+        } => saga_reply::rejected(command, &reason_code, reason),
+    };
+    saga_reply::message(subjects, command, company_id, &reply, &message.headers)
 }
 
 fn poison(why: String) -> HandlerError {

@@ -3,7 +3,7 @@
 //! payments of the exercise (`collect_payment`) and buyback
 //! (`disburse_payment`) sagas.
 //!
-//! - [`parse`]: envelope and payment fields; [`reply`]: the `SagaReply`.
+//! - [`parse`]: envelope and payment fields; replies are built with `qapmap_runtime::saga_reply`.
 //!
 //! Answers, per the saga command contract:
 //! - paid -> SUCCEEDED with `PaymentResult`;
@@ -30,8 +30,12 @@
 //! result) both answer the first result without calling the gateway again.
 
 pub mod parse;
-pub mod reply;
 
+use qapmap_proto::messaging::v1::saga_reply::Result as ReplyResult;
+use qapmap_proto::shareholder::v1::PaymentResult;
+use qapmap_runtime::saga_reply as reply;
+
+use crate::saga_operations::PaymentReceipt;
 use std::time::Duration;
 
 use prost::Message;
@@ -121,7 +125,10 @@ impl CommandHandler {
         match result {
             Ok(receipt) => {
                 tracing::info!(payment.id = %receipt.payment_id, "saga payment succeeded");
-                Ok(answer(reply::succeeded(command, &receipt)))
+                Ok(answer(reply::succeeded(
+                    command,
+                    Some(payment_result(&receipt)),
+                )))
             }
             Err(SagaPaymentError::Rejected(error @ PaymentError::KeyReused(_))) => {
                 Err(HandlerError::Poison(error.into()))
@@ -164,4 +171,12 @@ impl MessageHandler for CommandHandler {
             .instrument(span)
             .await
     }
+}
+
+/// What the orchestrator learns from a payment step.
+fn payment_result(receipt: &PaymentReceipt) -> ReplyResult {
+    ReplyResult::Payment(PaymentResult {
+        payment_id: receipt.payment_id.to_string(),
+        gateway_reference: receipt.gateway_reference.clone(),
+    })
 }
