@@ -21,8 +21,10 @@ type UnfinishedRow = (String, String, i64, Option<DateTime<Utc>>);
 #[derive(Debug)]
 pub struct SagaMetrics {
     pool: PgPool,
-    /// (saga type, outcome) -> sagas that reached it in this process.
+    /// (saga type, outcome) -> sagas that finished so in this process.
     outcomes: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    /// saga type -> sagas started by this process.
+    started: Mutex<BTreeMap<&'static str, u64>>,
     /// (saga type, step) -> time from a step's start to its success.
     step_latency: Mutex<BTreeMap<(&'static str, &'static str), Histogram>>,
 }
@@ -32,12 +34,15 @@ impl SagaMetrics {
         Self {
             pool,
             outcomes: Mutex::default(),
+            started: Mutex::default(),
             step_latency: Mutex::default(),
         }
     }
 
     pub fn record_started(&self, saga: &Saga) {
-        self.count(saga.definition.saga_type, "started");
+        if let Ok(mut started) = self.started.lock() {
+            *started.entry(saga.definition.saga_type).or_default() += 1;
+        }
     }
 
     /// Counts what changed between `before` and `after` one transition.
@@ -106,6 +111,15 @@ impl SagaMetrics {
 impl MetricSource for SagaMetrics {
     fn render<'a>(&'a self, out: &'a mut String) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
         Box::pin(async move {
+            out.push_str("# TYPE qapmap_sagas_started_total counter\n");
+            if let Ok(started) = self.started.lock() {
+                for (saga_type, count) in started.iter() {
+                    let _ = writeln!(
+                        out,
+                        "qapmap_sagas_started_total{{type=\"{saga_type}\"}} {count}"
+                    );
+                }
+            }
             out.push_str("# TYPE qapmap_sagas_total counter\n");
             if let Ok(outcomes) = self.outcomes.lock() {
                 for ((saga_type, outcome), count) in outcomes.iter() {

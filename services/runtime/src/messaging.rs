@@ -120,11 +120,24 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<async_nats::Client> 
     }
 }
 
-/// Creates the namespace's streams, or brings an existing one's configuration
-/// up to date. Safe to run from every process at every start.
+/// Creates the namespace's streams with one replica (a single server: local
+/// runs and tests), or brings an existing one's configuration up to date.
 pub async fn ensure_streams(
     jetstream: &jetstream::Context,
     subjects: &Subjects,
+) -> anyhow::Result<()> {
+    ensure_streams_replicated(jetstream, subjects, 1).await
+}
+
+/// [`ensure_streams`] with `replicas` copies of every stream. Production runs
+/// R3 on a three-node cluster: a publish is acknowledged only once a quorum
+/// stored it, so the outbox, which marks a row published only after that
+/// acknowledgement, never forgets a message one machine lost. Safe to run
+/// from every process at every start.
+pub async fn ensure_streams_replicated(
+    jetstream: &jetstream::Context,
+    subjects: &Subjects,
+    replicas: usize,
 ) -> anyhow::Result<()> {
     for kind in StreamKind::ALL {
         let config = stream::Config {
@@ -134,6 +147,7 @@ pub async fn ensure_streams(
             retention: stream::RetentionPolicy::Limits,
             duplicate_window: DUPLICATE_WINDOW,
             max_age: MAX_AGE,
+            num_replicas: replicas,
             ..Default::default()
         };
         ensure_stream(jetstream, config).await?;

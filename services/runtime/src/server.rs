@@ -48,7 +48,7 @@ impl Infrastructure {
         let nats = messaging::connect(&settings).await?;
         let jetstream = jetstream::new(nats.clone());
         let subjects = Subjects::new(settings.nats_namespace.clone());
-        messaging::ensure_streams(&jetstream, &subjects)
+        messaging::ensure_streams_replicated(&jetstream, &subjects, settings.nats_stream_replicas)
             .await
             .context("setting up JetStream streams")?;
         Ok(Self {

@@ -78,6 +78,8 @@ pub struct Settings {
     /// default); tests use a unique one so runs never see each other's messages.
     pub nats_namespace: String,
     pub redis_url: String,
+    /// Copies of every JetStream stream: 1 on a single server, 3 in production.
+    pub nats_stream_replicas: usize,
     /// How long in-flight calls may take to finish after SIGTERM.
     pub shutdown_grace: Duration,
     /// How often the health check probes Postgres and NATS.
@@ -97,6 +99,7 @@ impl fmt::Debug for Settings {
             .field("nats_url", &self.nats_url)
             .field("nats_namespace", &self.nats_namespace)
             .field("redis_url", &"<redacted>")
+            .field("nats_stream_replicas", &self.nats_stream_replicas)
             .field("shutdown_grace", &self.shutdown_grace)
             .field("health_probe_interval", &self.health_probe_interval)
             .field("metrics_port", &self.metrics_port)
@@ -125,6 +128,7 @@ impl Settings {
             nats_url: vars.string_or("QAPMAP_NATS_URL", "nats://127.0.0.1:4222"),
             nats_namespace: vars.string_or("QAPMAP_NATS_NAMESPACE", "qapmap"),
             redis_url: vars.string_or("QAPMAP_REDIS_URL", "redis://127.0.0.1:6379"),
+            nats_stream_replicas: vars.parsed_or("QAPMAP_NATS_STREAM_REPLICAS", 1)?,
             shutdown_grace: Duration::from_millis(
                 vars.parsed_or("QAPMAP_SHUTDOWN_GRACE_MS", 10_000)?,
             ),
@@ -170,6 +174,13 @@ impl Settings {
                 "QAPMAP_NATS_NAMESPACE",
                 self.nats_namespace.clone(),
                 "must be 1-64 characters of letters, digits, '_' or '-'",
+            ));
+        }
+        if ![1, 3, 5].contains(&self.nats_stream_replicas) {
+            return Err(invalid(
+                "QAPMAP_NATS_STREAM_REPLICAS",
+                self.nats_stream_replicas.to_string(),
+                "must be 1, 3 or 5",
             ));
         }
         if self.health_probe_interval.is_zero() {
