@@ -112,3 +112,100 @@ async fn an_orchestrator_killed_mid_saga_resumes_and_completes_after_restart() {
     );
     system.assert_share_invariant(&company).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_operator_aborts_a_saga_before_its_pivot_and_it_compensates() {
+    // Goal: AbortSaga on a saga stuck before its pivot undoes its steps, and
+    // ListSagas finds it by state. Method: the ledger is down, so the saga
+    // waits at its hold step; abort it, then bring the ledger back.
+    let mut system = System::start().await;
+    let company = system
+        .set_up_company("bank:ada-1", "48000", date(2021, 1, 1))
+        .await;
+    let ledger_database = system.stop_ledger().await;
+    let started = system.start_exercise(&company, "1000").await;
+    let waiting_at_hold = qapmap_testkit::eventually(Duration::from_secs(30), || async {
+        let saga = get(&system, &started.id).await;
+        saga.steps[1].status == saga::StepStatus::Running as i32
+    })
+    .await;
+    assert!(waiting_at_hold, "the saga reached its hold step");
+
+    let aborted = system
+        .sagas()
+        .abort_saga(saga::AbortSagaRequest {
+            request_id: crate::helpers::request_id(),
+            company_id: system.company_id.to_string(),
+            saga_id: started.id.clone(),
+            reason: "holder changed their mind".to_owned(),
+        })
+        .await
+        .expect("abort accepted")
+        .into_inner()
+        .saga
+        .expect("saga");
+    assert_eq!(aborted.state, saga::SagaState::Compensating as i32);
+    system.resume_ledger(ledger_database).await;
+
+    let finished = system.finished(&started.id).await;
+    assert_eq!(
+        finished.state,
+        saga::SagaState::Compensated as i32,
+        "{finished:#?}"
+    );
+    assert!(finished.state_reason.contains("holder changed their mind"));
+    assert_eq!(
+        number(&system.award_position(&company).await.reserved),
+        Decimal::ZERO
+    );
+    let (_, held) = system
+        .system_shares(&company, SystemAccount::AuthorizedUnissued)
+        .await;
+    assert_eq!(held, Decimal::ZERO, "a late hold was released too");
+    let listed = system
+        .sagas()
+        .list_sagas(saga::ListSagasRequest {
+            company_id: system.company_id.to_string(),
+            state: saga::SagaState::Compensated as i32,
+            saga_type: saga::SagaType::OptionExercise as i32,
+            page_size: 10,
+            ..Default::default()
+        })
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(
+        listed
+            .sagas
+            .iter()
+            .map(|s| s.id.as_str())
+            .collect::<Vec<_>>(),
+        [started.id.as_str()]
+    );
+
+    let refused = system
+        .sagas()
+        .abort_saga(saga::AbortSagaRequest {
+            request_id: crate::helpers::request_id(),
+            company_id: system.company_id.to_string(),
+            saga_id: started.id.clone(),
+            reason: String::new(),
+        })
+        .await
+        .expect_err("a finished saga cannot be aborted");
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+}
+
+async fn get(system: &System, saga_id: &str) -> saga::Saga {
+    system
+        .sagas()
+        .get_saga(saga::GetSagaRequest {
+            company_id: system.company_id.to_string(),
+            saga_id: saga_id.to_owned(),
+        })
+        .await
+        .expect("readable")
+        .into_inner()
+        .saga
+        .expect("saga")
+}
