@@ -337,10 +337,11 @@ async fn steps_after_an_orchestrator_restart_join_the_same_trace() {
     // Goal: the saga row stores the root span's context, so a new
     // orchestrator continues the trace. Method: SIGKILL the orchestrator
     // while the (delayed) payment is in flight, once the payment step's span
-    // was exported; the steps after it come from the new process.
+    // was exported (3 s of delay leave room for that on a busy machine); the
+    // steps after it come from the new process.
     let receiver = Receiver::start().await;
     let mut processes = Processes::start(&receiver.endpoint()).await;
-    let company = processes.set_up_company("sandbox:delay-ms:1500").await;
+    let company = processes.set_up_company("sandbox:delay-ms:3000").await;
     let started = processes.start_exercise(&company, "1000").await;
     let trace_id = started.trace_id.clone();
     let at_pivot = qapmap_testkit::eventually(Duration::from_secs(30), || async {
