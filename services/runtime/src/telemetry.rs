@@ -99,7 +99,13 @@ fn otlp_provider(service_name: &'static str) -> anyhow::Result<SdkTracerProvider
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_tonic()
         .build()?;
-    let resource = Resource::builder().with_service_name(service_name).build();
+    // The standard OTEL_SERVICE_NAME wins (deployments name their pods);
+    // otherwise the process's own name.
+    let name = std::env::var("OTEL_SERVICE_NAME")
+        .ok()
+        .filter(|name| !name.trim().is_empty())
+        .unwrap_or_else(|| service_name.to_owned());
+    let resource = Resource::builder().with_service_name(name).build();
     Ok(SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
         .with_resource(resource)
