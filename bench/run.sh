@@ -53,10 +53,13 @@ trap stop_all EXIT
 trap 'exit 130' INT TERM
 
 command -v cargo >/dev/null || { infra_log "the Rust toolchain (cargo) is required"; exit 1; }
-echo "== building (release) =="
-cargo build --release --bins
+# QAPMAP_BENCH_PROFILE=debug only checks the harness itself quickly: its
+# figures say nothing about performance.
+PROFILE="${QAPMAP_BENCH_PROFILE:-release}"
+echo "== building ($PROFILE) =="
+if [ "$PROFILE" = release ]; then cargo build --release --bins; else cargo build --bins; fi
 TARGET_DIR="$(cargo metadata --no-deps --format-version 1 | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
-BIN="${TARGET_DIR:-target}/release"
+BIN="${TARGET_DIR:-target}/$PROFILE"
 BENCH="$BIN/qapmap-bench"
 
 ensure_infra
@@ -68,37 +71,41 @@ STREAMS_USED=1
 LOG_DIR="$QAPMAP_STATE_DIR/bench-logs"
 mkdir -p "$LOG_DIR"
 PORTS=()
-next_port=56051
+# Each process picks a free port (QAPMAP_GRPC_PORT=0) and logs it; the
+# metrics endpoint is on, on a port of its own choosing.
+listening_port() {
+  grep -m 1 '"message":"grpc server listening"' "$1" 2>/dev/null |
+    sed -n 's/.*"address":"[^"]*:\([0-9][0-9]*\)".*/\1/p'
+}
 for index in 0 1 2 3; do
   service=${SERVICES[$index]}
-  port=$(free_port "$next_port")
-  metrics_port=$(free_port $((port + 1000)))
-  next_port=$((port + 1))
-  PORTS+=("$port")
   QAPMAP_DATABASE_URL="${QAPMAP_PG_ADMIN_URL%/*}/${DATABASES[$index]}" \
   QAPMAP_DATABASE_MAX_CONNECTIONS="$POOL" \
   QAPMAP_NATS_URL="$QAPMAP_NATS_URL_BASE" \
   QAPMAP_NATS_NAMESPACE="$NAMESPACE" \
   QAPMAP_REDIS_URL="$QAPMAP_REDIS_URL_BASE" \
   QAPMAP_GRPC_HOST=127.0.0.1 \
-  QAPMAP_GRPC_PORT="$port" \
-  QAPMAP_METRICS_PORT="$metrics_port" \
+  QAPMAP_GRPC_PORT=0 \
+  QAPMAP_METRICS_PORT=0 \
     "$BIN/qapmap-$service" >"$LOG_DIR/$service.log" 2>&1 &
   SERVICE_PIDS+=($!)
-  # Wait for the port before choosing the next one (at most 2 minutes).
+  # One at a time, as scripts/run.sh does. Wait for the listening line (at most 2 minutes).
   tries=600
-  until port_open "$port"; do
+  port=""
+  until port=$(listening_port "$LOG_DIR/$service.log") && [ -n "$port" ]; do
     if ! kill -0 "${SERVICE_PIDS[$index]}" 2>/dev/null; then
       infra_log "$service exited during start-up; the end of its log:"
+      grep -m 5 -E "panicked|rror" "$LOG_DIR/$service.log" | cut -c1-400 >&2 || true
       tail -n 5 "$LOG_DIR/$service.log" | cut -c1-400 >&2
       exit 1
     fi
     if ((tries-- <= 0)); then
-      infra_log "$service did not open port $port within 2 minutes; see $LOG_DIR/$service.log"
+      infra_log "$service did not report a listening port within 2 minutes; see $LOG_DIR/$service.log"
       exit 1
     fi
     sleep 0.2
   done
+  PORTS+=("$port")
   echo "started $service (pid ${SERVICE_PIDS[$index]}) on 127.0.0.1:$port, pool $POOL"
 done
 
@@ -106,7 +113,7 @@ echo
 echo "== versions =="
 echo "commit:          $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 echo "rustc:           $(rustc --version)"
-echo "command:         bench/run.sh ${1:-}"
+echo "command:         bench/run.sh ${1:-} (binaries: $PROFILE)"
 echo
 
 status=0

@@ -409,17 +409,53 @@ pub(crate) async fn open_loop(
     phase
 }
 
-/// One saga per company, one at a time per company, to check the set-up
-/// and warm every path; returns the sagas that did not complete.
+/// One saga per company (8 companies at a time), to check the set-up and
+/// warm every path.
 pub(crate) async fn warm_up(system: &System, companies: &[Company], patience: Duration) -> Phase {
-    closed_loop(
-        system,
-        companies,
-        companies.len().min(8),
-        Duration::from_millis(1),
-        patience,
-    )
-    .await
+    let began = Instant::now();
+    let results: Vec<(anyhow::Result<Outcome>, u64)> =
+        futures::stream::iter(companies.iter().enumerate())
+            .map(|(index, company)| {
+                let mut client = system.sagas(index);
+                async move {
+                    let start_wall = SystemTime::now();
+                    let started = Instant::now();
+                    let saga_id = match start(&mut client, company).await {
+                        Ok(id) => id,
+                        Err(error) => return (Err(error), 0),
+                    };
+                    let (result, polls) = await_end(
+                        &mut client,
+                        &company.company_id,
+                        &saga_id,
+                        Duration::ZERO,
+                        Duration::from_millis(20),
+                        started + patience,
+                    )
+                    .await;
+                    let observed = started.elapsed();
+                    (
+                        result.map(|saga| outcome_of(&saga, start_wall, Some(observed))),
+                        polls,
+                    )
+                }
+            })
+            .buffer_unordered(8)
+            .collect()
+            .await;
+    let mut phase = Phase::default();
+    for (result, polls) in results {
+        phase.polls += polls;
+        match result {
+            Ok(outcome) => phase.outcomes.push(outcome),
+            Err(error) => {
+                phase.start_errors += 1;
+                phase.first_error.get_or_insert(format!("{error:#}"));
+            }
+        }
+    }
+    phase.elapsed = began.elapsed();
+    phase
 }
 
 /// Commits one GetSaga costs: `calls` polls of a finished saga.
