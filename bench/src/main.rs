@@ -7,6 +7,8 @@
 //!   (set by run.sh); exits non-zero when a saga fails or a call errs.
 //! - `create-databases ADMIN_URL NAME...` / `drop-databases ADMIN_URL NAME...`
 //! - `delete-streams NATS_URL NAMESPACE`: the streams of one namespace.
+//! - `vesting [AWARDS]`: the vesting measurement alone (no services), e.g.
+//!   under `perf record`.
 
 mod cap_table;
 mod commits;
@@ -31,6 +33,7 @@ async fn main() -> ExitCode {
         Some("create-databases") => databases(&args[1..], true).await.map(|()| true),
         Some("drop-databases") => databases(&args[1..], false).await.map(|()| true),
         Some("delete-streams") => delete_streams(&args[1..]).await.map(|()| true),
+        Some("vesting") => vesting_only(&args[1..]).map(|()| true),
         Some(other) => Err(anyhow::anyhow!(
             "unknown subcommand {other}; use run, create-databases, drop-databases or delete-streams"
         )),
@@ -73,6 +76,20 @@ async fn databases(args: &[String], create: bool) -> anyhow::Result<()> {
             .execute(&mut connection)
             .await?;
     }
+    Ok(())
+}
+
+fn vesting_only(args: &[String]) -> anyhow::Result<()> {
+    let awards = args.first().map_or(Ok(1_000_000), |a| a.parse())?;
+    let result = vesting::run(awards)?;
+    println!(
+        "{} awards: {} on one thread; {} on {} threads; vested_as_of alone: {}",
+        result.awards,
+        stats::ms(result.single_thread),
+        stats::ms(result.all_cores),
+        result.threads,
+        stats::ms(result.sum_only)
+    );
     Ok(())
 }
 

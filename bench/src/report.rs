@@ -70,11 +70,6 @@ struct Commits {
     each: [i64; 4],
 }
 
-async fn settle_and_count(counter: &mut Counter) -> anyhow::Result<(i64, Instant)> {
-    let (total, _, at) = settle_and_count_each(counter).await?;
-    Ok((total, at))
-}
-
 async fn settle_and_count_each(counter: &mut Counter) -> anyhow::Result<(i64, [i64; 4], Instant)> {
     tokio::time::sleep(STATS_SETTLE).await;
     let each = counter.commits_each().await?;
@@ -85,23 +80,20 @@ async fn settle_and_count_each(counter: &mut Counter) -> anyhow::Result<(i64, [i
     Ok((each.iter().sum(), four, Instant::now()))
 }
 
-/// Background commits per second (relays, health probes) and commits per GetSaga poll.
+/// Commits one GetSaga poll costs (the harness's own reads).
 #[derive(Debug, Clone, Copy)]
 struct Calibration {
-    idle_per_second: f64,
     per_poll: f64,
 }
 
 impl Calibration {
-    /// Commits per saga: raw, and with polls and background taken out.
+    /// Commits per saga: raw (everything the four databases committed while
+    /// the phase ran, background included), and without the harness's polls.
     fn per_saga(&self, commits: Commits, phase: &Phase) -> (f64, f64) {
         let sagas = phase.outcomes.len().max(1) as f64;
         let raw = commits.delta as f64 / sagas;
-        let marginal = (commits.delta as f64
-            - phase.polls as f64 * self.per_poll
-            - self.idle_per_second * commits.elapsed.as_secs_f64())
-            / sagas;
-        (raw, marginal)
+        let without_polls = (commits.delta as f64 - phase.polls as f64 * self.per_poll) / sagas;
+        (raw, without_polls)
     }
 }
 
@@ -132,7 +124,7 @@ fn print_phase(label: &str, phase: &Phase, commits: Commits, calibration: &Calib
         phase.polls as f64 / phase.outcomes.len().max(1) as f64
     );
     println!(
-        "  Postgres commits:    {} in {:.1} s = {raw:.1} per saga raw; {marginal:.1} per saga without polls and idle background",
+        "  Postgres commits:    {} in {:.1} s = {raw:.1} per saga raw; {marginal:.1} per saga without the harness's GetSaga polls",
         commits.delta,
         commits.elapsed.as_secs_f64()
     );
@@ -144,6 +136,24 @@ fn print_phase(label: &str, phase: &Phase, commits: Commits, calibration: &Calib
         commits.each[2] as f64 / sagas,
         commits.each[3] as f64 / sagas
     );
+}
+
+/// Commits per second per database over 3 s with no load from the harness.
+async fn background(counter: &mut Counter, label: &str) -> anyhow::Result<()> {
+    let (_, before, began) = settle_and_count_each(counter).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (_, after, ended) = settle_and_count_each(counter).await?;
+    let seconds = (ended - began).as_secs_f64();
+    let rate = |index: usize| (after[index] - before[index]) as f64 / seconds;
+    println!(
+        "{label}, no load: {:.1} commits/s (equity {:.1}, shareholder {:.1}, ledger {:.1}, orchestrator {:.1})",
+        (0..4).map(rate).sum::<f64>(),
+        rate(0),
+        rate(1),
+        rate(2),
+        rate(3)
+    );
+    Ok(())
 }
 
 fn print_memory(label: &str, config: &Config, kib: &[u64]) {
@@ -205,6 +215,8 @@ pub(crate) async fn run(config: &Config) -> anyhow::Result<bool> {
         companies.len(),
         began.elapsed().as_secs_f64()
     );
+    let mut counter = Counter::connect(&config.admin_url, config.databases()).await?;
+    background(&mut counter, "background after set-up, before any saga").await?;
     let warm = sagas::warm_up(&system, &companies, size.saga_patience).await;
     println!("warm-up: {}", warm.errors_line());
     if warm.failures() > 0 {
@@ -212,25 +224,17 @@ pub(crate) async fn run(config: &Config) -> anyhow::Result<bool> {
         sampler.stop();
         return Ok(false);
     }
-    let mut counter = Counter::connect(&config.admin_url, config.databases()).await?;
-    let (before, began) = settle_and_count(&mut counter).await?;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let (after, ended) = settle_and_count(&mut counter).await?;
-    let idle_per_second = (after - before) as f64 / (ended - began).as_secs_f64();
+    background(&mut counter, "background after the warm-up").await?;
     let saga_id = sagas::one(&system, &companies[0], size.saga_patience).await?;
-    let polls = 200;
-    let (before, began) = settle_and_count(&mut counter).await?;
+    let polls = 1000;
+    let (_, before_each, _) = settle_and_count_each(&mut counter).await?;
     sagas::poll_many(&system, &companies[0], &saga_id, polls).await?;
-    let (after, ended) = settle_and_count(&mut counter).await?;
-    let per_poll = (((after - before) as f64 - idle_per_second * (ended - began).as_secs_f64())
-        / polls as f64)
-        .max(0.0);
-    let calibration = Calibration {
-        idle_per_second,
-        per_poll,
-    };
+    let (_, after_each, _) = settle_and_count_each(&mut counter).await?;
+    // The orchestrator's database alone; its background is small beside 1,000 polls.
+    let per_poll = (after_each[3] - before_each[3]) as f64 / polls as f64;
+    let calibration = Calibration { per_poll };
     println!(
-        "background: {idle_per_second:.1} commits/s while idle (relays, health probes); {per_poll:.2} commits per GetSaga poll"
+        "calibration: {per_poll:.2} commits per GetSaga poll (1,000 polls of a finished saga)"
     );
 
     let mut saga_peak = vec![0; config.processes.len()];
@@ -264,6 +268,7 @@ pub(crate) async fn run(config: &Config) -> anyhow::Result<bool> {
         let (_, marginal) = calibration.per_saga(commits, &phase);
         closed.push((concurrency, phase.throughput(), marginal));
     }
+    background(&mut counter, "background after the closed loops").await?;
     let (best_concurrency, max_rate, _) = closed
         .iter()
         .copied()
@@ -308,6 +313,7 @@ pub(crate) async fn run(config: &Config) -> anyhow::Result<bool> {
     max_each(&mut saga_peak, &peak);
     ok &= open.failures() == 0;
     let open_p99 = open.latencies().summary().p99;
+    background(&mut counter, "background after the open loop").await?;
     floors.add(
         "exercise p99 at half the max rate (open loop)",
         ms(open_p99),

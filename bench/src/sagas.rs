@@ -6,9 +6,9 @@
 //! counts against the system) to the saga's `updated_at` stamped by the
 //! orchestrator when it committed the final state (same host, same clock).
 //! Completion is observed with GetSaga: closed-loop workers poll their own
-//! saga first at 3/4 of the running mean latency, then every mean/10
-//! (5-50 ms), so a saga costs a few polls; the open loop does not poll during
-//! arrivals and resolves every saga afterwards.
+//! saga first at 3/4 of the running mean latency, then every mean/8
+//! (5-500 ms), so a saga costs about three polls whatever its latency; the
+//! open loop does not poll during arrivals and resolves every saga afterwards.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -268,7 +268,7 @@ pub(crate) async fn closed_loop(
                 let mean_now = Duration::from_micros(mean.load(Ordering::Relaxed));
                 let first = mean_now.mul_f64(0.75).saturating_sub(started.elapsed());
                 let interval =
-                    (mean_now / 10).clamp(Duration::from_millis(5), Duration::from_millis(50));
+                    (mean_now / 8).clamp(Duration::from_millis(5), Duration::from_millis(500));
                 let (result, polls) = await_end(
                     &mut client,
                     &company.company_id,
