@@ -6,11 +6,10 @@
 //! counts against the system) to the saga's `updated_at` stamped by the
 //! orchestrator when it committed the final state (same host, same clock).
 //! Completion is observed with GetSaga: closed-loop workers poll their own
-//! saga first at 3/4 of the running mean latency, then every mean/8
-//! (5-500 ms), so a saga costs about three polls whatever its latency; the
+//! saga first at 3/4 of the running mean latency, then every 1/8 of the
+//! longer of that mean and its own wait so far (5-500 ms); the
 //! open loop does not poll during arrivals and resolves every saga afterwards.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -179,6 +178,16 @@ async fn start(
     Ok(response.into_inner().saga.unwrap_or_default().id)
 }
 
+/// Running mean (µs) of the latency closed-loop workers observed, kept
+/// across runs, to pace their polls.
+static MEAN_LATENCY_MICROS: AtomicU64 = AtomicU64::new(100_000);
+
+#[derive(Debug, Clone, Copy)]
+enum Pace {
+    Fixed(Duration),
+    Adaptive(Duration),
+}
+
 /// Polls GetSaga until a terminal state or `deadline`; returns the saga
 /// (terminal or last seen) and the number of polls.
 async fn await_end(
@@ -186,9 +195,10 @@ async fn await_end(
     company_id: &str,
     saga_id: &str,
     first_delay: Duration,
-    interval: Duration,
+    pace: Pace,
     deadline: Instant,
 ) -> (anyhow::Result<saga::Saga>, u64) {
+    let began = Instant::now();
     tokio::time::sleep(first_delay).await;
     let mut polls = 0;
     loop {
@@ -206,6 +216,12 @@ async fn await_end(
         if terminal(saga.state).is_some() || Instant::now() >= deadline {
             return (Ok(saga), polls);
         }
+        let interval = match pace {
+            Pace::Fixed(interval) => interval,
+            // An eighth of the longer of the mean latency and this saga's wait so far.
+            Pace::Adaptive(mean) => (mean.max(began.elapsed() + first_delay) / 8)
+                .clamp(Duration::from_millis(5), Duration::from_millis(500)),
+        };
         tokio::time::sleep(interval).await;
     }
 }
@@ -235,8 +251,6 @@ pub(crate) async fn closed_loop(
     let began = Instant::now();
     let window_start = SystemTime::now();
     let deadline = began + duration;
-    // Running mean of observed latency (µs), to pace polls.
-    let mean = Arc::new(AtomicU64::new(50_000));
     let mut workers = Vec::new();
     for worker in 0..concurrency {
         let mine: Vec<Company> = companies
@@ -246,7 +260,6 @@ pub(crate) async fn closed_loop(
             .cloned()
             .collect();
         let mut client = system.sagas(worker);
-        let mean = mean.clone();
         workers.push(tokio::spawn(async move {
             let mut phase = Phase::default();
             for iteration in 0..1_000_000usize {
@@ -265,16 +278,14 @@ pub(crate) async fn closed_loop(
                         continue;
                     }
                 };
-                let mean_now = Duration::from_micros(mean.load(Ordering::Relaxed));
+                let mean_now = Duration::from_micros(MEAN_LATENCY_MICROS.load(Ordering::Relaxed));
                 let first = mean_now.mul_f64(0.75).saturating_sub(started.elapsed());
-                let interval =
-                    (mean_now / 8).clamp(Duration::from_millis(5), Duration::from_millis(500));
                 let (result, polls) = await_end(
                     &mut client,
                     &company.company_id,
                     &saga_id,
                     first,
-                    interval,
+                    Pace::Adaptive(mean_now),
                     started + patience,
                 )
                 .await;
@@ -284,10 +295,10 @@ pub(crate) async fn closed_loop(
                     Ok(saga) => {
                         let outcome = outcome_of(&saga, start_wall, Some(observed));
                         if outcome.state == saga::SagaState::Completed {
-                            let old = mean.load(Ordering::Relaxed);
+                            let old = MEAN_LATENCY_MICROS.load(Ordering::Relaxed);
                             let new = old - old / 8
                                 + u64::try_from(observed.as_micros()).unwrap_or(0) / 8;
-                            mean.store(new, Ordering::Relaxed);
+                            MEAN_LATENCY_MICROS.store(new, Ordering::Relaxed);
                         }
                         phase.outcomes.push(outcome);
                     }
@@ -382,7 +393,7 @@ pub(crate) async fn open_loop(
                     &company.company_id,
                     &saga_id,
                     Duration::ZERO,
-                    Duration::from_millis(100),
+                    Pace::Fixed(Duration::from_millis(100)),
                     deadline,
                 )
                 .await;
@@ -429,7 +440,7 @@ pub(crate) async fn warm_up(system: &System, companies: &[Company], patience: Du
                         &company.company_id,
                         &saga_id,
                         Duration::ZERO,
-                        Duration::from_millis(20),
+                        Pace::Fixed(Duration::from_millis(20)),
                         started + patience,
                     )
                     .await;
@@ -490,7 +501,7 @@ pub(crate) async fn one(
         &company.company_id,
         &saga_id,
         Duration::ZERO,
-        Duration::from_millis(20),
+        Pace::Fixed(Duration::from_millis(20)),
         Instant::now() + patience,
     )
     .await;
