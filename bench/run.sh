@@ -132,7 +132,9 @@ QAPMAP_BENCH_ORCHESTRATOR_DATABASE="${DATABASES[3]}" \
 
 for index in 0 1 2 3; do
   if ! kill -0 "${SERVICE_PIDS[$index]}" 2>/dev/null; then
-    infra_log "${SERVICES[$index]} died during the benchmark; the end of its log:"
+    infra_log "${SERVICES[$index]} died during the benchmark; its errors, panics and last lines:"
+    grep -m 10 -E 'panicked|"level":"(ERROR|WARN)"|^Error:|^Caused by|^    [0-9]+: [^ ]' "$LOG_DIR/${SERVICES[$index]}.log" \
+      | grep -v -E '^ +[0-9]+: (std|core|tokio|<|__)' | cut -c1-600 >&2 || true
     tail -n 5 "$LOG_DIR/${SERVICES[$index]}.log" | cut -c1-400 >&2
     status=1
   fi
