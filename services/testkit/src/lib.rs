@@ -1,5 +1,6 @@
 //! Test support for QapMap's integration tests. Everything here talks to
 //! real servers:
+//! - [`fixtures`]: shared request fixtures (OCF vesting terms).
 //! - [`database`]: a fresh database per test on the shared Postgres, dropped after.
 //! - [`in_process`]: a service served inside the test process on a loopback port.
 //! - [`nats`]: a unique subject namespace (and its streams) per test on the shared NATS.
@@ -12,6 +13,7 @@
 //! `scripts/test.sh`), so a run can sweep up whatever a crashed test left.
 
 pub mod database;
+pub mod fixtures;
 pub mod in_process;
 pub mod nats;
 pub mod private;

@@ -7,6 +7,7 @@ use qapmap_proto::equity::v1 as proto;
 use qapmap_proto::equity::v1::equity_service_client::EquityServiceClient;
 use qapmap_runtime::ServiceName;
 use qapmap_runtime::messaging::Subjects;
+pub(crate) use qapmap_testkit::fixtures::four_year_one_year_cliff;
 use qapmap_testkit::in_process::RunningService;
 use sqlx::PgPool;
 use tonic::transport::Channel;
@@ -69,63 +70,6 @@ pub(crate) fn reason(status: &tonic::Status) -> String {
         .expect("ErrorInfo")
         .reason
         .clone()
-}
-
-/// OCF's 4-year, 1-year-cliff terms (samples/VestingTerms.ocf.json), monthly
-/// on the start day or the month's last day, rounded cumulatively.
-pub(crate) fn four_year_one_year_cliff() -> proto::VestingTerms {
-    use proto::vesting_condition::Amount;
-    use proto::vesting_trigger::Trigger;
-    let relative = |length, occurrences, to: &str| {
-        Trigger::Relative(proto::RelativeTrigger {
-            period: Some(proto::VestingPeriod {
-                length,
-                period_type: proto::PeriodType::Months as i32,
-                occurrences,
-                day_of_month: proto::VestingDayOfMonth::VestingStartDayOrLastDayOfMonth as i32,
-                day_of_month_number: 0,
-                cliff_installment: 0,
-            }),
-            relative_to_condition_id: to.to_owned(),
-        })
-    };
-    let portion = |numerator: &str| {
-        Amount::Portion(proto::VestingPortion {
-            numerator: dec(numerator),
-            denominator: dec("48"),
-            remainder: false,
-        })
-    };
-    let condition = |id: &str, amount, trigger, next: &[&str]| proto::VestingCondition {
-        id: id.to_owned(),
-        description: String::new(),
-        amount: Some(amount),
-        trigger: Some(proto::VestingTrigger {
-            trigger: Some(trigger),
-        }),
-        next_condition_ids: next.iter().map(|n| (*n).to_owned()).collect(),
-    };
-    proto::VestingTerms {
-        id: "4y-1y-cliff".into(),
-        name: "Four Year / One Year Cliff".into(),
-        description: String::new(),
-        allocation_type: proto::AllocationType::CumulativeRounding as i32,
-        conditions: vec![
-            condition(
-                "start",
-                Amount::Quantity(Decimal { value: "0".into() }),
-                Trigger::VestingStart(proto::VestingStartTrigger {}),
-                &["cliff"],
-            ),
-            condition(
-                "cliff",
-                portion("12"),
-                relative(12, 1, "start"),
-                &["monthly"],
-            ),
-            condition("monthly", portion("1"), relative(1, 36, "cliff"), &[]),
-        ],
-    }
 }
 
 impl TestApp {

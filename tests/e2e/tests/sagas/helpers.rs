@@ -3,6 +3,7 @@
 //! process (when a test must SIGKILL it), all on one NATS namespace with a
 //! database each. Plus the company set-up and the checks tests share.
 
+pub(crate) use qapmap_testkit::fixtures::four_year_one_year_cliff;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -554,60 +555,4 @@ async fn spawn_orchestrator(database: &TestDatabase, namespace: &TestNamespace) 
     );
     let binary = workspace_binary("qapmap-orchestrator");
     ServiceProcess::spawn(binary.to_str().expect("utf-8 path"), &env).await
-}
-
-/// OCF's 4-year, 1-year-cliff terms: 12/48 at the cliff, then 1/48 monthly.
-pub(crate) fn four_year_one_year_cliff() -> equity::VestingTerms {
-    use equity::vesting_condition::Amount;
-    use equity::vesting_trigger::Trigger;
-    let relative = |length, occurrences, to: &str| {
-        Trigger::Relative(equity::RelativeTrigger {
-            period: Some(equity::VestingPeriod {
-                length,
-                period_type: equity::PeriodType::Months as i32,
-                occurrences,
-                day_of_month: equity::VestingDayOfMonth::VestingStartDayOrLastDayOfMonth as i32,
-                day_of_month_number: 0,
-                cliff_installment: 0,
-            }),
-            relative_to_condition_id: to.to_owned(),
-        })
-    };
-    let portion = |numerator: &str| {
-        Amount::Portion(equity::VestingPortion {
-            numerator: dec(numerator),
-            denominator: dec("48"),
-            remainder: false,
-        })
-    };
-    let condition = |id: &str, amount, trigger, next: &[&str]| equity::VestingCondition {
-        id: id.to_owned(),
-        description: String::new(),
-        amount: Some(amount),
-        trigger: Some(equity::VestingTrigger {
-            trigger: Some(trigger),
-        }),
-        next_condition_ids: next.iter().map(|n| (*n).to_owned()).collect(),
-    };
-    equity::VestingTerms {
-        id: "4y-1y-cliff".into(),
-        name: "Four Year / One Year Cliff".into(),
-        description: String::new(),
-        allocation_type: equity::AllocationType::CumulativeRounding as i32,
-        conditions: vec![
-            condition(
-                "start",
-                Amount::Quantity(Decimal { value: "0".into() }),
-                Trigger::VestingStart(equity::VestingStartTrigger {}),
-                &["cliff"],
-            ),
-            condition(
-                "cliff",
-                portion("12"),
-                relative(12, 1, "start"),
-                &["monthly"],
-            ),
-            condition("monthly", portion("1"), relative(1, 36, "cliff"), &[]),
-        ],
-    }
 }
