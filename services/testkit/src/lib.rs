@@ -7,6 +7,7 @@
 //! - [`private`]: Postgres, NATS and Redis instances of the test's own, on free
 //!   ports, for tests that must stop or restart them.
 //! - [`process`]: a QapMap binary started as a child process.
+//! - [`saga_bus`]: the orchestrator's side of NATS, to test a service's saga commands.
 //! - [`runtime_checks`]: the checks every binary must pass (health, reflection, shutdown).
 //!
 //! Names made here start with the run id (`QAPMAP_TEST_RUN_ID`, set by
@@ -19,6 +20,7 @@ pub mod nats;
 pub mod private;
 pub mod process;
 pub mod runtime_checks;
+pub mod saga_bus;
 
 /// A short random lowercase id for names of databases, namespaces, streams.
 pub fn unique_suffix() -> String {

@@ -4,151 +4,22 @@
 //! orchestrator does for re-sends) and reading the `SagaReply`s the relay
 //! publishes to `<ns>.reply.<saga_type>`.
 
-use std::time::Duration;
-
-use async_nats::HeaderMap;
-use async_nats::jetstream::{self, consumer::pull};
-use futures::StreamExt;
-use prost::Message;
 use qapmap_proto::equity::v1 as proto;
 use qapmap_proto::equity::v1::CancellationBehavior::ReturnToPool;
+use qapmap_proto::messaging::v1::SagaCommand;
 use qapmap_proto::messaging::v1::saga_command::Command;
 use qapmap_proto::messaging::v1::saga_reply::Result as ReplyResult;
-use qapmap_proto::messaging::v1::{ReplyOutcome, SagaCommand, SagaReply};
-use qapmap_runtime::messaging::{StreamKind, Subjects};
+use qapmap_runtime::messaging::StreamKind;
 use qapmap_testkit::eventually;
+use qapmap_testkit::saga_bus::{REPLY_TIMEOUT, ReceivedReply, SagaBus};
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
 use crate::helpers::{TestApp, date, dec, request_id, usd};
 
-/// How long a reply may take: the consumer pulls every second, the relay
-/// publishes on NOTIFY.
-const REPLY_TIMEOUT: Duration = Duration::from_secs(20);
 const EXERCISE: &str = "option_exercise";
 const BUYBACK: &str = "share_buyback";
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-
-/// A reply with the header the tests check.
-#[derive(Debug, Clone)]
-struct ReceivedReply {
-    reply: SagaReply,
-    traceparent: Option<String>,
-}
-
-impl ReceivedReply {
-    fn succeeded(&self) -> bool {
-        self.reply.outcome == i32::from(ReplyOutcome::Succeeded)
-    }
-
-    fn rejected_with(&self) -> &str {
-        assert_eq!(
-            self.reply.outcome,
-            i32::from(ReplyOutcome::Rejected),
-            "{:?}",
-            self.reply
-        );
-        &self.reply.reason_code
-    }
-}
-
-/// The orchestrator's side of the bus.
-struct Bus {
-    jetstream: jetstream::Context,
-    subjects: Subjects,
-    replies: pull::Ordered,
-    /// Replies read while waiting for another one.
-    unclaimed: Vec<ReceivedReply>,
-}
-
-impl Bus {
-    async fn connect(app: &TestApp) -> Self {
-        let namespace = &app.service.namespace;
-        let client = async_nats::connect(namespace.url.as_str())
-            .await
-            .expect("connect to NATS");
-        let jetstream = jetstream::new(client);
-        let subjects = namespace.subjects();
-        let stream = jetstream
-            .get_stream(subjects.stream_name(StreamKind::Replies))
-            .await
-            .expect("the service made the REPLIES stream");
-        let replies = stream
-            .create_consumer(pull::OrderedConfig {
-                filter_subject: format!("{}.reply.>", subjects.namespace()),
-                ..Default::default()
-            })
-            .await
-            .expect("ordered reply consumer")
-            .messages()
-            .await
-            .expect("reply messages");
-        Self {
-            jetstream,
-            subjects,
-            replies,
-            unclaimed: Vec::new(),
-        }
-    }
-
-    /// Sends `command` under a fresh message id, with a trace header.
-    async fn send(&self, name: &str, command: &SagaCommand) {
-        let mut headers = HeaderMap::new();
-        headers.insert("Nats-Msg-Id", Uuid::now_v7().to_string().as_str());
-        headers.insert("traceparent", TRACEPARENT);
-        self.jetstream
-            .publish_with_headers(
-                self.subjects.command("equity", name),
-                headers,
-                command.encode_to_vec().into(),
-            )
-            .await
-            .expect("publish")
-            .await
-            .expect("JetStream ack");
-    }
-
-    /// Sends `command` and waits for its reply.
-    async fn call(&mut self, name: &str, command: &SagaCommand) -> ReceivedReply {
-        self.send(name, command).await;
-        let saga_id: Uuid = command.saga_id.parse().expect("saga id");
-        self.reply(saga_id, command.step, command.compensation)
-            .await
-    }
-
-    /// The next reply (not taken before) to `saga_id`'s `step`.
-    async fn reply(&mut self, saga_id: Uuid, step: i32, compensation: bool) -> ReceivedReply {
-        let wanted = |received: &ReceivedReply| {
-            received.reply.saga_id == saga_id.to_string()
-                && received.reply.step == step
-                && received.reply.compensation == compensation
-        };
-        if let Some(index) = self.unclaimed.iter().position(wanted) {
-            return self.unclaimed.remove(index);
-        }
-        let deadline = tokio::time::Instant::now() + REPLY_TIMEOUT;
-        loop {
-            let next = tokio::time::timeout_at(deadline, self.replies.next())
-                .await
-                .unwrap_or_else(|_| {
-                    panic!("no reply to saga {saga_id} step {step} (compensation: {compensation})")
-                })
-                .expect("the reply stream stays open")
-                .expect("a reply message");
-            let reply = SagaReply::decode(next.payload.as_ref()).expect("a SagaReply");
-            let traceparent = next
-                .headers
-                .as_ref()
-                .and_then(|headers| headers.get("traceparent"))
-                .map(|value| value.to_string());
-            let received = ReceivedReply { reply, traceparent };
-            if wanted(&received) {
-                return received;
-            }
-            self.unclaimed.push(received);
-        }
-    }
-}
 
 fn envelope(
     app: &TestApp,
@@ -238,13 +109,15 @@ async fn award(app: &mut TestApp) -> proto::Award {
 #[tokio::test]
 async fn reserve_options_replies_with_the_reservation_and_a_resend_changes_nothing() {
     let mut app = TestApp::spawn().await;
-    let mut bus = Bus::connect(&app).await;
+    let mut bus = SagaBus::connect(&app.service.namespace, "equity").await;
     let award = award(&mut app).await;
     let saga = Uuid::now_v7();
     let command = reserve_options(&app, saga, &award.id, "25000");
     let (_, _, _, events_before) = effects(&app).await;
 
-    let first = bus.call("reserve_options", &command).await;
+    let first = bus
+        .call("reserve_options", &command, Some(TRACEPARENT))
+        .await;
     assert!(first.succeeded(), "{:?}", first.reply);
     assert_eq!(first.traceparent.as_deref(), Some(TRACEPARENT));
     assert_eq!(first.reply.company_id, app.company_id.to_string());
@@ -270,7 +143,9 @@ async fn reserve_options_replies_with_the_reservation_and_a_resend_changes_nothi
     );
 
     // The orchestrator's deadline passed: it sends the same step again.
-    let again = bus.call("reserve_options", &command).await;
+    let again = bus
+        .call("reserve_options", &command, Some(TRACEPARENT))
+        .await;
     assert_eq!(again.reply, first.reply, "the first result, again");
     assert_eq!(effects(&app).await, after_first, "no second effect");
 }
@@ -278,12 +153,14 @@ async fn reserve_options_replies_with_the_reservation_and_a_resend_changes_nothi
 #[tokio::test]
 async fn a_refused_reservation_is_rejected_and_writes_nothing() {
     let mut app = TestApp::spawn().await;
-    let mut bus = Bus::connect(&app).await;
+    let mut bus = SagaBus::connect(&app.service.namespace, "equity").await;
     let award = award(&mut app).await;
     let before = effects(&app).await;
 
     let command = reserve_options(&app, Uuid::now_v7(), &award.id, "27084");
-    let reply = bus.call("reserve_options", &command).await;
+    let reply = bus
+        .call("reserve_options", &command, Some(TRACEPARENT))
+        .await;
     assert_eq!(reply.rejected_with(), "insufficient_vested_options");
     assert!(!reply.reply.reason.is_empty());
     assert_eq!(effects(&app).await, before);
@@ -300,20 +177,23 @@ async fn a_refused_reservation_is_rejected_and_writes_nothing() {
 #[tokio::test]
 async fn a_release_without_the_id_undoes_the_reservation_of_its_step() {
     let mut app = TestApp::spawn().await;
-    let mut bus = Bus::connect(&app).await;
+    let mut bus = SagaBus::connect(&app.service.namespace, "equity").await;
     let award = award(&mut app).await;
     let saga = Uuid::now_v7();
     let reserved = bus
         .call(
             "reserve_options",
             &reserve_options(&app, saga, &award.id, "1000"),
+            Some(TRACEPARENT),
         )
         .await;
     assert!(reserved.succeeded(), "{:?}", reserved.reply);
 
     // The reserve timed out for the orchestrator: it never learned the id.
     let release = release_options(&app, saga, "");
-    let released = bus.call("release_option_reservation", &release).await;
+    let released = bus
+        .call("release_option_reservation", &release, Some(TRACEPARENT))
+        .await;
     assert!(released.succeeded(), "{:?}", released.reply);
     assert!(released.reply.compensation);
     let after = effects(&app).await;
@@ -326,10 +206,14 @@ async fn a_release_without_the_id_undoes_the_reservation_of_its_step() {
     );
 
     // Compensating twice, with or without the id, succeeds and changes nothing.
-    let again = bus.call("release_option_reservation", &release).await;
+    let again = bus
+        .call("release_option_reservation", &release, Some(TRACEPARENT))
+        .await;
     assert!(again.succeeded(), "{:?}", again.reply);
     let with_id = release_options(&app, saga, &reserved_options(&reserved).reservation_id);
-    let with_id = bus.call("release_option_reservation", &with_id).await;
+    let with_id = bus
+        .call("release_option_reservation", &with_id, Some(TRACEPARENT))
+        .await;
     assert!(with_id.succeeded(), "{:?}", with_id.reply);
     assert_eq!(effects(&app).await, after);
 }
@@ -337,13 +221,15 @@ async fn a_release_without_the_id_undoes_the_reservation_of_its_step() {
 #[tokio::test]
 async fn a_release_before_the_reserve_leaves_a_tombstone_and_refuses_the_late_reserve() {
     let mut app = TestApp::spawn().await;
-    let mut bus = Bus::connect(&app).await;
+    let mut bus = SagaBus::connect(&app.service.namespace, "equity").await;
     let award = award(&mut app).await;
     let saga = Uuid::now_v7();
     let before = effects(&app).await;
 
     let release = release_options(&app, saga, "");
-    let released = bus.call("release_option_reservation", &release).await;
+    let released = bus
+        .call("release_option_reservation", &release, Some(TRACEPARENT))
+        .await;
     assert!(released.succeeded(), "{:?}", released.reply);
     let tombstones: i64 =
         sqlx::query_scalar("SELECT count(*) FROM saga_tombstones WHERE saga_id = $1 AND step = 0")
@@ -358,32 +244,38 @@ async fn a_release_before_the_reserve_leaves_a_tombstone_and_refuses_the_late_re
         .call(
             "reserve_options",
             &reserve_options(&app, saga, &award.id, "1000"),
+            Some(TRACEPARENT),
         )
         .await;
     assert_eq!(late.rejected_with(), "compensated_before_applied");
     assert_eq!(effects(&app).await, before, "the late reserve did nothing");
 
-    let again = bus.call("release_option_reservation", &release).await;
+    let again = bus
+        .call("release_option_reservation", &release, Some(TRACEPARENT))
+        .await;
     assert!(again.succeeded(), "compensating twice succeeds");
 }
 
 #[tokio::test]
 async fn a_confirm_after_the_pivot_exercises_once_and_repeats_succeed() {
     let mut app = TestApp::spawn().await;
-    let mut bus = Bus::connect(&app).await;
+    let mut bus = SagaBus::connect(&app.service.namespace, "equity").await;
     let award = award(&mut app).await;
     let saga = Uuid::now_v7();
     let reserved = bus
         .call(
             "reserve_options",
             &reserve_options(&app, saga, &award.id, "25000"),
+            Some(TRACEPARENT),
         )
         .await;
     let reservation_id = reserved_options(&reserved).reservation_id;
 
     let confirm = confirm_exercise(&app, saga, &reservation_id);
     for _ in 0..2 {
-        let confirmed = bus.call("confirm_exercise", &confirm).await;
+        let confirmed = bus
+            .call("confirm_exercise", &confirm, Some(TRACEPARENT))
+            .await;
         assert!(confirmed.succeeded(), "{:?}", confirmed.reply);
         assert_eq!(confirmed.reply.step, 4);
     }
@@ -428,13 +320,14 @@ async fn a_confirm_after_the_pivot_exercises_once_and_repeats_succeed() {
 #[tokio::test]
 async fn another_companys_award_or_reservation_is_not_found() {
     let mut app = TestApp::spawn().await;
-    let mut bus = Bus::connect(&app).await;
+    let mut bus = SagaBus::connect(&app.service.namespace, "equity").await;
     let award = award(&mut app).await;
     let saga = Uuid::now_v7();
     let reserved = bus
         .call(
             "reserve_options",
             &reserve_options(&app, saga, &award.id, "1000"),
+            Some(TRACEPARENT),
         )
         .await;
     let reservation_id = reserved_options(&reserved).reservation_id;
@@ -443,14 +336,20 @@ async fn another_companys_award_or_reservation_is_not_found() {
 
     let mut foreign_reserve = reserve_options(&app, Uuid::now_v7(), &award.id, "1000");
     foreign_reserve.company_id = stranger.clone();
-    let reply = bus.call("reserve_options", &foreign_reserve).await;
+    let reply = bus
+        .call("reserve_options", &foreign_reserve, Some(TRACEPARENT))
+        .await;
     assert_eq!(reply.rejected_with(), "not_found");
     assert_eq!(reply.reply.company_id, stranger);
 
     let mut foreign_release = release_options(&app, saga, &reservation_id);
     foreign_release.company_id = stranger.clone();
     let reply = bus
-        .call("release_option_reservation", &foreign_release)
+        .call(
+            "release_option_reservation",
+            &foreign_release,
+            Some(TRACEPARENT),
+        )
         .await;
     assert_eq!(reply.rejected_with(), "not_found");
 
@@ -458,13 +357,19 @@ async fn another_companys_award_or_reservation_is_not_found() {
     let mut foreign_blind_release = release_options(&app, saga, "");
     foreign_blind_release.company_id = stranger.clone();
     let reply = bus
-        .call("release_option_reservation", &foreign_blind_release)
+        .call(
+            "release_option_reservation",
+            &foreign_blind_release,
+            Some(TRACEPARENT),
+        )
         .await;
     assert_eq!(reply.rejected_with(), "not_found");
 
     let mut foreign_confirm = confirm_exercise(&app, saga, &reservation_id);
     foreign_confirm.company_id = stranger;
-    let reply = bus.call("confirm_exercise", &foreign_confirm).await;
+    let reply = bus
+        .call("confirm_exercise", &foreign_confirm, Some(TRACEPARENT))
+        .await;
     assert_eq!(reply.rejected_with(), "not_found");
     assert_eq!(effects(&app).await, before, "nothing changed");
 }
@@ -472,7 +377,7 @@ async fn another_companys_award_or_reservation_is_not_found() {
 #[tokio::test]
 async fn a_buyback_reserves_confirms_and_a_late_reserve_after_its_release_is_refused() {
     let mut app = TestApp::spawn().await;
-    let mut bus = Bus::connect(&app).await;
+    let mut bus = SagaBus::connect(&app.service.namespace, "equity").await;
     let class = app.create_class("1000000").await;
     let program = app
         .client
@@ -503,7 +408,11 @@ async fn a_buyback_reserves_confirms_and_a_late_reserve_after_its_release_is_ref
 
     let saga = Uuid::now_v7();
     let reserved = bus
-        .call("reserve_repurchase", &reserve(&app, saga, "600"))
+        .call(
+            "reserve_repurchase",
+            &reserve(&app, saga, "600"),
+            Some(TRACEPARENT),
+        )
         .await;
     let reservation_id = match &reserved.reply.result {
         Some(ReplyResult::ReserveRepurchase(result)) => {
@@ -513,7 +422,11 @@ async fn a_buyback_reserves_confirms_and_a_late_reserve_after_its_release_is_ref
         other => panic!("not a ReserveRepurchaseResult: {other:?}"),
     };
     let refused = bus
-        .call("reserve_repurchase", &reserve(&app, Uuid::now_v7(), "401"))
+        .call(
+            "reserve_repurchase",
+            &reserve(&app, Uuid::now_v7(), "401"),
+            Some(TRACEPARENT),
+        )
         .await;
     assert_eq!(refused.rejected_with(), "program_exhausted");
 
@@ -526,7 +439,9 @@ async fn a_buyback_reserves_confirms_and_a_late_reserve_after_its_release_is_ref
         Command::ConfirmRepurchase(proto::ConfirmRepurchaseCommand { reservation_id }),
     );
     for _ in 0..2 {
-        let confirmed = bus.call("confirm_repurchase", &confirm).await;
+        let confirmed = bus
+            .call("confirm_repurchase", &confirm, Some(TRACEPARENT))
+            .await;
         assert!(confirmed.succeeded(), "{:?}", confirmed.reply);
     }
     assert_eq!(effects(&app).await.1, "confirmed");
@@ -542,11 +457,21 @@ async fn a_buyback_reserves_confirms_and_a_late_reserve_after_its_release_is_ref
             reservation_id: String::new(),
         }),
     );
-    let released = bus.call("release_repurchase_reservation", &release).await;
+    let released = bus
+        .call(
+            "release_repurchase_reservation",
+            &release,
+            Some(TRACEPARENT),
+        )
+        .await;
     assert!(released.succeeded(), "{:?}", released.reply);
     let before = effects(&app).await;
     let late = bus
-        .call("reserve_repurchase", &reserve(&app, timed_out, "100"))
+        .call(
+            "reserve_repurchase",
+            &reserve(&app, timed_out, "100"),
+            Some(TRACEPARENT),
+        )
         .await;
     assert_eq!(late.rejected_with(), "compensated_before_applied");
     assert_eq!(effects(&app).await, before);

@@ -37,7 +37,7 @@ async fn options(ledger: &TestLedger) -> (String, String, i64) {
 #[tokio::test]
 async fn equity_events_on_the_bus_reach_the_cap_table_once_even_out_of_order() {
     let ledger = TestLedger::start().await;
-    let bus = Bus::connect(&ledger.service.namespace).await;
+    let bus = Bus::connect(&ledger.service.namespace, "ledger").await;
     let company = ledger.company_id;
     let plan = event(company, date(2023, 1, 1), plan_created("1000"));
     let grant = event(company, date(2023, 2, 1), granted("100"));

@@ -33,7 +33,7 @@ impl Fixture {
     /// A ledger with 100 authorized shares of one class.
     async fn start() -> Self {
         let ledger = TestLedger::start().await;
-        let bus = Bus::connect(&ledger.service.namespace).await;
+        let bus = Bus::connect(&ledger.service.namespace, "ledger").await;
         let class = Uuid::now_v7();
         ledger.authorize(class, "100", date(2024, 1, 1)).await;
         Self {
@@ -81,7 +81,7 @@ impl Fixture {
 
     /// Sends and waits for the reply.
     async fn send(&mut self, name: &str, command: &SagaCommand) -> SagaReply {
-        self.bus.command(name, command).await;
+        self.bus.command(name, command, None).await;
         let saga_id = Uuid::parse_str(&command.saga_id).expect("saga id");
         self.bus
             .reply(saga_id, command.step, command.compensation)
@@ -160,7 +160,7 @@ async fn an_exercise_holds_and_posts_once_even_when_its_commands_are_sent_again(
     let hold = fixture.hold_unissued(saga_id, "40");
     fixture
         .bus
-        .command_traced("hold_unissued_shares", &hold, Some(TRACEPARENT))
+        .command("hold_unissued_shares", &hold, Some(TRACEPARENT))
         .await;
     let first = fixture.bus.reply(saga_id, HOLD_STEP, false).await;
     assert_succeeded(&first.reply);
@@ -442,7 +442,7 @@ async fn a_command_the_ledger_does_not_handle_becomes_a_dead_letter() {
     wrong_flag.compensation = true;
     fixture
         .bus
-        .command("hold_unissued_shares", &wrong_flag)
+        .command("hold_unissued_shares", &wrong_flag, None)
         .await;
     let subject = fixture.bus.subjects.command("ledger", "garbage");
     fixture
