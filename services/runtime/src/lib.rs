@@ -15,10 +15,12 @@
 //! - [`health`]: `grpc.health.v1`, SERVING only while Postgres and NATS answer.
 //! - [`server`]: the gRPC server with health, reflection and graceful shutdown.
 //! - [`shutdown`]: SIGTERM / SIGINT as a future.
+//! - [`auth`]: bearer tokens, method policy, tenant checks and rate limits.
 //! - [`error`]: the one error type, mapped to `tonic::Status` in one place.
 //! - [`idempotency`]: `request_id` handling for every mutating call.
 //! - [`decimal`], [`date`], [`ids`], [`pagination`]: conversions at the gRPC edge.
 
+pub mod auth;
 pub mod consumer;
 pub mod database;
 pub mod date;

@@ -24,6 +24,9 @@ use tonic::service::Routes;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
+use crate::auth::layer::{AuthLayer, AuthState};
+use crate::auth::rate_limit::RateLimiter;
+use crate::auth::verifier::TokenVerifier;
 use crate::health::HealthMonitor;
 use crate::messaging::{self, Subjects};
 use crate::metrics::MessagingMetrics;
@@ -99,6 +102,7 @@ pub struct Application {
     serving: Arc<AtomicBool>,
     metric_sources: Vec<Arc<dyn MetricSource>>,
     metrics_listener: Option<TcpListener>,
+    auth: Arc<AuthState>,
 }
 
 impl std::fmt::Debug for Application {
@@ -130,6 +134,14 @@ impl Application {
             }
             None => None,
         };
+        let verifier =
+            TokenVerifier::from_settings(&settings.auth).context("loading the token keys")?;
+        let limiter = RateLimiter::new(
+            &settings.redis_url,
+            &settings.nats_namespace,
+            &settings.auth.rate_limits,
+        );
+        let auth = Arc::new(AuthState::new(verifier, limiter, settings.max_request_bytes));
         let (stop_sender, _) = watch::channel(false);
         Ok(Self {
             infrastructure,
@@ -144,6 +156,7 @@ impl Application {
             serving: Arc::new(AtomicBool::new(false)),
             metric_sources: Vec::new(),
             metrics_listener,
+            auth,
         })
     }
 
@@ -262,7 +275,9 @@ impl Application {
         let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
         let server = Server::builder()
             .trace_fn(crate::grpc_tracing::server_span)
+            .timeout(settings.request_timeout)
             .layer(GrpcMetricsLayer(self.grpc_metrics.clone()))
+            .layer(AuthLayer(self.auth.clone()))
             .add_routes(self.routes)
             .add_service(health_service)
             .add_service(reflection)

@@ -6,6 +6,7 @@
 
 use std::fmt;
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -59,6 +60,54 @@ pub enum SettingsError {
     },
 }
 
+/// How callers are authenticated and limited (see `auth`).
+#[derive(Clone, Default)]
+pub struct AuthSettings {
+    /// `QAPMAP_JWT_JWKS_FILE`: the JWKS whose RS256/EdDSA keys sign tokens.
+    pub jwks_file: Option<PathBuf>,
+    /// `QAPMAP_JWT_HS256_SECRET`, honoured only with
+    /// `QAPMAP_JWT_ALLOW_HS256=true`: a shared secret for local development.
+    pub hs256_secret: Option<String>,
+    /// `QAPMAP_JWT_ISSUER`: when set, tokens must carry this `iss`.
+    pub issuer: Option<String>,
+    /// `QAPMAP_JWT_AUDIENCE`: when set, tokens must carry this `aud`.
+    pub audience: Option<String>,
+    pub rate_limits: RateLimitSettings,
+}
+
+impl fmt::Debug for AuthSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthSettings")
+            .field("jwks_file", &self.jwks_file)
+            .field("hs256_enabled", &self.hs256_secret.is_some())
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("rate_limits", &self.rate_limits)
+            .finish()
+    }
+}
+
+/// Requests per second and burst, per token subject and per company, shared
+/// by all replicas through Redis. A rate of 0 turns that limit off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimitSettings {
+    pub subject_per_second: u32,
+    pub subject_burst: u32,
+    pub company_per_second: u32,
+    pub company_burst: u32,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        Self {
+            subject_per_second: 200,
+            subject_burst: 400,
+            company_per_second: 1_000,
+            company_burst: 2_000,
+        }
+    }
+}
+
 /// Everything a process needs to start. Secrets (the database URL may hold a
 /// password) are never printed by `Debug`.
 #[derive(Clone)]
@@ -86,6 +135,12 @@ pub struct Settings {
     pub health_probe_interval: Duration,
     /// Port of the Prometheus `/metrics` endpoint; `None` leaves it off.
     pub metrics_port: Option<u16>,
+    pub auth: AuthSettings,
+    /// Largest gRPC request accepted (`QAPMAP_MAX_REQUEST_BYTES`).
+    pub max_request_bytes: usize,
+    /// Deadline for a call that sets none (`QAPMAP_REQUEST_TIMEOUT_MS`);
+    /// a client's shorter `grpc-timeout` wins.
+    pub request_timeout: Duration,
 }
 
 impl fmt::Debug for Settings {
@@ -103,6 +158,9 @@ impl fmt::Debug for Settings {
             .field("shutdown_grace", &self.shutdown_grace)
             .field("health_probe_interval", &self.health_probe_interval)
             .field("metrics_port", &self.metrics_port)
+            .field("auth", &self.auth)
+            .field("max_request_bytes", &self.max_request_bytes)
+            .field("request_timeout", &self.request_timeout)
             .finish()
     }
 }
@@ -136,6 +194,11 @@ impl Settings {
                 vars.parsed_or("QAPMAP_HEALTH_PROBE_INTERVAL_MS", 1_000)?,
             ),
             metrics_port: vars.optional_parsed("QAPMAP_METRICS_PORT")?,
+            auth: auth_settings(&vars)?,
+            max_request_bytes: vars.parsed_or("QAPMAP_MAX_REQUEST_BYTES", 256 * 1024)?,
+            request_timeout: Duration::from_millis(
+                vars.parsed_or("QAPMAP_REQUEST_TIMEOUT_MS", 10_000)?,
+            ),
         };
         settings.validate()?;
         Ok(settings)
@@ -183,6 +246,20 @@ impl Settings {
                 "must be 1, 3 or 5",
             ));
         }
+        if !(1024..=16 * 1024 * 1024).contains(&self.max_request_bytes) {
+            return Err(invalid(
+                "QAPMAP_MAX_REQUEST_BYTES",
+                self.max_request_bytes.to_string(),
+                "must be between 1024 and 16777216",
+            ));
+        }
+        if self.request_timeout.is_zero() {
+            return Err(invalid(
+                "QAPMAP_REQUEST_TIMEOUT_MS",
+                "0".to_owned(),
+                "must be above 0",
+            ));
+        }
         if self.health_probe_interval.is_zero() {
             return Err(invalid(
                 "QAPMAP_HEALTH_PROBE_INTERVAL_MS",
@@ -192,6 +269,57 @@ impl Settings {
         }
         Ok(())
     }
+}
+
+fn auth_settings<F: Fn(&str) -> Option<String>>(
+    vars: &Lookup<'_, F>,
+) -> Result<AuthSettings, SettingsError> {
+    let allow_hs256: bool = vars.parsed_or("QAPMAP_JWT_ALLOW_HS256", false)?;
+    let hs256_secret = vars.get("QAPMAP_JWT_HS256_SECRET");
+    let jwks_file = vars.get("QAPMAP_JWT_JWKS_FILE").map(PathBuf::from);
+    let hs256_secret = match (allow_hs256, hs256_secret) {
+        (true, Some(secret)) if secret.len() >= 32 => Some(secret),
+        (true, Some(_)) => {
+            return Err(SettingsError::Invalid {
+                variable: "QAPMAP_JWT_HS256_SECRET".to_owned(),
+                value: "<redacted>".to_owned(),
+                reason: "must be at least 32 characters".to_owned(),
+            });
+        }
+        (true, None) => {
+            return Err(SettingsError::Missing {
+                variable: "QAPMAP_JWT_HS256_SECRET".to_owned(),
+            });
+        }
+        (false, Some(_)) => {
+            return Err(SettingsError::Invalid {
+                variable: "QAPMAP_JWT_HS256_SECRET".to_owned(),
+                value: "<redacted>".to_owned(),
+                reason: "HS256 is for local development only: set QAPMAP_JWT_ALLOW_HS256=true to use it".to_owned(),
+            });
+        }
+        (false, None) => None,
+    };
+    if jwks_file.is_none() && hs256_secret.is_none() {
+        return Err(SettingsError::Missing {
+            variable: "QAPMAP_JWT_JWKS_FILE".to_owned(),
+        });
+    }
+    let defaults = RateLimitSettings::default();
+    Ok(AuthSettings {
+        jwks_file,
+        hs256_secret,
+        issuer: vars.get("QAPMAP_JWT_ISSUER"),
+        audience: vars.get("QAPMAP_JWT_AUDIENCE"),
+        rate_limits: RateLimitSettings {
+            subject_per_second: vars
+                .parsed_or("QAPMAP_RATE_LIMIT_SUBJECT_PER_SECOND", defaults.subject_per_second)?,
+            subject_burst: vars.parsed_or("QAPMAP_RATE_LIMIT_SUBJECT_BURST", defaults.subject_burst)?,
+            company_per_second: vars
+                .parsed_or("QAPMAP_RATE_LIMIT_COMPANY_PER_SECOND", defaults.company_per_second)?,
+            company_burst: vars.parsed_or("QAPMAP_RATE_LIMIT_COMPANY_BURST", defaults.company_burst)?,
+        },
+    })
 }
 
 /// Typed access to environment-like variables.
@@ -256,8 +384,9 @@ mod tests {
     use std::collections::HashMap;
 
     fn load(vars: &[(&str, &str)]) -> Result<Settings, SettingsError> {
-        let map: HashMap<String, String> = vars
+        let map: HashMap<String, String> = [("QAPMAP_JWT_JWKS_FILE", "/etc/qapmap/jwks.json")]
             .iter()
+            .chain(vars.iter())
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
         Settings::from_lookup(ServiceName::Ledger, |name| map.get(name).cloned())
@@ -299,6 +428,27 @@ mod tests {
         .expect_err("must fail")
         .to_string();
         assert!(error.contains("QAPMAP_NATS_NAMESPACE"), "{error}");
+    }
+
+    #[test]
+    fn hs256_needs_the_explicit_development_switch() {
+        let secret = "a-development-secret-of-32-chars!";
+        let error = load(&[
+            ("QAPMAP_DATABASE_URL", "postgres://localhost/ledger"),
+            ("QAPMAP_JWT_HS256_SECRET", secret),
+        ])
+        .expect_err("must fail")
+        .to_string();
+        assert!(error.contains("QAPMAP_JWT_ALLOW_HS256"), "{error}");
+        assert!(!error.contains(secret), "{error}");
+        let settings = load(&[
+            ("QAPMAP_DATABASE_URL", "postgres://localhost/ledger"),
+            ("QAPMAP_JWT_HS256_SECRET", secret),
+            ("QAPMAP_JWT_ALLOW_HS256", "true"),
+        ])
+        .expect("valid");
+        assert!(settings.auth.hs256_secret.is_some());
+        assert!(!format!("{settings:?}").contains(secret));
     }
 
     #[test]
