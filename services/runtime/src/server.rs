@@ -141,7 +141,11 @@ impl Application {
             &settings.nats_namespace,
             &settings.auth.rate_limits,
         );
-        let auth = Arc::new(AuthState::new(verifier, limiter, settings.max_request_bytes));
+        let auth = Arc::new(AuthState::new(
+            verifier,
+            limiter,
+            settings.max_request_bytes,
+        ));
         let (stop_sender, _) = watch::channel(false);
         Ok(Self {
             infrastructure,

@@ -295,7 +295,9 @@ fn auth_settings<F: Fn(&str) -> Option<String>>(
             return Err(SettingsError::Invalid {
                 variable: "QAPMAP_JWT_HS256_SECRET".to_owned(),
                 value: "<redacted>".to_owned(),
-                reason: "HS256 is for local development only: set QAPMAP_JWT_ALLOW_HS256=true to use it".to_owned(),
+                reason:
+                    "HS256 is for local development only: set QAPMAP_JWT_ALLOW_HS256=true to use it"
+                        .to_owned(),
             });
         }
         (false, None) => None,
@@ -312,12 +314,18 @@ fn auth_settings<F: Fn(&str) -> Option<String>>(
         issuer: vars.get("QAPMAP_JWT_ISSUER"),
         audience: vars.get("QAPMAP_JWT_AUDIENCE"),
         rate_limits: RateLimitSettings {
-            subject_per_second: vars
-                .parsed_or("QAPMAP_RATE_LIMIT_SUBJECT_PER_SECOND", defaults.subject_per_second)?,
-            subject_burst: vars.parsed_or("QAPMAP_RATE_LIMIT_SUBJECT_BURST", defaults.subject_burst)?,
-            company_per_second: vars
-                .parsed_or("QAPMAP_RATE_LIMIT_COMPANY_PER_SECOND", defaults.company_per_second)?,
-            company_burst: vars.parsed_or("QAPMAP_RATE_LIMIT_COMPANY_BURST", defaults.company_burst)?,
+            subject_per_second: vars.parsed_or(
+                "QAPMAP_RATE_LIMIT_SUBJECT_PER_SECOND",
+                defaults.subject_per_second,
+            )?,
+            subject_burst: vars
+                .parsed_or("QAPMAP_RATE_LIMIT_SUBJECT_BURST", defaults.subject_burst)?,
+            company_per_second: vars.parsed_or(
+                "QAPMAP_RATE_LIMIT_COMPANY_PER_SECOND",
+                defaults.company_per_second,
+            )?,
+            company_burst: vars
+                .parsed_or("QAPMAP_RATE_LIMIT_COMPANY_BURST", defaults.company_burst)?,
         },
     })
 }

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use qapmap_runtime::auth::client::{AuthenticatedChannel, authenticated};
 use qapmap_runtime::server::Application;
 use qapmap_runtime::{ServiceName, Settings};
 use tokio::sync::oneshot;
@@ -25,6 +26,15 @@ pub fn settings(service: ServiceName, database_url: &str, namespace: &TestNamesp
         ("QAPMAP_REDIS_URL", redis_url),
         ("QAPMAP_HEALTH_PROBE_INTERVAL_MS", "200".to_owned()),
         ("QAPMAP_SHUTDOWN_GRACE_MS", "2000".to_owned()),
+        (
+            "QAPMAP_JWT_JWKS_FILE",
+            crate::auth::jwks_path().display().to_string(),
+        ),
+        // Tests call fast; the rate-limit test lowers these itself.
+        ("QAPMAP_RATE_LIMIT_SUBJECT_PER_SECOND", "100000".to_owned()),
+        ("QAPMAP_RATE_LIMIT_SUBJECT_BURST", "100000".to_owned()),
+        ("QAPMAP_RATE_LIMIT_COMPANY_PER_SECOND", "100000".to_owned()),
+        ("QAPMAP_RATE_LIMIT_COMPANY_BURST", "100000".to_owned()),
     ];
     Settings::from_lookup(service, |name| {
         variables
@@ -86,12 +96,23 @@ impl RunningService {
         }
     }
 
-    /// A channel to the service over loopback.
-    pub fn channel(&self) -> Channel {
+    /// A channel to the service over loopback whose calls carry the
+    /// platform token (every company, admin and operator).
+    pub fn channel(&self) -> AuthenticatedChannel {
+        crate::auth::platform_channel(self.raw_channel())
+    }
+
+    /// A channel without a token, for the tests that bring their own.
+    pub fn raw_channel(&self) -> Channel {
         Channel::from_shared(format!("http://127.0.0.1:{}", self.port))
             .expect("valid uri")
             .connect_timeout(Duration::from_secs(5))
             .connect_lazy()
+    }
+
+    /// A channel whose calls carry `token`.
+    pub fn channel_with_token(&self, token: &str) -> AuthenticatedChannel {
+        authenticated(self.raw_channel(), token)
     }
 
     /// A pool on the service's database, to check what was (not) written.

@@ -1,5 +1,6 @@
 //! Test support for QapMap's integration tests. Everything here talks to
 //! real servers:
+//! - [`auth`]: the test signing key, its JWKS, and tokens for every role.
 //! - [`fixtures`]: shared request fixtures (OCF vesting terms).
 //! - [`database`]: a fresh database per test on the shared Postgres, dropped after.
 //! - [`in_process`]: a service served inside the test process on a loopback port.
@@ -13,6 +14,7 @@
 //! Names made here start with the run id (`QAPMAP_TEST_RUN_ID`, set by
 //! `scripts/test.sh`), so a run can sweep up whatever a crashed test left.
 
+pub mod auth;
 pub mod database;
 pub mod fixtures;
 pub mod in_process;

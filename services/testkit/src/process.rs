@@ -47,6 +47,11 @@ impl ServiceProcess {
             .env("QAPMAP_GRPC_PORT", "0")
             .env("QAPMAP_GRPC_HOST", "127.0.0.1")
             .env("RUST_LOG", "info")
+            .env("QAPMAP_JWT_JWKS_FILE", crate::auth::jwks_path())
+            .env("QAPMAP_RATE_LIMIT_SUBJECT_PER_SECOND", "100000")
+            .env("QAPMAP_RATE_LIMIT_SUBJECT_BURST", "100000")
+            .env("QAPMAP_RATE_LIMIT_COMPANY_PER_SECOND", "100000")
+            .env("QAPMAP_RATE_LIMIT_COMPANY_BURST", "100000")
             .envs(env)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -74,7 +79,13 @@ impl ServiceProcess {
         }
     }
 
-    /// `http://127.0.0.1:<port>`, connected lazily.
+    /// `http://127.0.0.1:<port>` with the platform token on every call.
+    pub fn authenticated_channel(&self) -> qapmap_runtime::auth::client::AuthenticatedChannel {
+        crate::auth::platform_channel(self.channel())
+    }
+
+    /// `http://127.0.0.1:<port>`, connected lazily, without a token (health
+    /// and reflection are open).
     pub fn channel(&self) -> Channel {
         Channel::from_shared(format!("http://127.0.0.1:{}", self.port))
             .expect("valid uri")

@@ -6,11 +6,11 @@ use qapmap_proto::common::v1::{Date, Decimal, Money};
 use qapmap_proto::equity::v1 as proto;
 use qapmap_proto::equity::v1::equity_service_client::EquityServiceClient;
 use qapmap_runtime::ServiceName;
+use qapmap_runtime::auth::client::AuthenticatedChannel as Channel;
 use qapmap_runtime::messaging::Subjects;
 pub(crate) use qapmap_testkit::fixtures::four_year_one_year_cliff;
 use qapmap_testkit::in_process::RunningService;
 use sqlx::PgPool;
-use tonic::transport::Channel;
 use tonic_types::StatusExt;
 use uuid::Uuid;
 

@@ -4,11 +4,11 @@ use qapmap_proto::common::v1 as common;
 use qapmap_proto::ledger::v1 as proto;
 use qapmap_proto::ledger::v1::ledger_service_client::LedgerServiceClient;
 use qapmap_runtime::ServiceName;
+use qapmap_runtime::auth::client::AuthenticatedChannel as Channel;
 use qapmap_testkit::database::TestDatabase;
 use qapmap_testkit::in_process::RunningService;
 use qapmap_testkit::nats::TestNamespace;
 use sqlx::PgPool;
-use tonic::transport::Channel;
 use uuid::Uuid;
 
 pub(crate) struct TestLedger {

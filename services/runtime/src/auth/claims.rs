@@ -53,7 +53,8 @@ impl Claims {
                 .companies
                 .iter()
                 .map(|company| {
-                    Uuid::parse_str(company).map_err(|_| format!("company {company:?} is not a UUID"))
+                    Uuid::parse_str(company)
+                        .map_err(|_| format!("company {company:?} is not a UUID"))
                 })
                 .collect::<Result<BTreeSet<_>, _>>()?;
             Companies::Listed(listed)

@@ -133,7 +133,10 @@ fn company_fields() -> HashMap<String, u32> {
     for file in &set.file {
         for message in &file.message_type {
             if let Some(field) = message.field.iter().find(|f| f.name() == "company_id") {
-                numbers.insert(format!(".{}.{}", file.package(), message.name()), field.number() as u32);
+                numbers.insert(
+                    format!(".{}.{}", file.package(), message.name()),
+                    field.number() as u32,
+                );
             }
         }
     }
@@ -158,7 +161,9 @@ fn company_in(body: &[u8], field: u32) -> Result<Option<Uuid>, Status> {
         return Ok(None);
     };
     if compressed != 0 {
-        return Err(Status::unimplemented("compressed requests are not accepted"));
+        return Err(Status::unimplemented(
+            "compressed requests are not accepted",
+        ));
     }
     let Some(message) = rest.get(4..) else {
         return Ok(None);
@@ -283,8 +288,10 @@ where
                 Err(status) => return Ok(status.into_http()),
             };
             parts.extensions.insert(call.clone());
-            let request =
-                http::Request::from_parts(parts, tonic::body::Body::new(Full::new(Bytes::from(bytes))));
+            let request = http::Request::from_parts(
+                parts,
+                tonic::body::Body::new(Full::new(Bytes::from(bytes))),
+            );
             with_call(call, inner.call(request)).await
         })
     }

@@ -121,12 +121,17 @@ mod tests {
             companies: Companies::All,
             roles: roles.iter().copied().collect(),
             stakeholders: BTreeMap::new(),
-            scopes: scopes.iter().map(|scope| (*scope).to_owned()).collect::<BTreeSet<_>>(),
+            scopes: scopes
+                .iter()
+                .map(|scope| (*scope).to_owned())
+                .collect::<BTreeSet<_>>(),
         }
     }
 
     fn decide(path: &str, roles: &[Role], scopes: &[&str]) -> Decision {
-        for_method(path).expect("known method").decide(&caller(roles, scopes))
+        for_method(path)
+            .expect("known method")
+            .decide(&caller(roles, scopes))
     }
 
     #[test]
@@ -138,12 +143,7 @@ mod tests {
         for file in &set.file {
             for service in &file.service {
                 for method in &service.method {
-                    let path = format!(
-                        "/{}.{}/{}",
-                        file.package(),
-                        service.name(),
-                        method.name()
-                    );
+                    let path = format!("/{}.{}/{}", file.package(), service.name(), method.name());
                     assert!(for_method(&path).is_some(), "{path} has no policy");
                     seen += 1;
                 }
@@ -165,8 +165,14 @@ mod tests {
         let cap_table = "/qapmap.ledger.v1.LedgerService/GetCapTable";
         assert_eq!(decide(grant, &[Role::Employee], &[]), Decision::Denied);
         assert_eq!(decide(cap_table, &[Role::Employee], &[]), Decision::Denied);
-        assert_eq!(decide(own_award, &[Role::Employee], &[]), Decision::SelfService);
-        assert_eq!(decide(own_award, &[Role::Employee, Role::Admin], &[]), Decision::Company);
+        assert_eq!(
+            decide(own_award, &[Role::Employee], &[]),
+            Decision::SelfService
+        );
+        assert_eq!(
+            decide(own_award, &[Role::Employee, Role::Admin], &[]),
+            Decision::Company
+        );
     }
 
     #[test]
@@ -174,10 +180,22 @@ mod tests {
         let cap_table = "/qapmap.ledger.v1.LedgerService/GetCapTable";
         let issue = "/qapmap.ledger.v1.LedgerService/IssueShares";
         assert_eq!(decide(cap_table, &[Role::Partner], &[]), Decision::Denied);
-        assert_eq!(decide(cap_table, &[Role::Partner], &["equity:read"]), Decision::Denied);
-        assert_eq!(decide(cap_table, &[Role::Partner], &["ledger:read"]), Decision::Company);
-        assert_eq!(decide(issue, &[Role::Partner], &["ledger:read"]), Decision::Denied);
-        assert_eq!(decide(issue, &[Role::Partner], &["ledger:write"]), Decision::Company);
+        assert_eq!(
+            decide(cap_table, &[Role::Partner], &["equity:read"]),
+            Decision::Denied
+        );
+        assert_eq!(
+            decide(cap_table, &[Role::Partner], &["ledger:read"]),
+            Decision::Company
+        );
+        assert_eq!(
+            decide(issue, &[Role::Partner], &["ledger:read"]),
+            Decision::Denied
+        );
+        assert_eq!(
+            decide(issue, &[Role::Partner], &["ledger:write"]),
+            Decision::Company
+        );
     }
 
     #[test]

@@ -117,7 +117,9 @@ impl TokenVerifier {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
         let key = match header.alg {
             Algorithm::HS256 => self.hs256.clone().ok_or(TokenError::AlgorithmNotAccepted)?,
-            Algorithm::RS256 | Algorithm::EdDSA => self.key_for(header.kid.as_deref(), header.alg)?,
+            Algorithm::RS256 | Algorithm::EdDSA => {
+                self.key_for(header.kid.as_deref(), header.alg)?
+            }
             _ => return Err(TokenError::AlgorithmNotAccepted),
         };
         let mut validation = Validation::new(header.alg);
@@ -159,7 +161,10 @@ impl TokenVerifier {
     }
 
     fn lookup(&self, kid: Option<&str>, algorithm: Algorithm) -> Option<DecodingKey> {
-        let key_set = self.key_set.lock().unwrap_or_else(|poison| poison.into_inner());
+        let key_set = self
+            .key_set
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
         let matching: Vec<_> = key_set
             .keys
             .iter()
@@ -178,15 +183,22 @@ impl TokenVerifier {
 
     fn reload_if_due(&self) {
         let Some(path) = &self.jwks_file else { return };
-        let mut key_set = self.key_set.lock().unwrap_or_else(|poison| poison.into_inner());
+        let mut key_set = self
+            .key_set
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
         if key_set.loaded_at.elapsed() < RELOAD_INTERVAL {
             return;
         }
         key_set.loaded_at = Instant::now();
         match load_jwks(path) {
             Ok(keys) if !keys.is_empty() => key_set.keys = keys,
-            Ok(_) => tracing::warn!(path = %path.display(), "the JWKS file holds no usable key; keeping the old keys"),
-            Err(error) => tracing::warn!(path = %path.display(), error.message = %error, "re-reading the JWKS file failed; keeping the old keys"),
+            Ok(_) => {
+                tracing::warn!(path = %path.display(), "the JWKS file holds no usable key; keeping the old keys")
+            }
+            Err(error) => {
+                tracing::warn!(path = %path.display(), error.message = %error, "re-reading the JWKS file failed; keeping the old keys")
+            }
         }
     }
 }

@@ -7,10 +7,10 @@ use qapmap_proto::common::v1 as common;
 use qapmap_proto::shareholder::v1 as proto;
 use qapmap_proto::shareholder::v1::shareholder_service_client::ShareholderServiceClient;
 use qapmap_runtime::ServiceName;
+use qapmap_runtime::auth::client::AuthenticatedChannel as Channel;
 use qapmap_shareholder::payment::{SandboxGateway, SandboxSettings};
 use qapmap_testkit::in_process::RunningService;
 use sqlx::PgPool;
-use tonic::transport::Channel;
 use tonic_types::StatusExt;
 use uuid::Uuid;
 

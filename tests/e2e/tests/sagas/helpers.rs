@@ -18,13 +18,13 @@ use qapmap_proto::saga::v1::saga_service_client::SagaServiceClient;
 use qapmap_proto::shareholder::v1 as shareholder;
 use qapmap_proto::shareholder::v1::shareholder_service_client::ShareholderServiceClient;
 use qapmap_runtime::ServiceName;
+use qapmap_runtime::auth::client::AuthenticatedChannel as Channel;
 use qapmap_testkit::database::TestDatabase;
 use qapmap_testkit::in_process::RunningService;
 use qapmap_testkit::nats::TestNamespace;
 use qapmap_testkit::process::{ServiceProcess, workspace_binary};
 use qapmap_testkit::runtime_checks::service_env;
 use rust_decimal::Decimal as Dec;
-use tonic::transport::Channel;
 use uuid::Uuid;
 
 /// Step deadline of in-process orchestrators: generous, so a loaded CI
@@ -77,7 +77,7 @@ impl Orchestrator {
     fn channel(&self) -> Channel {
         match self {
             Self::InProcess(service) => service.channel(),
-            Self::Process { process, .. } => process.channel(),
+            Self::Process { process, .. } => process.authenticated_channel(),
         }
     }
 }

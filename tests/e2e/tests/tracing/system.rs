@@ -107,12 +107,16 @@ impl Processes {
         self.orchestrator = spawn("qapmap-orchestrator", &self.orchestrator_env).await;
     }
 
-    fn equity_client(&self) -> EquityServiceClient<tonic::transport::Channel> {
-        EquityServiceClient::new(self.equity.channel())
+    fn equity_client(
+        &self,
+    ) -> EquityServiceClient<qapmap_runtime::auth::client::AuthenticatedChannel> {
+        EquityServiceClient::new(self.equity.authenticated_channel())
     }
 
-    pub(crate) fn sagas(&self) -> SagaServiceClient<tonic::transport::Channel> {
-        SagaServiceClient::new(self.orchestrator.channel())
+    pub(crate) fn sagas(
+        &self,
+    ) -> SagaServiceClient<qapmap_runtime::auth::client::AuthenticatedChannel> {
+        SagaServiceClient::new(self.orchestrator.authenticated_channel())
     }
 
     /// As the saga tests' set-up: a class of 10,000,000 shares in equity and
@@ -138,7 +142,7 @@ impl Processes {
             .into_inner()
             .share_class
             .expect("share class");
-        LedgerServiceClient::new(self.ledger.channel())
+        LedgerServiceClient::new(self.ledger.authenticated_channel())
             .adjust_authorized_shares(ledger::AdjustAuthorizedSharesRequest {
                 request_id: request_id(),
                 company_id: company_id.clone(),
@@ -164,7 +168,7 @@ impl Processes {
             .into_inner()
             .plan
             .expect("plan");
-        let stakeholder = ShareholderServiceClient::new(self.shareholder.channel())
+        let stakeholder = ShareholderServiceClient::new(self.shareholder.authenticated_channel())
             .create_stakeholder(shareholder::CreateStakeholderRequest {
                 request_id: request_id(),
                 company_id: company_id.clone(),
