@@ -105,10 +105,14 @@ impl StreamKind {
 pub async fn connect(settings: &Settings) -> anyhow::Result<async_nats::Client> {
     let started = Instant::now();
     loop {
-        let options = async_nats::ConnectOptions::new()
-            .name(format!("qapmap-{}", settings.service))
-            .connection_timeout(Duration::from_secs(2))
-            .max_reconnects(None);
+        let options = with_credentials(
+            async_nats::ConnectOptions::new()
+                .name(format!("qapmap-{}", settings.service))
+                .connection_timeout(Duration::from_secs(2))
+                .max_reconnects(None),
+            &settings.nats_credentials,
+        )
+        .await?;
         match options.connect(settings.nats_url.as_str()).await {
             Ok(client) => return Ok(client),
             Err(error) if started.elapsed() < STARTUP_WAIT => {
@@ -118,6 +122,25 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<async_nats::Client> 
             Err(error) => return Err(error).context("connecting to NATS"),
         }
     }
+}
+
+async fn with_credentials(
+    options: async_nats::ConnectOptions,
+    credentials: &crate::settings::NatsCredentials,
+) -> anyhow::Result<async_nats::ConnectOptions> {
+    use crate::settings::NatsCredentials;
+    Ok(match credentials {
+        NatsCredentials::None => options,
+        NatsCredentials::CredentialsFile(path) => options
+            .credentials_file(path)
+            .await
+            .with_context(|| format!("reading QAPMAP_NATS_CREDENTIALS_FILE {}", path.display()))?,
+        NatsCredentials::NkeySeed(seed) => options.nkey(seed.clone()),
+        NatsCredentials::Token(token) => options.token(token.clone()),
+        NatsCredentials::UserPassword { user, password } => {
+            options.user_and_password(user.clone(), password.clone())
+        }
+    })
 }
 
 /// Creates the namespace's streams with one replica (a single server: local

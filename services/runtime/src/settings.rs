@@ -60,6 +60,63 @@ pub enum SettingsError {
     },
 }
 
+/// NATS authentication, from the first variable set of:
+/// `QAPMAP_NATS_CREDENTIALS_FILE` (a `.creds` file: JWT + NKey seed, as NATS
+/// accounts issue them), `QAPMAP_NATS_NKEY_SEED`, `QAPMAP_NATS_TOKEN`,
+/// `QAPMAP_NATS_USER` with `QAPMAP_NATS_PASSWORD`. None: no authentication
+/// (a local server).
+#[derive(Clone, Default)]
+pub enum NatsCredentials {
+    #[default]
+    None,
+    CredentialsFile(PathBuf),
+    NkeySeed(String),
+    Token(String),
+    UserPassword {
+        user: String,
+        password: String,
+    },
+}
+
+impl fmt::Debug for NatsCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::None => f.write_str("None"),
+            Self::CredentialsFile(path) => write!(f, "CredentialsFile({})", path.display()),
+            Self::NkeySeed(_) => f.write_str("NkeySeed(<redacted>)"),
+            Self::Token(_) => f.write_str("Token(<redacted>)"),
+            Self::UserPassword { user, .. } => write!(f, "UserPassword({user}, <redacted>)"),
+        }
+    }
+}
+
+fn nats_credentials<F: Fn(&str) -> Option<String>>(
+    vars: &Lookup<'_, F>,
+) -> Result<NatsCredentials, SettingsError> {
+    if let Some(path) = vars.get("QAPMAP_NATS_CREDENTIALS_FILE") {
+        return Ok(NatsCredentials::CredentialsFile(PathBuf::from(path)));
+    }
+    if let Some(seed) = vars.get("QAPMAP_NATS_NKEY_SEED") {
+        return Ok(NatsCredentials::NkeySeed(seed));
+    }
+    if let Some(token) = vars.get("QAPMAP_NATS_TOKEN") {
+        return Ok(NatsCredentials::Token(token));
+    }
+    match (
+        vars.get("QAPMAP_NATS_USER"),
+        vars.get("QAPMAP_NATS_PASSWORD"),
+    ) {
+        (Some(user), Some(password)) => Ok(NatsCredentials::UserPassword { user, password }),
+        (Some(_), None) => Err(SettingsError::Missing {
+            variable: "QAPMAP_NATS_PASSWORD".to_owned(),
+        }),
+        (None, Some(_)) => Err(SettingsError::Missing {
+            variable: "QAPMAP_NATS_USER".to_owned(),
+        }),
+        (None, None) => Ok(NatsCredentials::None),
+    }
+}
+
 /// How callers are authenticated and limited (see `auth`).
 #[derive(Clone, Default)]
 pub struct AuthSettings {
@@ -126,6 +183,8 @@ pub struct Settings {
     /// Root of every subject and prefix of every stream name (`qapmap` by
     /// default); tests use a unique one so runs never see each other's messages.
     pub nats_namespace: String,
+    /// How this process proves itself to NATS (see [`NatsCredentials`]).
+    pub nats_credentials: NatsCredentials,
     pub redis_url: String,
     /// Copies of every JetStream stream: 1 on a single server, 3 in production.
     pub nats_stream_replicas: usize,
@@ -153,6 +212,7 @@ impl fmt::Debug for Settings {
             .field("database_max_connections", &self.database_max_connections)
             .field("nats_url", &self.nats_url)
             .field("nats_namespace", &self.nats_namespace)
+            .field("nats_credentials", &self.nats_credentials)
             .field("redis_url", &"<redacted>")
             .field("nats_stream_replicas", &self.nats_stream_replicas)
             .field("shutdown_grace", &self.shutdown_grace)
@@ -185,6 +245,7 @@ impl Settings {
             database_max_connections: vars.parsed_or("QAPMAP_DATABASE_MAX_CONNECTIONS", 4)?,
             nats_url: vars.string_or("QAPMAP_NATS_URL", "nats://127.0.0.1:4222"),
             nats_namespace: vars.string_or("QAPMAP_NATS_NAMESPACE", "qapmap"),
+            nats_credentials: nats_credentials(&vars)?,
             redis_url: vars.string_or("QAPMAP_REDIS_URL", "redis://127.0.0.1:6379"),
             nats_stream_replicas: vars.parsed_or("QAPMAP_NATS_STREAM_REPLICAS", 1)?,
             shutdown_grace: Duration::from_millis(
