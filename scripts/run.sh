@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole system on this machine: Postgres, NATS (JetStream) and Redis
-# (started only if not already running), one database per service, the four
-# processes, then the demo. The system stays up for you to explore (see
+# (started only if not already running), one database per service, a
+# throwaway token-signing key, the four processes, then the demo. The system stays up for you to explore (see
 # README.md) until Ctrl-C, which stops everything this script started and
 # nothing else.
 #
@@ -35,6 +35,14 @@ create_database() {
   cargo run --quiet -p qapmap-testkit --bin qapmap-create-database -- "$QAPMAP_PG_ADMIN_URL" "$name"
 }
 
+# Every gRPC call needs a bearer JWT (docs/security.md). This run's own
+# Ed25519 key: the services verify with its JWKS, the demo signs with the
+# private key; both live in the state directory and go with it.
+KEY_DIR="$QAPMAP_STATE_DIR/jwt"
+target/debug/qapmap-demo keys "$KEY_DIR"
+export QAPMAP_JWT_ISSUER=qapmap-local QAPMAP_JWT_AUDIENCE=qapmap
+export QAPMAP_DEMO_KEY_DIR="$KEY_DIR"
+
 LOG_DIR="$QAPMAP_STATE_DIR/logs"
 mkdir -p "$LOG_DIR"
 start_service() {
@@ -43,6 +51,7 @@ start_service() {
   QAPMAP_DATABASE_URL="${QAPMAP_PG_ADMIN_URL%/*}/$database" \
   QAPMAP_NATS_URL="$QAPMAP_NATS_URL_BASE" \
   QAPMAP_REDIS_URL="$QAPMAP_REDIS_URL_BASE" \
+  QAPMAP_JWT_JWKS_FILE="$KEY_DIR/jwks.json" \
   QAPMAP_GRPC_HOST=127.0.0.1 \
   QAPMAP_GRPC_PORT="$port" \
   QAPMAP_METRICS_PORT=$((port + 1000)) \
@@ -89,7 +98,10 @@ target/debug/qapmap-demo
 
 if [ -n "$exit_after_demo" ]; then exit 0; fi
 echo
-echo "The system is running. Try: grpcurl -plaintext 127.0.0.1:50051 list"
+echo "The system is running. Every call but health and reflection needs a bearer token:"
+echo "  TOKEN=\$(QAPMAP_DEMO_KEY_DIR=$KEY_DIR QAPMAP_JWT_ISSUER=$QAPMAP_JWT_ISSUER QAPMAP_JWT_AUDIENCE=$QAPMAP_JWT_AUDIENCE target/debug/qapmap-demo token)"
+echo "  grpcurl -plaintext -H \"authorization: Bearer \$TOKEN\" -d '{\"company_id\":\"<the demo's company>\"}' \\"
+echo "    127.0.0.1:50053 qapmap.ledger.v1.LedgerService/GetCapTable"
 echo "Metrics: curl -s 127.0.0.1:51054/metrics (ports 51051-51054)"
 echo "Logs: $LOG_DIR. Press Ctrl-C to stop everything this script started."
 while true; do sleep 3600 & wait $!; done

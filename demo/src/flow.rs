@@ -1,6 +1,7 @@
-//! The demo's story: set up a company, vest, exercise, buy back.
+//! The demo's story: set up a company, vest, check who may see what,
+//! exercise, buy back.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use qapmap_proto::common::v1::{Date, Decimal, Money};
@@ -12,9 +13,11 @@ use qapmap_proto::saga::v1 as saga;
 use qapmap_proto::saga::v1::saga_service_client::SagaServiceClient;
 use qapmap_proto::shareholder::v1 as shareholder;
 use qapmap_proto::shareholder::v1::shareholder_service_client::ShareholderServiceClient;
-use tonic::transport::Channel;
+use qapmap_runtime::auth::client::{AuthenticatedChannel, authenticated};
+use qapmap_runtime::auth::signing::TokenSigner;
 
 use crate::Endpoints;
+use crate::keys;
 use crate::print::{self, value};
 
 fn dec(text: &str) -> Option<Decimal> {
@@ -44,22 +47,43 @@ fn request_id(step: &str) -> String {
     format!("demo-{step}-{}", new_id())
 }
 
+/// The subject of the demo's admin token.
+const ADMIN_SUBJECT: &str = "demo-admin";
+
 struct Clients {
-    equity: EquityServiceClient<Channel>,
-    shareholder: ShareholderServiceClient<Channel>,
-    ledger: LedgerServiceClient<Channel>,
-    sagas: SagaServiceClient<Channel>,
+    equity: EquityServiceClient<AuthenticatedChannel>,
+    shareholder: ShareholderServiceClient<AuthenticatedChannel>,
+    ledger: LedgerServiceClient<AuthenticatedChannel>,
+    sagas: SagaServiceClient<AuthenticatedChannel>,
 }
 
-pub(crate) async fn run(endpoints: &Endpoints) -> anyhow::Result<()> {
-    let mut clients = Clients {
-        equity: EquityServiceClient::new(endpoints.equity.clone()),
-        shareholder: ShareholderServiceClient::new(endpoints.shareholder.clone()),
-        ledger: LedgerServiceClient::new(endpoints.ledger.clone()),
-        sagas: SagaServiceClient::new(endpoints.orchestrator.clone()),
-    };
+impl Clients {
+    /// Clients whose every call carries `token`.
+    fn new(endpoints: &Endpoints, token: &str) -> Self {
+        Self {
+            equity: EquityServiceClient::new(authenticated(endpoints.equity.clone(), token)),
+            shareholder: ShareholderServiceClient::new(authenticated(
+                endpoints.shareholder.clone(),
+                token,
+            )),
+            ledger: LedgerServiceClient::new(authenticated(endpoints.ledger.clone(), token)),
+            sagas: SagaServiceClient::new(authenticated(endpoints.orchestrator.clone(), token)),
+        }
+    }
+}
+
+pub(crate) async fn run(endpoints: &Endpoints, signer: &TokenSigner) -> anyhow::Result<()> {
+    // Company ids are chosen by the caller, so the admin token can name the
+    // one company the demo is about to create, as a company's own admin's
+    // token would: nothing else is open to it.
     let company_id = new_id();
+    let admin_token = keys::sign(
+        signer,
+        keys::claims(ADMIN_SUBJECT, vec![company_id.clone()], &["admin"]),
+    );
+    let mut clients = Clients::new(endpoints, &admin_token);
     println!("\n-- 2. a company ({company_id}) --");
+    println!("calling as {ADMIN_SUBJECT}: role admin of this company only, token valid 1 h");
     let mut labels = HashMap::new();
     let founder = stakeholder(
         &mut clients,
@@ -106,12 +130,23 @@ pub(crate) async fn run(endpoints: &Endpoints) -> anyhow::Result<()> {
             value(&position.unvested)
         );
     }
+
     let label = |id: &str| labels.get(id).cloned().unwrap_or_else(|| id.to_owned());
     wait_for_options(&mut clients, &company_id).await;
     let before = cap_table(&mut clients, &company_id).await?;
     print::cap_table("-- cap table before --", &before, label);
 
-    println!("\n-- 4. sagas --");
+    access(
+        endpoints,
+        signer,
+        &mut clients,
+        &company_id,
+        &award_id,
+        &employee,
+    )
+    .await?;
+
+    println!("\n-- 5. sagas --");
     let exercise = clients
         .sagas
         .start_exercise(saga::StartExerciseRequest {
@@ -175,6 +210,100 @@ pub(crate) async fn run(endpoints: &Endpoints) -> anyhow::Result<()> {
         "a saga did not complete"
     );
     Ok(())
+}
+
+/// Section 4: who may call what. Each answer is checked, so the demo fails
+/// if a refusal it expects does not happen.
+async fn access(
+    endpoints: &Endpoints,
+    signer: &TokenSigner,
+    clients: &mut Clients,
+    company_id: &str,
+    award_id: &str,
+    employee: &str,
+) -> anyhow::Result<()> {
+    println!("\n-- 4. who may call what --");
+    let cap_table_of = |company_id: &str| ledger::GetCapTableRequest {
+        company_id: company_id.to_owned(),
+        as_of: None,
+        page_size: 10,
+        page_token: String::new(),
+    };
+
+    let mut anonymous = LedgerServiceClient::new(endpoints.ledger.clone());
+    let answer = anonymous.get_cap_table(cap_table_of(company_id)).await;
+    expect_refused(
+        "no token",
+        "LedgerService/GetCapTable",
+        answer,
+        tonic::Code::Unauthenticated,
+    )?;
+
+    // Another tenant's data does not even exist for this token.
+    let answer = clients.ledger.get_cap_table(cap_table_of(&new_id())).await;
+    expect_refused(
+        ADMIN_SUBJECT,
+        "LedgerService/GetCapTable, another company",
+        answer,
+        tonic::Code::NotFound,
+    )?;
+
+    let subject = "demo-employee-ada";
+    let mut claims = keys::claims(subject, vec![company_id.to_owned()], &["employee"]);
+    claims.stakeholders = BTreeMap::from([(company_id.to_owned(), employee.to_owned())]);
+    let employee_token = keys::sign(signer, claims);
+    let mut as_employee = Clients::new(endpoints, &employee_token);
+    let award = as_employee
+        .equity
+        .get_award(equity::GetAwardRequest {
+            company_id: company_id.to_owned(),
+            award_id: award_id.to_owned(),
+            as_of: date(2025, 6, 1),
+        })
+        .await?
+        .into_inner();
+    let position = award.position.unwrap_or_default();
+    println!(
+        "{subject:<20} {:<44} -> OK: vested {} of 48000 as of 2025-06-01",
+        "EquityService/GetAward, her own award",
+        value(&position.vested)
+    );
+    let answer = as_employee
+        .ledger
+        .get_cap_table(cap_table_of(company_id))
+        .await;
+    expect_refused(
+        subject,
+        "LedgerService/GetCapTable",
+        answer,
+        tonic::Code::PermissionDenied,
+    )?;
+    Ok(())
+}
+
+/// Prints a refused call, or fails when the answer is not `expected`.
+fn expect_refused<T>(
+    who: &str,
+    call: &str,
+    answer: Result<T, tonic::Status>,
+    expected: tonic::Code,
+) -> anyhow::Result<()> {
+    match answer {
+        Err(status) if status.code() == expected => {
+            println!("{who:<20} {call:<44} -> {}", print::code(expected));
+            Ok(())
+        }
+        Err(status) => anyhow::bail!(
+            "{who} calling {call}: expected {}, got {}: {}",
+            print::code(expected),
+            print::code(status.code()),
+            status.message()
+        ),
+        Ok(_) => anyhow::bail!(
+            "{who} calling {call}: expected {}, but the call was served",
+            print::code(expected)
+        ),
+    }
 }
 
 async fn stakeholder(

@@ -11,6 +11,18 @@ pub(crate) fn value(decimal: &Option<Decimal>) -> String {
         .unwrap_or_else(|| "-".to_owned())
 }
 
+/// A gRPC status code as the gRPC spec spells it, e.g. `PERMISSION_DENIED`.
+pub(crate) fn code(code: tonic::Code) -> String {
+    let mut name = String::new();
+    for (index, character) in format!("{code:?}").chars().enumerate() {
+        if character.is_ascii_uppercase() && index > 0 {
+            name.push('_');
+        }
+        name.push(character.to_ascii_uppercase());
+    }
+    name
+}
+
 /// The cap table, naming stakeholders by the labels the demo gave them.
 pub(crate) fn cap_table(title: &str, table: &GetCapTableResponse, label: impl Fn(&str) -> String) {
     println!("\n{title} (ledger sequence {})", table.ledger_sequence);

@@ -5,7 +5,10 @@
 //!    concurrent repeats run one after the other, and returns the stored
 //!    response if the request was already handled;
 //! 2. the handler does its work;
-//! 3. [`finish`] stores the response before commit.
+//! 3. [`finish`] stores the response, and the audit record, before commit.
+//!
+//! [`begin`] also confines the transaction to the key's company (see
+//! `tenancy`): every command runs under row-level security.
 //!
 //! A failed request stores nothing, so the caller may fix and retry it.
 
@@ -13,6 +16,7 @@ use prost::Message;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use crate::audit::{Actor, EVENT_IDS_SQL};
 use crate::error::ApiError;
 
 /// Longest request id accepted.
@@ -69,11 +73,17 @@ pub async fn begin<R: Message + Default>(
     transaction: &mut PgConnection,
     key: &RequestKey,
 ) -> Result<Option<R>, ApiError> {
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1::text || '/' || $2, 0))")
-        .bind(key.company_id)
-        .bind(&key.request_id)
-        .execute(&mut *transaction)
-        .await?;
+    // Confines the transaction to the company (row-level security, see
+    // `tenancy`) in the same round trip as the lock.
+    sqlx::query(
+        "SELECT set_config('role', 'qapmap_app', true),
+                set_config('qapmap.company_id', $1::text, true),
+                pg_advisory_xact_lock(hashtextextended($1::text || '/' || $2, 0))",
+    )
+    .bind(key.company_id)
+    .bind(&key.request_id)
+    .execute(&mut *transaction)
+    .await?;
     let stored: Option<(String, Vec<u8>, Vec<u8>)> = sqlx::query_as(
         "SELECT method, request, response FROM idempotent_requests
          WHERE company_id = $1 AND request_id = $2",
@@ -102,15 +112,28 @@ pub async fn finish<R: Message>(
     key: &RequestKey,
     response: &R,
 ) -> Result<(), ApiError> {
-    sqlx::query(
-        "INSERT INTO idempotent_requests (company_id, request_id, method, request, response)
-         VALUES ($1, $2, $3, $4, $5)",
-    )
+    // The audit record rides in the same statement: one round trip.
+    let actor = Actor::current().unwrap_or_else(|| Actor {
+        subject: "system".to_owned(),
+        roles: String::new(),
+    });
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "WITH stored AS (
+             INSERT INTO idempotent_requests (company_id, request_id, method, request, response)
+             VALUES ($1, $2, $3, $4, $5)
+         )
+         INSERT INTO audit_log (audit_id, company_id, subject, roles, method, request_id, event_ids, trace_id)
+         VALUES ($6, $1, $7, $8, $3, $2, {EVENT_IDS_SQL}, $9)"
+    )))
     .bind(key.company_id)
     .bind(&key.request_id)
     .bind(key.method)
     .bind(&key.request)
     .bind(response.encode_to_vec())
+    .bind(Uuid::now_v7())
+    .bind(&actor.subject)
+    .bind(&actor.roles)
+    .bind(crate::trace_context::current().trace_id)
     .execute(&mut *transaction)
     .await?;
     Ok(())

@@ -15,11 +15,14 @@
 //! - [`health`]: `grpc.health.v1`, SERVING only while Postgres and NATS answer.
 //! - [`server`]: the gRPC server with health, reflection and graceful shutdown.
 //! - [`shutdown`]: SIGTERM / SIGINT as a future.
+//! - [`audit`]: who did what, written with each command; `AuditService`.
+//! - [`tenancy`]: confining a transaction to one company (row-level security).
 //! - [`auth`]: bearer tokens, method policy, tenant checks and rate limits.
 //! - [`error`]: the one error type, mapped to `tonic::Status` in one place.
 //! - [`idempotency`]: `request_id` handling for every mutating call.
 //! - [`decimal`], [`date`], [`ids`], [`pagination`]: conversions at the gRPC edge.
 
+pub mod audit;
 pub mod auth;
 pub mod consumer;
 pub mod database;
@@ -43,6 +46,7 @@ pub mod server;
 pub mod settings;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tenancy;
 pub mod trace_context;
 
 pub use error::{ApiError, ApiResult};

@@ -76,9 +76,17 @@ pub async fn enqueue(transaction: &mut PgConnection, message: &OutboxMessage) ->
     .bind(&message.partition_key)
     .execute(&mut *transaction)
     .await?;
-    sqlx::query("SELECT pg_notify($1, '')")
-        .bind(NOTIFY_CHANNEL)
-        .execute(&mut *transaction)
-        .await?;
+    // Also notes the id for the command's audit record (see `audit`), in
+    // the same round trip.
+    sqlx::query(
+        "SELECT pg_notify($1, ''),
+                set_config('qapmap.event_ids',
+                           concat_ws(',', nullif(current_setting('qapmap.event_ids', true), ''), $2::text),
+                           true)",
+    )
+    .bind(NOTIFY_CHANNEL)
+    .bind(message.message_id)
+    .execute(&mut *transaction)
+    .await?;
     Ok(())
 }

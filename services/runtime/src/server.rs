@@ -239,7 +239,10 @@ impl Application {
             serving: self.serving.clone(),
         };
         let health_task = tokio::spawn(monitor.run(self.stop_sender.subscribe()));
-        let reflection = reflection_service(&self.service_names)?;
+        let audit = crate::audit::AuditApi::new(self.infrastructure.pool.clone()).into_service();
+        let mut service_names = self.service_names.clone();
+        service_names.push(AUDIT_SERVICE_NAME);
+        let reflection = reflection_service(&service_names)?;
 
         let stop_sender = self.stop_sender.clone();
         tokio::spawn(async move {
@@ -283,6 +286,7 @@ impl Application {
             .layer(GrpcMetricsLayer(self.grpc_metrics.clone()))
             .layer(AuthLayer(self.auth.clone()))
             .add_routes(self.routes)
+            .add_service(audit)
             .add_service(health_service)
             .add_service(reflection)
             .serve_with_incoming_shutdown(incoming, async move {
@@ -340,6 +344,9 @@ impl Application {
         outcome
     }
 }
+
+/// The audit service every process serves beside its own.
+const AUDIT_SERVICE_NAME: &str = "qapmap.ops.v1.AuditService";
 
 /// Server reflection advertising only what this process serves (the shared
 /// descriptor set describes every QapMap service).

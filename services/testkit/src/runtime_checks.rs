@@ -111,6 +111,7 @@ pub async fn check_health_reflection_and_graceful_shutdown(binary: &str, own_ser
     listed.sort();
     let mut expected: Vec<String> = own_services.iter().map(|s| (*s).to_owned()).collect();
     expected.push("grpc.health.v1.Health".to_owned());
+    expected.push("qapmap.ops.v1.AuditService".to_owned());
     expected.push("grpc.reflection.v1.ServerReflection".to_owned());
     expected.sort();
     assert_eq!(
