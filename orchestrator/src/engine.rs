@@ -259,6 +259,7 @@ impl Engine {
             initiator: Some(Initiator {
                 subject: header.initiator.to_owned(),
                 request_id: String::new(),
+                ..Initiator::default()
             }),
             deadline: Some(prost_types::Timestamp {
                 seconds: deadline.timestamp(),
