@@ -13,7 +13,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use prost::Message;
 use tonic::Status;
@@ -290,7 +289,7 @@ where
             parts.extensions.insert(call.clone());
             let request = http::Request::from_parts(
                 parts,
-                tonic::body::Body::new(Full::new(Bytes::from(bytes))),
+                tonic::body::Body::new(Full::new(bytes)),
             );
             with_call(call, inner.call(request)).await
         })

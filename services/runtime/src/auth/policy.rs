@@ -92,9 +92,8 @@ pub fn for_method(path: &str) -> Option<MethodPolicy> {
         }
         _ => return None,
     };
-    let roles: &'static [Role] = if is_read {
-        &[Role::Admin, Role::Operator]
-    } else if area == "sagas" && matches!(method, "RetrySaga" | "AbortSaga") {
+    let operations = area == "sagas" && matches!(method, "RetrySaga" | "AbortSaga");
+    let roles: &'static [Role] = if is_read || operations {
         &[Role::Admin, Role::Operator]
     } else {
         &[Role::Admin]
