@@ -71,6 +71,7 @@ pub async fn record(
         initiator: Some(Initiator {
             subject: String::new(),
             request_id: context.cause.clone(),
+            ..Initiator::default()
         }),
         event: Some(event),
     };

@@ -162,25 +162,27 @@ async fn nothing_to_release(
 }
 
 /// The id of the reservation `table` holds for (saga_id, step): None when
-/// there is none, `not_found` when it belongs to another company.
+/// there is none, `not_found` when it belongs to another company. Looked up
+/// past the row-level security of a confined transaction (through
+/// `equity_saga_step_holders`), so another company's reservation is refused
+/// rather than taken for "nothing to release".
 async fn reservation_of_step(
     connection: &mut PgConnection,
     table: ReservationTable,
     step: SagaStep,
 ) -> Result<Option<Uuid>, SagaError> {
-    let query = match table {
-        ReservationTable::Options => {
-            "SELECT id, company_id FROM option_reservations WHERE saga_id = $1 AND step = $2"
-        }
-        ReservationTable::Repurchases => {
-            "SELECT id, company_id FROM repurchase_reservations WHERE saga_id = $1 AND step = $2"
-        }
+    let kind = match table {
+        ReservationTable::Options => "option_reservation",
+        ReservationTable::Repurchases => "repurchase_reservation",
     };
-    let found: Option<(Uuid, Uuid)> = sqlx::query_as(query)
-        .bind(step.saga_id)
-        .bind(step.step)
-        .fetch_optional(&mut *connection)
-        .await?;
+    let found: Option<(Uuid, Uuid)> = sqlx::query_as(
+        "SELECT holder_id, holder_company FROM equity_saga_step_holders($1, $2) WHERE kind = $3",
+    )
+    .bind(step.saga_id)
+    .bind(step.step)
+    .bind(kind)
+    .fetch_optional(&mut *connection)
+    .await?;
     match found {
         Some((id, company_id)) if company_id == step.company_id => Ok(Some(id)),
         Some(_) => Err(SagaError::rejected(

@@ -29,13 +29,18 @@ pub async fn lock_step(connection: &mut PgConnection, step: SagaStep) -> sqlx::R
     Ok(())
 }
 
-/// The company whose compensation left a tombstone on this step, if any.
+/// The company whose compensation left a tombstone on this step, if any,
+/// whichever company the caller is confined to: through
+/// `equity_saga_step_holders` (migration 20261203000100), since a late
+/// command naming another company must still be refused.
 pub async fn find(connection: &mut PgConnection, step: SagaStep) -> sqlx::Result<Option<Uuid>> {
-    sqlx::query_scalar("SELECT company_id FROM saga_tombstones WHERE saga_id = $1 AND step = $2")
-        .bind(step.saga_id)
-        .bind(step.step)
-        .fetch_optional(connection)
-        .await
+    sqlx::query_scalar(
+        "SELECT holder_company FROM equity_saga_step_holders($1, $2) WHERE kind = 'tombstone'",
+    )
+    .bind(step.saga_id)
+    .bind(step.step)
+    .fetch_optional(connection)
+    .await
 }
 
 /// Records that `operation` compensated this step before it happened. A

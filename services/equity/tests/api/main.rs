@@ -7,4 +7,5 @@ mod plans;
 mod saga_commands;
 mod saga_operations;
 mod share_classes;
+mod tenancy;
 mod termination;

@@ -17,11 +17,11 @@ use uuid::Uuid;
 
 use crate::helpers::{TestApp, date, dec, request_id, usd};
 
-const EXERCISE: &str = "option_exercise";
-const BUYBACK: &str = "share_buyback";
-const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+pub(crate) const EXERCISE: &str = "option_exercise";
+pub(crate) const BUYBACK: &str = "share_buyback";
+pub(crate) const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
-fn envelope(
+pub(crate) fn envelope(
     app: &TestApp,
     saga_type: &str,
     saga_id: Uuid,
@@ -40,7 +40,12 @@ fn envelope(
     }
 }
 
-fn reserve_options(app: &TestApp, saga_id: Uuid, award_id: &str, quantity: &str) -> SagaCommand {
+pub(crate) fn reserve_options(
+    app: &TestApp,
+    saga_id: Uuid,
+    award_id: &str,
+    quantity: &str,
+) -> SagaCommand {
     let body = Command::ReserveOptions(proto::ReserveOptionsCommand {
         award_id: award_id.to_owned(),
         quantity: dec(quantity),
@@ -49,21 +54,21 @@ fn reserve_options(app: &TestApp, saga_id: Uuid, award_id: &str, quantity: &str)
     envelope(app, EXERCISE, saga_id, 0, false, body)
 }
 
-fn release_options(app: &TestApp, saga_id: Uuid, reservation_id: &str) -> SagaCommand {
+pub(crate) fn release_options(app: &TestApp, saga_id: Uuid, reservation_id: &str) -> SagaCommand {
     let body = Command::ReleaseOptionReservation(proto::ReleaseOptionReservationCommand {
         reservation_id: reservation_id.to_owned(),
     });
     envelope(app, EXERCISE, saga_id, 0, true, body)
 }
 
-fn confirm_exercise(app: &TestApp, saga_id: Uuid, reservation_id: &str) -> SagaCommand {
+pub(crate) fn confirm_exercise(app: &TestApp, saga_id: Uuid, reservation_id: &str) -> SagaCommand {
     let body = Command::ConfirmExercise(proto::ConfirmExerciseCommand {
         reservation_id: reservation_id.to_owned(),
     });
     envelope(app, EXERCISE, saga_id, 4, false, body)
 }
 
-fn reserved_options(reply: &ReceivedReply) -> proto::ReserveOptionsResult {
+pub(crate) fn reserved_options(reply: &ReceivedReply) -> proto::ReserveOptionsResult {
     match &reply.reply.result {
         Some(ReplyResult::ReserveOptions(result)) => result.clone(),
         other => panic!("not a ReserveOptionsResult: {other:?}"),

@@ -6,3 +6,4 @@ mod payments;
 mod saga_commands;
 mod saga_operations;
 mod stakeholders;
+mod tenancy;

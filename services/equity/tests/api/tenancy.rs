@@ -1,0 +1,236 @@
+//! Row-level security, the second line of tenant isolation: with data of two
+//! companies made through the API and the saga bus, a transaction confined
+//! the way the service confines its own (role `qapmap_app`, company in
+//! `qapmap.company_id`) sees and writes only its company's rows, even with
+//! queries that name no company at all; and the service's reads, commands
+//! and saga commands really run confined.
+
+use qapmap_proto::equity::v1 as proto;
+use qapmap_proto::equity::v1::CancellationBehavior::ReturnToPool;
+use qapmap_proto::messaging::v1::saga_command::Command;
+use qapmap_testkit::saga_bus::SagaBus;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::helpers::{TestApp, date, dec, request_id, usd};
+use crate::saga_commands::{
+    BUYBACK, TRACEPARENT, confirm_exercise, envelope, release_options, reserve_options,
+    reserved_options,
+};
+
+/// Every table of this database that holds tenant rows: equity's own and
+/// the runtime's.
+const TENANT_TABLES: [&str; 11] = [
+    "share_classes",
+    "equity_plans",
+    "awards",
+    "repurchase_programs",
+    "option_reservations",
+    "repurchase_reservations",
+    "saga_step_results",
+    "equity_events",
+    "saga_tombstones",
+    "idempotent_requests",
+    "audit_log",
+];
+
+/// Rows of `table`, counted by a transaction confined like the service's:
+/// as `qapmap_app`, with `company` in `qapmap.company_id` (none: unset).
+/// The query names no company: only the policies filter.
+pub(crate) async fn confined_count(pool: &PgPool, company: Option<Uuid>, table: &str) -> i64 {
+    let mut transaction = pool.begin().await.expect("begin");
+    sqlx::query("SET LOCAL ROLE qapmap_app")
+        .execute(&mut *transaction)
+        .await
+        .expect("set role");
+    if let Some(company) = company {
+        sqlx::query("SELECT set_config('qapmap.company_id', $1, true)")
+            .bind(company.to_string())
+            .execute(&mut *transaction)
+            .await
+            .expect("set company");
+    }
+    let count = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+        .fetch_one(&mut *transaction)
+        .await
+        .expect("confined count");
+    transaction.rollback().await.expect("rollback");
+    count
+}
+
+/// Rows of `table` that belong to `company`, counted by the owner.
+async fn owner_count(pool: &PgPool, company: Uuid, table: &str) -> i64 {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) FROM {table} WHERE company_id = $1"
+    )))
+    .bind(company)
+    .fetch_one(pool)
+    .await
+    .expect("owner count")
+}
+
+/// Copies one of `scope`'s rows of `table` as a row of `intruder`, inside a
+/// transaction confined to `scope`; returns the database's refusal.
+pub(crate) async fn insert_as_other_company(
+    pool: &PgPool,
+    scope: Uuid,
+    intruder: Uuid,
+    table: &str,
+) -> sqlx::Error {
+    let mut transaction = pool.begin().await.expect("begin");
+    sqlx::query(
+        "SELECT set_config('role', 'qapmap_app', true), set_config('qapmap.company_id', $1, true)",
+    )
+    .bind(scope.to_string())
+    .execute(&mut *transaction)
+    .await
+    .expect("confine");
+    // Row-level security checks the new row before any unique key, so the
+    // copy's duplicate ids do not matter: only its company does.
+    let result = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO {table}
+         SELECT (jsonb_populate_record(NULL::{table},
+                 to_jsonb(existing) || jsonb_build_object('company_id', $1::text))).*
+         FROM {table} AS existing LIMIT 1"
+    )))
+    .bind(intruder.to_string())
+    .execute(&mut *transaction)
+    .await;
+    transaction.rollback().await.expect("rollback");
+    result.expect_err("an insert of another company's row is refused")
+}
+
+/// The tables of this database with a NOT NULL company_id and no row-level
+/// security: must be none.
+pub(crate) async fn tenant_tables_without_rls(pool: &PgPool) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_class c
+         JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'public'
+         JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'company_id' AND a.attnotnull
+         WHERE c.relkind = 'r'
+           AND NOT (c.relrowsecurity AND EXISTS (
+               SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid AND p.polname = 'tenant_isolation'))
+         ORDER BY 1",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("tables")
+}
+
+/// Gives `table` a row (for the saga tables, a saga step) of the app's
+/// current company in every tenant table.
+async fn populate(app: &mut TestApp, bus: &mut SagaBus) -> proto::Award {
+    let plan = app.create_plan("10000000", ReturnToPool).await;
+    let award = app.grant(&plan.id, "100000").await;
+    let class = app.create_class("1000000").await;
+    let program = app
+        .client
+        .create_repurchase_program(proto::CreateRepurchaseProgramRequest {
+            request_id: request_id(),
+            company_id: app.company_id.to_string(),
+            share_class_id: class.id.clone(),
+            max_shares: dec("1000"),
+            max_price_per_share: usd("2.50"),
+            start_date: date(2025, 1, 1),
+            end_date: date(2025, 12, 31),
+        })
+        .await
+        .expect("program")
+        .into_inner()
+        .program
+        .expect("program");
+
+    // option_reservations, then saga_step_results (a confirm stores its result).
+    let exercise = Uuid::now_v7();
+    let reserved = bus
+        .call(
+            "reserve_options",
+            &reserve_options(app, exercise, &award.id, "1000"),
+            Some(TRACEPARENT),
+        )
+        .await;
+    let reservation_id = reserved_options(&reserved).reservation_id;
+    let confirmed = bus
+        .call(
+            "confirm_exercise",
+            &confirm_exercise(app, exercise, &reservation_id),
+            Some(TRACEPARENT),
+        )
+        .await;
+    assert!(confirmed.succeeded(), "{:?}", confirmed.reply);
+    // saga_tombstones: a release before its reserve.
+    let released = bus
+        .call(
+            "release_option_reservation",
+            &release_options(app, Uuid::now_v7(), ""),
+            Some(TRACEPARENT),
+        )
+        .await;
+    assert!(released.succeeded(), "{:?}", released.reply);
+    // repurchase_reservations.
+    let body = Command::ReserveRepurchase(proto::ReserveRepurchaseCommand {
+        program_id: program.id.clone(),
+        stakeholder_id: Uuid::now_v7().to_string(),
+        quantity: dec("10"),
+        price_per_share: usd("2.00"),
+        repurchase_date: date(2025, 6, 30),
+    });
+    let repurchase = bus
+        .call(
+            "reserve_repurchase",
+            &envelope(app, BUYBACK, Uuid::now_v7(), 0, false, body),
+            Some(TRACEPARENT),
+        )
+        .await;
+    assert!(repurchase.succeeded(), "{:?}", repurchase.reply);
+    award
+}
+
+#[tokio::test]
+async fn a_confined_transaction_sees_and_writes_only_its_own_companys_rows() {
+    let mut app = TestApp::spawn().await;
+    let mut bus = SagaBus::connect(&app.service.namespace, "equity").await;
+    let company_a = app.company_id;
+    let company_b = Uuid::now_v7();
+    populate(&mut app, &mut bus).await;
+    app.company_id = company_b;
+    populate(&mut app, &mut bus).await;
+    app.company_id = company_a;
+
+    assert_eq!(
+        tenant_tables_without_rls(&app.pool).await,
+        Vec::<String>::new(),
+        "every table with a company_id is under the tenant policy"
+    );
+    for table in TENANT_TABLES {
+        let own = owner_count(&app.pool, company_a, table).await;
+        let other = owner_count(&app.pool, company_b, table).await;
+        assert!(own > 0 && other > 0, "{table}: both companies have rows");
+        assert_eq!(
+            confined_count(&app.pool, Some(company_a), table).await,
+            own,
+            "{table}: confined to A, only A's rows"
+        );
+        assert_eq!(
+            confined_count(&app.pool, Some(company_b), table).await,
+            other,
+            "{table}: confined to B, only B's rows"
+        );
+        assert_eq!(
+            confined_count(&app.pool, None, table).await,
+            0,
+            "{table}: no company set, no rows"
+        );
+        let refusal = insert_as_other_company(&app.pool, company_a, company_b, table).await;
+        let database = refusal.as_database_error().expect("a database error");
+        assert_eq!(
+            database.code().as_deref(),
+            Some("42501"),
+            "{table}: {refusal}"
+        );
+        assert!(
+            database.message().contains("row-level security"),
+            "{table}: {refusal}"
+        );
+    }
+}
