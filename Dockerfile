@@ -50,7 +50,15 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 qapmap \
-    && useradd --system --uid 10001 --gid qapmap --no-create-home --shell /usr/sbin/nologin qapmap
+    && useradd --system --uid 10001 --gid qapmap --no-create-home --shell /usr/sbin/nologin qapmap \
+    && mkdir -p /etc/qapmap/jwt /etc/qapmap/nats /var/lib/qapmap/demo-key \
+    && chown 10001:10001 /etc/qapmap/jwt /var/lib/qapmap/demo-key \
+    && chmod 700 /var/lib/qapmap/demo-key
+# Mount points: /etc/qapmap/jwt for the JWKS (QAPMAP_JWT_JWKS_FILE), and
+# /etc/qapmap/nats for a NATS .creds file (QAPMAP_NATS_CREDENTIALS_FILE), as
+# Kubernetes mounts them. docker compose mounts named volumes on
+# /etc/qapmap/jwt and /var/lib/qapmap/demo-key (the demo's private key); a new
+# named volume takes these directories' owner, so uid 10001 may write there.
 COPY --from=builder /out/ /usr/local/bin/
 COPY --from=healthprobe /go/bin/grpc-health-probe /usr/local/bin/grpc_health_probe
 # Numeric ids so Kubernetes' runAsNonRoot can verify them without /etc/passwd.

@@ -70,7 +70,16 @@ docker-compose -f docker-compose.yml config -q
 docker-compose -f docker-compose.yml --profile demo config --services | tr '\n' ' '
 echo
 echo "docker-compose.yml: valid compose file (docker-compose config -q, with the demo profile)"
+docker-compose -f docker-compose.yml --profile demo config >"$OUT/compose.yaml"
+"$VENV/bin/python" deploy/tools/check_compose.py "$OUT/compose.yaml"
 bash -n deploy/compose/postgres-init.sh && echo "deploy/compose/postgres-init.sh: bash -n ok"
+
+step "no obsolete settings"
+# An earlier draft proposed QAPMAP_JWT_PUBLIC_KEYS; no process reads it.
+if grep -rn --exclude-dir=tools --exclude='*.md' QAPMAP_JWT_PUBLIC_KEYS deploy helm docker-compose.yml Dockerfile; then
+  fail "QAPMAP_JWT_PUBLIC_KEYS is read by no process: use QAPMAP_JWT_JWKS_FILE (docs/security.md)"
+fi
+echo "QAPMAP_JWT_PUBLIC_KEYS: used nowhere"
 
 step "hadolint Dockerfile"
 "$VENV/bin/hadolint" --config deploy/hadolint.yaml Dockerfile
@@ -120,9 +129,14 @@ cmp -s deploy/alerts/qapmap.rules.yaml helm/qapmap/files/qapmap.rules.yaml \
 echo "helm/qapmap/files/qapmap.rules.yaml: identical to deploy/alerts/qapmap.rules.yaml"
 
 step "helm lint + helm template + kubernetes-validate $K8S_VERSION (strict)"
-"$VENV/bin/python" deploy/tools/helm_check.py helm/qapmap "$OUT/helm" \
+# The chart requires a JWKS (jwt.jwks or jwt.existingSecret): every variant
+# gets the dev overlay's placeholder, and rendering without one must fail.
+JWKS_VALUES=$("$VENV/bin/python" -c 'import json, sys; print(json.dumps({"jwt": {"jwks": open(sys.argv[1]).read()}}))' \
+  deploy/overlays/dev/dev-jwks.json)
+"$VENV/bin/python" deploy/tools/helm_check.py helm/qapmap "$OUT/helm" --common "$JWKS_VALUES" \
   'alerts={"alerts":{"enabled":true}}' \
-  'existing-secrets={"postgres":{"existingSecret":"db"},"redis":{"existingSecret":"redis"},"jwt":{"existingSecret":"jwt"},"autoscaling":{"enabled":false},"otel":{"endpoint":""}}'
+  'existing-secrets={"postgres":{"existingSecret":"db"},"redis":{"existingSecret":"redis"},"jwt":{"existingSecret":"jwt","issuer":"https://id.example.com/","audience":"qapmap"},"nats":{"credentials":{"existingSecret":"nats"}},"rateLimits":{"subjectPerSecond":0},"autoscaling":{"enabled":false},"otel":{"endpoint":""}}' \
+  '!no-jwks={}'
 for variant in default alerts existing-secrets; do
   k8s_validate "$OUT/helm/$variant.yaml"
   "$VENV/bin/python" deploy/tools/check_manifests.py "$OUT/helm/$variant.yaml"

@@ -6,10 +6,15 @@ non-root with a read-only root filesystem; memory request <= 64Mi and limit
 <= 128Mi; liveness, readiness and startup probes are native gRPC probes on the
 container's port; a preStop pause exists; terminationGracePeriodSeconds is
 above QAPMAP_SHUTDOWN_GRACE_MS plus that pause; the process is told its port;
-its database URL comes from a Secret. And that every such Deployment has a
-Service and a PDB, an HPA unless it sets replicas, and that a NetworkPolicy admits its port.
+its database URL comes from a Secret; QAPMAP_JWT_JWKS_FILE is set and its
+directory is a Secret volume mounted without subPath (so a rotated key set
+reaches the process), and so is the NATS credentials file's when set; HS256
+and the obsolete QAPMAP_JWT_PUBLIC_KEYS appear nowhere. And that every such
+Deployment has a Service and a PDB, an HPA unless it sets replicas, and that
+a NetworkPolicy admits its port.
 """
 
+import posixpath
 import sys
 
 import yaml
@@ -76,6 +81,35 @@ def main() -> int:
         need(env.get("QAPMAP_GRPC_PORT", {}).get("value") == str(port), "QAPMAP_GRPC_PORT does not match the port")
         need("secretKeyRef" in env.get("QAPMAP_DATABASE_URL", {}).get("valueFrom", {}), "database URL not from a Secret")
         need(any(i["name"] == "wait-for-postgres" for i in pod.get("initContainers", [])), "no wait-for-postgres")
+        settings = dict(config)
+        settings.update({e["name"]: e.get("value") for e in container.get("env", []) if "value" in e})
+        need("QAPMAP_JWT_PUBLIC_KEYS" not in settings and "QAPMAP_JWT_PUBLIC_KEYS" not in env,
+             "sets QAPMAP_JWT_PUBLIC_KEYS, which no process reads (QAPMAP_JWT_JWKS_FILE is the variable)")
+        need(str(settings.get("QAPMAP_JWT_ALLOW_HS256", "false")).lower() != "true"
+             and "QAPMAP_JWT_HS256_SECRET" not in settings and "QAPMAP_JWT_HS256_SECRET" not in env,
+             "enables HS256 tokens, which are for local development only")
+        secret_dirs = {
+            volume["name"]: volume["secret"]
+            for volume in pod.get("volumes", [])
+            if "secret" in volume
+        }
+        mounts = container.get("volumeMounts", [])
+
+        def secret_file(variable, what, required):
+            path = settings.get(variable) or ""
+            if not path:
+                need(not required, f"{variable} is not set: {what}")
+                return
+            directory = posixpath.dirname(path)
+            mount = next((m for m in mounts if m["mountPath"] == directory), None)
+            need(mount is not None and mount["name"] in secret_dirs,
+                 f"{variable}={path}: no Secret volume mounted at {directory}")
+            if mount is not None:
+                need("subPath" not in mount, f"{variable}: mounted with subPath, so updates never arrive")
+                need(mount.get("readOnly") is True, f"{variable}: the mount is not read-only")
+
+        secret_file("QAPMAP_JWT_JWKS_FILE", "the processes refuse to start without a JWKS", True)
+        secret_file("QAPMAP_NATS_CREDENTIALS_FILE", "", False)
         # Without a replica count the Deployment relies on its HPA.
         kinds = ["Service", "PodDisruptionBudget"]
         if "replicas" not in deployment["spec"]:

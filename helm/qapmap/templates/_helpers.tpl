@@ -35,7 +35,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
 {{- define "qapmap.jwtSecret" -}}
-{{- .Values.jwt.existingSecret | default (printf "%s-jwt" (include "qapmap.fullname" .)) -}}
+{{- .Values.jwt.existingSecret | default (printf "%s-jwt-jwks" (include "qapmap.fullname" .)) -}}
 {{- end -}}
 
 {{/* Shutdown grace plus the preStop pause plus 15 s, in whole seconds. */}}
