@@ -41,6 +41,7 @@ pub mod metrics_export;
 pub mod outbox;
 pub mod pagination;
 pub mod relay;
+pub mod request_limits;
 pub mod saga_reply;
 pub mod server;
 pub mod settings;

@@ -23,6 +23,7 @@ use super::rate_limit::{RateLimiter, Verdict};
 use super::verifier::{TokenError, TokenVerifier};
 use super::{Access, AuthorizedCall, Caller, with_call};
 use crate::error::ApiError;
+use crate::request_limits::RequestLimits;
 
 /// Paths served to anyone: load balancers and tooling probe them without tokens.
 const OPEN_PREFIXES: &[&str] = &["/grpc.health.v1.Health/", "/grpc.reflection."];
@@ -36,6 +37,7 @@ pub struct AuthState {
     company_fields: HashMap<String, u32>,
     /// Largest request body accepted, framing included.
     pub max_request_bytes: usize,
+    limits: RequestLimits,
 }
 
 impl AuthState {
@@ -45,6 +47,7 @@ impl AuthState {
             limiter,
             company_fields: company_fields(),
             max_request_bytes,
+            limits: RequestLimits::from_descriptors(),
         }
     }
 
@@ -65,6 +68,15 @@ impl AuthState {
                 "roles [{}] may not call {path}",
                 caller.roles_text()
             )));
+        }
+        if body.first().is_some_and(|flag| *flag != 0) {
+            return Err(Status::unimplemented(
+                "compressed requests are not accepted",
+            ));
+        }
+        // Bounded before anything reads the request's fields.
+        if let Some(message) = body.get(5..) {
+            self.limits.check(path, message)?;
         }
         let company_id = match self.company_fields.get(path) {
             Some(field) => company_in(body, *field)?,
@@ -287,10 +299,8 @@ where
                 Err(status) => return Ok(status.into_http()),
             };
             parts.extensions.insert(call.clone());
-            let request = http::Request::from_parts(
-                parts,
-                tonic::body::Body::new(Full::new(bytes)),
-            );
+            let request =
+                http::Request::from_parts(parts, tonic::body::Body::new(Full::new(bytes)));
             with_call(call, inner.call(request)).await
         })
     }

@@ -216,3 +216,51 @@ async fn a_token_with_the_wrong_audience_or_an_unknown_role_is_unauthenticated()
     )
     .await;
 }
+
+#[tokio::test]
+async fn an_oversized_field_is_refused_by_name_before_any_handler_runs() {
+    use qapmap_proto::ledger::v1 as ledger;
+    use qapmap_proto::ledger::v1::ledger_service_client::LedgerServiceClient;
+    use tonic_types::StatusExt;
+
+    let process = services::start(ServiceName::Ledger).await;
+    let company = Uuid::new_v4();
+    let before = services::row_counts(&process.service).await;
+    let mut client = LedgerServiceClient::new(
+        process
+            .service
+            .channel_with_token(&auth::admin_token(company)),
+    );
+    let status = client
+        .post_entry(ledger::PostEntryRequest {
+            request_id: "oversized-memo".to_owned(),
+            company_id: company.to_string(),
+            memo: "m".repeat(qapmap_runtime::request_limits::MAX_STRING_BYTES + 1),
+            ..Default::default()
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    let violations = status
+        .get_details_bad_request()
+        .expect("field details")
+        .field_violations;
+    assert_eq!(violations[0].field, "memo");
+
+    // A body over the size limit is refused as a whole.
+    let status = client
+        .post_entry(ledger::PostEntryRequest {
+            request_id: "huge".to_owned(),
+            company_id: company.to_string(),
+            lines: vec![ledger::EntryLine::default(); 200_000],
+            ..Default::default()
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert_eq!(
+        before,
+        services::row_counts(&process.service).await,
+        "nothing written"
+    );
+}
