@@ -8,8 +8,9 @@
 # Builds the release binaries, makes Postgres, NATS and Redis available
 # (scripts/lib/infra.sh: servers already on their default ports are used as
 # they are), creates fresh databases qapmap_bench_<service>_<random> and a
-# fresh NATS namespace, starts the four release processes on free loopback
-# ports with small pools, runs target/release/qapmap-bench against them and
+# fresh NATS namespace and a throwaway token-signing key, starts the four
+# release processes on free loopback ports with small pools and rate limits
+# off (see bench/README.md), runs target/release/qapmap-bench against them and
 # prints the figures, the machine, and the floors. On exit it stops
 # the processes it started, drops its databases and deletes its streams.
 # See bench/README.md.
@@ -37,6 +38,7 @@ SERVICE_PIDS=()
 DATABASES_CREATED=""
 STREAMS_USED=""
 BENCH=""
+KEY_DIR=""
 stop_all() {
   local pid
   for pid in "${SERVICE_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
@@ -47,6 +49,7 @@ stop_all() {
   if [ -n "$DATABASES_CREATED" ]; then
     "$BENCH" drop-databases "$QAPMAP_PG_ADMIN_URL" "${DATABASES[@]}" "$SCRATCH_DB" || true
   fi
+  if [ -n "$KEY_DIR" ]; then rm -rf "$KEY_DIR"; fi
   infra_cleanup
 }
 trap stop_all EXIT
@@ -70,6 +73,10 @@ STREAMS_USED=1
 
 LOG_DIR="$QAPMAP_STATE_DIR/bench-logs"
 mkdir -p "$LOG_DIR"
+# Every call needs a bearer JWT: the processes verify with this run's JWKS,
+# the bench signs its token with the private key next to it.
+KEY_DIR="$QAPMAP_STATE_DIR/bench-jwt-$SUFFIX"
+"$BENCH" keys "$KEY_DIR"
 PORTS=()
 # Each process picks a free port (QAPMAP_GRPC_PORT=0) and logs it; the
 # metrics endpoint is on, on a port of its own choosing.
@@ -84,6 +91,11 @@ for index in 0 1 2 3; do
   QAPMAP_NATS_URL="$QAPMAP_NATS_URL_BASE" \
   QAPMAP_NATS_NAMESPACE="$NAMESPACE" \
   QAPMAP_REDIS_URL="$QAPMAP_REDIS_URL_BASE" \
+  QAPMAP_JWT_JWKS_FILE="$KEY_DIR/jwks.json" \
+  QAPMAP_RATE_LIMIT_SUBJECT_PER_SECOND=0 \
+  QAPMAP_RATE_LIMIT_SUBJECT_BURST=0 \
+  QAPMAP_RATE_LIMIT_COMPANY_PER_SECOND=0 \
+  QAPMAP_RATE_LIMIT_COMPANY_BURST=0 \
   QAPMAP_GRPC_HOST=127.0.0.1 \
   QAPMAP_GRPC_PORT=0 \
   QAPMAP_METRICS_PORT=0 \
@@ -118,6 +130,7 @@ echo
 
 status=0
 QAPMAP_BENCH_SIZE="$size" \
+QAPMAP_BENCH_KEY_DIR="$KEY_DIR" \
 QAPMAP_DATABASE_MAX_CONNECTIONS="$POOL" \
 QAPMAP_BENCH_SCRATCH_URL="${QAPMAP_PG_ADMIN_URL%/*}/$SCRATCH_DB" \
 QAPMAP_BENCH_EQUITY_PID="${SERVICE_PIDS[0]}" QAPMAP_BENCH_EQUITY_PORT="${PORTS[0]}" \

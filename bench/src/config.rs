@@ -1,6 +1,7 @@
 //! What run.sh tells the benchmark: where the processes are, their pids and
 //! databases, and the size to run.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -83,6 +84,8 @@ pub(crate) struct Config {
     pub(crate) redis_url: String,
     /// QAPMAP_DATABASE_MAX_CONNECTIONS of each process.
     pub(crate) pool_per_process: u32,
+    /// Where `qapmap-bench keys` put the signing key the processes trust.
+    pub(crate) key_dir: PathBuf,
 }
 
 fn var(name: &str) -> anyhow::Result<String> {
@@ -121,6 +124,7 @@ impl Config {
             pool_per_process: var("QAPMAP_DATABASE_MAX_CONNECTIONS")?
                 .parse()
                 .context("QAPMAP_DATABASE_MAX_CONNECTIONS")?,
+            key_dir: PathBuf::from(var("QAPMAP_BENCH_KEY_DIR")?),
         })
     }
 

@@ -7,12 +7,15 @@
 //!   (set by run.sh); exits non-zero when a saga fails or a call errs.
 //! - `create-databases ADMIN_URL NAME...` / `drop-databases ADMIN_URL NAME...`
 //! - `delete-streams NATS_URL NAMESPACE`: the streams of one namespace.
+//! - `keys DIR`: a fresh Ed25519 signing key and its `jwks.json` in `DIR`,
+//!   for the processes to verify the bench's token with.
 //! - `vesting [AWARDS]`: the vesting measurement alone (no services), e.g.
 //!   under `perf record`.
 
 mod cap_table;
 mod commits;
 mod config;
+mod keys;
 mod machine;
 mod memory;
 mod report;
@@ -33,9 +36,13 @@ async fn main() -> ExitCode {
         Some("create-databases") => databases(&args[1..], true).await.map(|()| true),
         Some("drop-databases") => databases(&args[1..], false).await.map(|()| true),
         Some("delete-streams") => delete_streams(&args[1..]).await.map(|()| true),
+        Some("keys") => match &args[1..] {
+            [dir] => keys::write(dir.as_ref()).map(|()| true),
+            _ => Err(anyhow::anyhow!("usage: keys DIR")),
+        },
         Some("vesting") => vesting_only(&args[1..]).map(|()| true),
         Some(other) => Err(anyhow::anyhow!(
-            "unknown subcommand {other}; use run, create-databases, drop-databases or delete-streams"
+            "unknown subcommand {other}; use run, create-databases, drop-databases, delete-streams, keys or vesting"
         )),
     };
     match result {

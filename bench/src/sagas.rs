@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use futures::StreamExt;
 use qapmap_proto::saga::v1 as saga;
 use qapmap_proto::saga::v1::saga_service_client::SagaServiceClient;
-use tonic::transport::Channel;
+use qapmap_runtime::auth::client::AuthenticatedChannel;
 
 use crate::stats::Latencies;
 use crate::system::{Company, System, dec, request_id};
@@ -161,7 +161,7 @@ fn terminal(state: i32) -> Option<saga::SagaState> {
 }
 
 async fn start(
-    client: &mut SagaServiceClient<Channel>,
+    client: &mut SagaServiceClient<AuthenticatedChannel>,
     company: &Company,
 ) -> anyhow::Result<String> {
     let response = client
@@ -191,7 +191,7 @@ enum Pace {
 /// Polls GetSaga until a terminal state or `deadline`; returns the saga
 /// (terminal or last seen) and the number of polls.
 async fn await_end(
-    client: &mut SagaServiceClient<Channel>,
+    client: &mut SagaServiceClient<AuthenticatedChannel>,
     company_id: &str,
     saga_id: &str,
     first_delay: Duration,

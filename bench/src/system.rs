@@ -13,6 +13,7 @@ use qapmap_proto::ledger::v1::ledger_service_client::LedgerServiceClient;
 use qapmap_proto::saga::v1::saga_service_client::SagaServiceClient;
 use qapmap_proto::shareholder::v1 as shareholder;
 use qapmap_proto::shareholder::v1::shareholder_service_client::ShareholderServiceClient;
+use qapmap_runtime::auth::client::{AuthenticatedChannel, authenticated};
 use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -43,12 +44,14 @@ pub(crate) fn request_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
+/// Channels to the four processes; every call on them carries the bench's
+/// token.
 #[derive(Debug, Clone)]
 pub(crate) struct System {
-    equity: Vec<Channel>,
-    shareholder: Vec<Channel>,
-    ledger: Vec<Channel>,
-    orchestrator: Vec<Channel>,
+    equity: Vec<AuthenticatedChannel>,
+    shareholder: Vec<AuthenticatedChannel>,
+    ledger: Vec<AuthenticatedChannel>,
+    orchestrator: Vec<AuthenticatedChannel>,
 }
 
 async fn channels(endpoint: &str) -> anyhow::Result<Vec<Channel>> {
@@ -64,6 +67,20 @@ async fn channels(endpoint: &str) -> anyhow::Result<Vec<Channel>> {
         channels.push(channel);
     }
     Ok(channels)
+}
+
+/// Waits (at most a minute) until the process reports SERVING (health needs
+/// no token), then wraps its channels so each call carries `token`.
+async fn serving(
+    name: &str,
+    channels: Vec<Channel>,
+    token: &str,
+) -> anyhow::Result<Vec<AuthenticatedChannel>> {
+    wait_serving(name, channels[0].clone()).await?;
+    Ok(channels
+        .into_iter()
+        .map(|channel| authenticated(channel, token))
+        .collect())
 }
 
 /// Waits (at most a minute) until the process reports SERVING.
@@ -88,32 +105,38 @@ async fn wait_serving(name: &str, channel: Channel) -> anyhow::Result<()> {
 
 impl System {
     pub(crate) async fn connect(config: &Config) -> anyhow::Result<Self> {
-        let system = Self {
-            equity: channels(&config.process("equity").endpoint).await?,
-            shareholder: channels(&config.process("shareholder").endpoint).await?,
-            ledger: channels(&config.process("ledger").endpoint).await?,
-            orchestrator: channels(&config.process("orchestrator").endpoint).await?,
-        };
-        wait_serving("equity", system.equity[0].clone()).await?;
-        wait_serving("shareholder", system.shareholder[0].clone()).await?;
-        wait_serving("ledger", system.ledger[0].clone()).await?;
-        wait_serving("orchestrator", system.orchestrator[0].clone()).await?;
-        Ok(system)
+        let token = crate::keys::platform_token(&config.key_dir)?;
+        let mut processes = Vec::new();
+        for name in ["equity", "shareholder", "ledger", "orchestrator"] {
+            let channels = channels(&config.process(name).endpoint).await?;
+            processes.push(serving(name, channels, &token).await?);
+        }
+        let [equity, shareholder, ledger, orchestrator] =
+            <[Vec<AuthenticatedChannel>; 4]>::try_from(processes).expect("four processes");
+        Ok(Self {
+            equity,
+            shareholder,
+            ledger,
+            orchestrator,
+        })
     }
 
-    pub(crate) fn equity(&self, index: usize) -> EquityServiceClient<Channel> {
+    pub(crate) fn equity(&self, index: usize) -> EquityServiceClient<AuthenticatedChannel> {
         EquityServiceClient::new(self.equity[index % CHANNELS].clone())
     }
 
-    pub(crate) fn shareholder(&self, index: usize) -> ShareholderServiceClient<Channel> {
+    pub(crate) fn shareholder(
+        &self,
+        index: usize,
+    ) -> ShareholderServiceClient<AuthenticatedChannel> {
         ShareholderServiceClient::new(self.shareholder[index % CHANNELS].clone())
     }
 
-    pub(crate) fn ledger(&self, index: usize) -> LedgerServiceClient<Channel> {
+    pub(crate) fn ledger(&self, index: usize) -> LedgerServiceClient<AuthenticatedChannel> {
         LedgerServiceClient::new(self.ledger[index % CHANNELS].clone())
     }
 
-    pub(crate) fn sagas(&self, index: usize) -> SagaServiceClient<Channel> {
+    pub(crate) fn sagas(&self, index: usize) -> SagaServiceClient<AuthenticatedChannel> {
         SagaServiceClient::new(self.orchestrator[index % CHANNELS].clone())
     }
 }
