@@ -1,5 +1,6 @@
 //! Security tests against each real process over loopback gRPC.
 
+mod cross_tenant;
 mod fuzz;
 mod matrix;
 mod rate_limits;
