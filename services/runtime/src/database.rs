@@ -26,7 +26,13 @@ pub async fn connect_and_migrate(
 ) -> anyhow::Result<PgPool> {
     let options = PgConnectOptions::from_str(&settings.database_url)
         .context("QAPMAP_DATABASE_URL is not a valid Postgres URL")?
-        .application_name(settings.service.as_str());
+        .application_name(settings.service.as_str())
+        // No statement outlives the longest call deadline: a stuck query
+        // fails (and releases its locks) instead of holding a connection.
+        .options([(
+            "statement_timeout",
+            settings.request_timeout.as_millis().to_string(),
+        )]);
     let pool = PgPoolOptions::new()
         .max_connections(settings.database_max_connections)
         .acquire_timeout(ACQUIRE_TIMEOUT)
