@@ -4,7 +4,8 @@
 //! once: every transition holds the saga's row lock.
 
 use chrono::{DateTime, Utc};
-use qapmap_proto::messaging::v1::{Initiator, ReplyOutcome, SagaCommand, SagaReply};
+use qapmap_proto::messaging::v1::{self as messaging, ReplyOutcome, SagaCommand, SagaReply};
+use qapmap_runtime::audit::{self, Actor};
 use qapmap_runtime::messaging::Subjects;
 use qapmap_runtime::outbox::{self, OutboxMessage};
 use qapmap_runtime::trace_context;
@@ -19,7 +20,7 @@ use crate::metrics::SagaMetrics;
 use crate::context::SagaContext;
 use crate::definition::{SagaDefinition, Timing};
 use crate::machine::{Event, Outcome, Refusal, Saga, Send};
-use crate::store::{self, NewSaga, StoreError, StoredSaga};
+use crate::store::{self, Initiator, NewSaga, StoreError, StoredSaga};
 
 /// How many due sagas one timer pass handles.
 const WAKE_BATCH: i64 = 64;
@@ -53,7 +54,9 @@ pub struct StartRequest<'a> {
     pub request_id: &'a str,
     /// The encoded start request, compared byte for byte on a repeat.
     pub request: Vec<u8>,
-    pub initiator: &'a str,
+    /// The full gRPC method, for the audit trail.
+    pub method: &'a str,
+    pub initiator: Initiator,
     pub definition: &'static SagaDefinition,
     pub context: SagaContext,
 }
@@ -70,8 +73,12 @@ impl Engine {
     /// Starts a saga, or returns the one this request id already started.
     pub async fn start(&self, request: StartRequest<'_>) -> Result<Started, EngineError> {
         let mut transaction = self.pool.begin().await?;
+        // Confines the transaction to the company (row-level security, as
+        // `tenancy::confine` does) in the same round trip as the lock.
         sqlx::query(
-            "SELECT pg_advisory_xact_lock(hashtextextended($1::text || '/saga/' || $2, 0))",
+            "SELECT set_config('role', 'qapmap_app', true),
+                    set_config('qapmap.company_id', $1::text, true),
+                    pg_advisory_xact_lock(hashtextextended($1::text || '/saga/' || $2, 0))",
         )
         .bind(request.company_id)
         .bind(request.request_id)
@@ -86,6 +93,13 @@ impl Engine {
             let saga = store::load(&mut transaction, id, false)
                 .await?
                 .ok_or(EngineError::NotFound(id))?;
+            // An employee repeating someone else's request (same id, same
+            // bytes) must not get their saga: to them the id is taken.
+            if let Some(own) = request.initiator.stakeholder_id
+                && saga.initiator.stakeholder_id != Some(own)
+            {
+                return Err(EngineError::RequestIdReused(request.request_id.to_owned()));
+            }
             return Ok(Started {
                 saga,
                 created: false,
@@ -99,25 +113,38 @@ impl Engine {
             company_id: request.company_id,
             request_id: request.request_id,
             request: &request.request,
-            initiator: request.initiator,
+            initiator: &request.initiator,
             trace_id: &trace.trace_id,
             traceparent: &trace.traceparent,
         };
         let envelope = SagaHeader {
             id: new.id,
             company_id: new.company_id,
+            request_id: new.request_id,
             initiator: new.initiator,
             traceparent: new.traceparent,
         };
         self.send(&mut transaction, &envelope, &mut saga, send, now)
             .await?;
         store::insert(&mut transaction, &new, &saga, now).await?;
-        transaction.commit().await?;
-        self.metrics.record_started(&saga);
-        let mut connection = self.pool.acquire().await?;
-        let saga = store::load(&mut connection, new.id, false)
+        // Last, so the record names the first command's message id.
+        let actor = Actor {
+            subject: request.initiator.subject.clone(),
+            roles: request.initiator.roles.clone(),
+        };
+        audit::record(
+            &mut transaction,
+            request.company_id,
+            &actor,
+            request.method,
+            request.request_id,
+        )
+        .await?;
+        let saga = store::load(&mut transaction, new.id, false)
             .await?
             .ok_or(EngineError::NotFound(new.id))?;
+        transaction.commit().await?;
+        self.metrics.record_started(&saga.saga);
         Ok(Started {
             saga,
             created: true,
@@ -169,19 +196,33 @@ impl Engine {
         Ok(due.len())
     }
 
-    /// An operator's abort or retry, scoped to the company.
+    /// An operator's abort or retry, confined to the company. `method` and
+    /// `request_id` name the call in the audit trail (the saga id when the
+    /// caller gave no request id).
     pub async fn operate(
         &self,
         company_id: Uuid,
         saga_id: Uuid,
+        (method, request_id): (&str, &str),
         event: Event<'_>,
     ) -> Result<StoredSaga, EngineError> {
-        let mut transaction = self.pool.begin().await?;
+        let mut transaction = qapmap_runtime::tenancy::begin(&self.pool, company_id).await?;
         let stored = store::load(&mut transaction, saga_id, true).await?;
         if stored.is_none_or(|stored| stored.company_id != company_id) {
             return Err(EngineError::NotFound(saga_id));
         }
         self.transition(&mut transaction, saga_id, event).await?;
+        let actor = Actor::current().unwrap_or_else(|| Actor {
+            subject: "system".to_owned(),
+            roles: String::new(),
+        });
+        let saga_key = saga_id.to_string();
+        let request_id = if request_id.is_empty() {
+            saga_key.as_str()
+        } else {
+            request_id
+        };
+        audit::record(&mut transaction, company_id, &actor, method, request_id).await?;
         let saga = store::load(&mut transaction, saga_id, false)
             .await?
             .ok_or(EngineError::NotFound(saga_id))?;
@@ -206,6 +247,7 @@ impl Engine {
             let header = SagaHeader {
                 id: stored.id,
                 company_id: stored.company_id,
+                request_id: &stored.request_id,
                 initiator: &stored.initiator,
                 traceparent: &stored.traceparent,
             };
@@ -256,10 +298,15 @@ impl Engine {
             step: i32::try_from(send.step).unwrap_or(i32::MAX),
             compensation: send.compensation,
             company_id: header.company_id.to_string(),
-            initiator: Some(Initiator {
-                subject: header.initiator.to_owned(),
-                request_id: String::new(),
-                ..Initiator::default()
+            initiator: Some(messaging::Initiator {
+                subject: header.initiator.subject.clone(),
+                request_id: header.request_id.to_owned(),
+                roles: header.initiator.role_list(),
+                stakeholder_id: header
+                    .initiator
+                    .stakeholder_id
+                    .map(|id| id.to_string())
+                    .unwrap_or_default(),
             }),
             deadline: Some(prost_types::Timestamp {
                 seconds: deadline.timestamp(),
@@ -319,6 +366,8 @@ fn step_span(
 struct SagaHeader<'a> {
     id: Uuid,
     company_id: Uuid,
-    initiator: &'a str,
+    /// The request id the saga was started with.
+    request_id: &'a str,
+    initiator: &'a Initiator,
     traceparent: &'a str,
 }

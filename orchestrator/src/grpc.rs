@@ -5,8 +5,10 @@ use chrono::{DateTime, NaiveTime, Utc};
 use prost::Message;
 use qapmap_proto::saga::v1 as api;
 use qapmap_proto::saga::v1::saga_service_server::SagaService;
+use qapmap_runtime::auth::{self, AuthorizedCall};
 use qapmap_runtime::pagination::PageRequest;
 use qapmap_runtime::{ApiError, date, decimal, idempotency, ids};
+use sqlx::{PgPool, Postgres, Transaction};
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 use uuid::Uuid;
@@ -15,12 +17,42 @@ use crate::context::{SagaContext, SagaInput};
 use crate::engine::{Engine, EngineError, StartRequest};
 use crate::machine::{Event, Refusal};
 use crate::sagas;
-use crate::store::{self, ListFilter, StoredSaga};
+use crate::store::{self, Initiator, ListFilter, StoredSaga};
 use crate::view::to_proto;
 
 #[derive(Debug, Clone)]
 pub struct SagaApi {
     pub engine: Engine,
+}
+
+macro_rules! method {
+    ($name:literal) => {
+        concat!("/qapmap.saga.v1.SagaService/", $name)
+    };
+}
+
+/// A read-only transaction confined to `company_id`, as
+/// `tenancy::begin` makes one but in a single round trip: GetSaga is polled
+/// by every client waiting for a saga. A `Uuid` prints as hex and hyphens
+/// only, so it is safe inside the literal.
+async fn confined_read(
+    pool: &PgPool,
+    company_id: Uuid,
+) -> Result<Transaction<'static, Postgres>, ApiError> {
+    let begin = format!(
+        "BEGIN READ ONLY; SET LOCAL ROLE {}; SET LOCAL qapmap.company_id = '{company_id}'",
+        qapmap_runtime::tenancy::APPLICATION_ROLE
+    );
+    Ok(pool.begin_with(sqlx::AssertSqlSafe(begin)).await?)
+}
+
+/// Who is starting a saga, from their verified token.
+fn initiator_of(call: &AuthorizedCall) -> Initiator {
+    Initiator {
+        subject: call.caller.subject.clone(),
+        roles: call.caller.roles_text(),
+        stakeholder_id: call.self_service(),
+    }
 }
 
 #[tonic::async_trait]
@@ -29,6 +61,10 @@ impl SagaService for SagaApi {
         &self,
         request: Request<api::StartExerciseRequest>,
     ) -> Result<Response<api::StartExerciseResponse>, Status> {
+        // An employee may start an exercise: the saga carries their
+        // stakeholder id, and equity's reservation step refuses an award
+        // that is not theirs.
+        let call = auth::authorized(&request)?;
         let request = request.into_inner();
         let company_id = ids::parse("company_id", &request.company_id)?;
         idempotency::validate_request_id(&request.request_id)?;
@@ -38,6 +74,7 @@ impl SagaService for SagaApi {
                 company_id,
                 &request.request_id,
                 request.encode_to_vec(),
+                (method!("StartExercise"), initiator_of(&call)),
                 &sagas::EXERCISE,
                 input,
             )
@@ -51,6 +88,14 @@ impl SagaService for SagaApi {
         &self,
         request: Request<api::StartBuybackRequest>,
     ) -> Result<Response<api::StartBuybackResponse>, Status> {
+        let call = auth::authorized(&request)?;
+        // The policy keeps employees out already; a buyback moves someone's
+        // shares, so it is never self-service, whatever the policy becomes.
+        if call.self_service().is_some() {
+            return Err(Status::permission_denied(
+                "a buyback cannot be started as self-service",
+            ));
+        }
         let request = request.into_inner();
         let company_id = ids::parse("company_id", &request.company_id)?;
         idempotency::validate_request_id(&request.request_id)?;
@@ -60,6 +105,7 @@ impl SagaService for SagaApi {
                 company_id,
                 &request.request_id,
                 request.encode_to_vec(),
+                (method!("StartBuyback"), initiator_of(&call)),
                 &sagas::BUYBACK,
                 input,
             )
@@ -73,15 +119,23 @@ impl SagaService for SagaApi {
         &self,
         request: Request<api::GetSagaRequest>,
     ) -> Result<Response<api::GetSagaResponse>, Status> {
+        let call = auth::authorized(&request)?;
         let request = request.into_inner();
         let company_id = ids::parse("company_id", &request.company_id)?;
         let saga_id = ids::parse("saga_id", &request.saga_id)?;
-        let mut connection = self.engine.pool.acquire().await.map_err(ApiError::from)?;
-        let stored = store::load(&mut connection, saga_id, false)
+        let mut transaction = confined_read(&self.engine.pool, company_id).await?;
+        let stored = store::load(&mut transaction, saga_id, false)
             .await
             .map_err(EngineError::from)?;
+        transaction.commit().await.map_err(ApiError::from)?;
+        // Another company's saga, or (for an employee) one they did not
+        // start for themselves, is as unknown as a missing one.
         let stored = stored
             .filter(|stored| stored.company_id == company_id)
+            .filter(|stored| {
+                call.self_service()
+                    .is_none_or(|own| stored.initiator.stakeholder_id == Some(own))
+            })
             .ok_or(EngineError::NotFound(saga_id))?;
         Ok(Response::new(api::GetSagaResponse {
             saga: Some(to_proto(&stored)),
@@ -92,12 +146,16 @@ impl SagaService for SagaApi {
         &self,
         request: Request<api::ListSagasRequest>,
     ) -> Result<Response<api::ListSagasResponse>, Status> {
+        let call = auth::authorized(&request)?;
         let request = request.into_inner();
-        let (filter, page) = list_filter(&request)?;
-        let mut connection = self.engine.pool.acquire().await.map_err(ApiError::from)?;
-        let mut rows = store::list(&mut connection, &filter)
+        let (mut filter, page) = list_filter(&request)?;
+        // Employees see only the sagas they started for themselves.
+        filter.initiator_stakeholder_id = call.self_service();
+        let mut transaction = confined_read(&self.engine.pool, filter.company_id).await?;
+        let mut rows = store::list(&mut transaction, &filter)
             .await
             .map_err(EngineError::from)?;
+        transaction.commit().await.map_err(ApiError::from)?;
         let next_page_token = page.finish(&mut rows, |saga: &StoredSaga| {
             format!("{}/{}", saga.created_at.timestamp_micros(), saga.id)
         });
@@ -116,7 +174,12 @@ impl SagaService for SagaApi {
         let saga_id = ids::parse("saga_id", &request.saga_id)?;
         let saga = self
             .engine
-            .operate(company_id, saga_id, Event::Retry)
+            .operate(
+                company_id,
+                saga_id,
+                (method!("RetrySaga"), &request.request_id),
+                Event::Retry,
+            )
             .await?;
         Ok(Response::new(api::RetrySagaResponse {
             saga: Some(to_proto(&saga)),
@@ -140,7 +203,12 @@ impl SagaService for SagaApi {
         };
         let saga = self
             .engine
-            .operate(company_id, saga_id, Event::Abort { reason })
+            .operate(
+                company_id,
+                saga_id,
+                (method!("AbortSaga"), &request.request_id),
+                Event::Abort { reason },
+            )
             .await?;
         Ok(Response::new(api::AbortSagaResponse {
             saga: Some(to_proto(&saga)),
@@ -154,6 +222,7 @@ impl SagaApi {
         company_id: Uuid,
         request_id: &str,
         request: Vec<u8>,
+        (method, initiator): (&str, Initiator),
         definition: &'static crate::definition::SagaDefinition,
         input: SagaInput,
     ) -> Result<api::Saga, EngineError> {
@@ -173,7 +242,8 @@ impl SagaApi {
                 company_id,
                 request_id,
                 request,
-                initiator: "",
+                method,
+                initiator,
                 definition,
                 context: SagaContext::new(input),
             })
@@ -241,6 +311,7 @@ fn list_filter(request: &api::ListSagasRequest) -> Result<(ListFilter, PageReque
     let after = page.after.as_deref().map(parse_cursor).transpose()?;
     let filter = ListFilter {
         company_id: ids::parse("company_id", &request.company_id)?,
+        initiator_stakeholder_id: None,
         state,
         saga_type,
         created_from,

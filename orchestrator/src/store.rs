@@ -9,13 +9,36 @@ use crate::context::SagaContext;
 use crate::machine::{Awaiting, Saga, SagaState, StepRecord, StepStatus};
 use crate::sagas;
 
+/// Who started a saga, as their token said: every command of the saga
+/// carries it, so services can check it again (and audit it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Initiator {
+    pub subject: String,
+    /// Comma-separated, as `Caller::roles_text` writes them.
+    pub roles: String,
+    /// Set when an employee started the saga for themselves: the saga is
+    /// confined to this stakeholder's own records.
+    pub stakeholder_id: Option<Uuid>,
+}
+
+impl Initiator {
+    /// The roles as a list, for the `Initiator` message.
+    pub fn role_list(&self) -> Vec<String> {
+        self.roles
+            .split(',')
+            .filter(|role| !role.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
 /// A saga with the facts that never change after it starts.
 #[derive(Debug, Clone)]
 pub struct StoredSaga {
     pub id: Uuid,
     pub company_id: Uuid,
     pub request_id: String,
-    pub initiator: String,
+    pub initiator: Initiator,
     pub trace_id: String,
     pub traceparent: String,
     pub created_at: DateTime<Utc>,
@@ -38,7 +61,7 @@ pub struct NewSaga<'a> {
     pub company_id: Uuid,
     pub request_id: &'a str,
     pub request: &'a [u8],
-    pub initiator: &'a str,
+    pub initiator: &'a Initiator,
     pub trace_id: &'a str,
     pub traceparent: &'a str,
 }
@@ -53,9 +76,9 @@ pub async fn insert(
         .map_err(|error| StoreError::Corrupt(error.to_string()))?;
     sqlx::query(
         "INSERT INTO sagas (id, company_id, saga_type, state, state_reason, request_id, request, context,
-                            cursor_step, attempts, awaiting, wake_at, initiator, trace_id, traceparent,
-                            created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16)",
+                            cursor_step, attempts, awaiting, wake_at, initiator, initiator_roles,
+                            initiator_stakeholder_id, trace_id, traceparent, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $18)",
     )
     .bind(new.id)
     .bind(new.company_id)
@@ -69,7 +92,9 @@ pub async fn insert(
     .bind(i32::try_from(saga.attempts).unwrap_or(i32::MAX))
     .bind(saga.awaiting.as_str())
     .bind(saga.wake_at)
-    .bind(new.initiator)
+    .bind(&new.initiator.subject)
+    .bind(&new.initiator.roles)
+    .bind(new.initiator.stakeholder_id)
     .bind(new.trace_id)
     .bind(new.traceparent)
     .bind(now)
@@ -149,7 +174,8 @@ fn cursor_as_i32(index: usize) -> i32 {
 
 const SAGA_COLUMNS: &str =
     "id, company_id, saga_type, state, state_reason, request_id, context, cursor_step,
-    attempts, awaiting, wake_at, initiator, trace_id, traceparent, created_at, updated_at";
+    attempts, awaiting, wake_at, initiator, initiator_roles, initiator_stakeholder_id, trace_id,
+    traceparent, created_at, updated_at";
 
 /// Loads one saga; `for_update` locks its row until the transaction ends.
 pub async fn load(
@@ -206,6 +232,8 @@ pub async fn lock_due(
 #[derive(Debug, Default, Clone)]
 pub struct ListFilter {
     pub company_id: Uuid,
+    /// Only sagas an employee started for themselves (self-service).
+    pub initiator_stakeholder_id: Option<Uuid>,
     pub state: Option<SagaState>,
     pub saga_type: Option<&'static str>,
     pub created_from: Option<DateTime<Utc>>,
@@ -227,6 +255,7 @@ pub async fn list(
            AND ($4::timestamptz IS NULL OR created_at >= $4)
            AND ($5::timestamptz IS NULL OR created_at < $5)
            AND ($6::timestamptz IS NULL OR (created_at, id) < ($6, $7))
+           AND ($9::uuid IS NULL OR initiator_stakeholder_id = $9)
          ORDER BY created_at DESC, id DESC
          LIMIT $8"
     );
@@ -239,6 +268,7 @@ pub async fn list(
         .bind(filter.after.map(|(created_at, _)| created_at))
         .bind(filter.after.map(|(_, id)| id))
         .bind(filter.limit)
+        .bind(filter.initiator_stakeholder_id)
         .fetch_all(&mut *connection)
         .await?;
     let mut sagas = Vec::with_capacity(rows.len());
@@ -280,7 +310,11 @@ async fn from_row(
         id,
         company_id: row.try_get("company_id")?,
         request_id: row.try_get("request_id")?,
-        initiator: row.try_get("initiator")?,
+        initiator: Initiator {
+            subject: row.try_get("initiator")?,
+            roles: row.try_get("initiator_roles")?,
+            stakeholder_id: row.try_get("initiator_stakeholder_id")?,
+        },
         trace_id: row.try_get("trace_id")?,
         traceparent: row.try_get("traceparent")?,
         created_at: row.try_get("created_at")?,
