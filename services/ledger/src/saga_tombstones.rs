@@ -22,8 +22,10 @@ pub async fn lock_step(connection: &mut PgConnection, saga: SagaStep) -> sqlx::R
     Ok(())
 }
 
-/// True when the step was compensated before it was applied. Not scoped by
-/// company: a saga id names one saga, whatever company a command claims.
+/// True when the step was compensated before it was applied. Not filtered
+/// by company: a saga id names one saga. Under row-level security (saga
+/// commands run confined) only the command's company's tombstones show,
+/// which are the only ones its saga can have.
 pub async fn exists(connection: &mut PgConnection, saga: SagaStep) -> sqlx::Result<bool> {
     sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM saga_step_tombstones WHERE saga_id = $1 AND step = $2)",

@@ -1,14 +1,46 @@
 //! Loading the cap table from Postgres as of an effective date, in one
 //! REPEATABLE READ snapshot so the sequence numbers match the rows.
+//!
+//! Every read is confined to the company (row-level security, as
+//! `qapmap_runtime::tenancy` does it), with the confinement folded into a
+//! statement the read sends anyway: the cached path stays one round trip.
 
 use std::collections::BTreeMap;
 
 use chrono::NaiveDate;
+use qapmap_runtime::tenancy::APPLICATION_ROLE;
 use rust_decimal::Decimal;
-use sqlx::{Connection, PgConnection};
+use sqlx::{Connection, PgConnection, Row};
 use uuid::Uuid;
 
 use super::{CapTable, Holder, Position, compute};
+
+/// Statements that confine the rest of the current transaction to
+/// `company_id`, for a simple (multi-statement) query. A `Uuid` prints as
+/// hex and hyphens only, so it is safe inside the literal.
+pub fn confine_statements(company_id: Uuid) -> String {
+    format!("SET LOCAL ROLE {APPLICATION_ROLE}; SET LOCAL qapmap.company_id = '{company_id}'")
+}
+
+/// [`versions`] in one round trip confined to the company: the lookup in
+/// front of the Redis cache. The statements of one simple query run in one
+/// implicit transaction, so the `SET LOCAL`s cover the `SELECT` and end with it.
+pub async fn confined_versions(
+    connection: &mut PgConnection,
+    company_id: Uuid,
+) -> sqlx::Result<(i64, i64)> {
+    let sql = format!(
+        "{}; SELECT last_sequence, projection_version FROM ledgers WHERE company_id = '{company_id}'",
+        confine_statements(company_id)
+    );
+    let row = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+        .fetch_optional(&mut *connection)
+        .await?;
+    match row {
+        Some(row) => Ok((row.try_get(0)?, row.try_get(1)?)),
+        None => Ok((0, 0)),
+    }
+}
 
 /// The company's ledger sequence and projection version (0, 0 when new).
 pub async fn versions(connection: &mut PgConnection, company_id: Uuid) -> sqlx::Result<(i64, i64)> {
@@ -27,10 +59,11 @@ pub async fn load(
     company_id: Uuid,
     as_of: NaiveDate,
 ) -> sqlx::Result<CapTable> {
-    let mut tx = connection.begin().await?;
-    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        .execute(&mut *tx)
-        .await?;
+    let begin = format!(
+        "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; {}",
+        confine_statements(company_id)
+    );
+    let mut tx = connection.begin_with(sqlx::AssertSqlSafe(begin)).await?;
     let (sequence, version) = versions(&mut tx, company_id).await?;
     let mut positions: BTreeMap<(Uuid, bool, Uuid), Position> = BTreeMap::new();
     let shares: Vec<(Uuid, Uuid, Decimal)> = sqlx::query_as(

@@ -1,7 +1,8 @@
 //! Feeds the equity service's domain events to the options projection
 //! ([`crate::apply_equity_event`]) in the consumer's transaction. The
 //! projection is idempotent by event id, so an event re-published under a
-//! new message id still counts once.
+//! new message id still counts once. Each event is applied in a
+//! transaction confined to its company (row-level security).
 
 use prost::Message;
 use qapmap_proto::messaging::v1::DomainEvent;
@@ -9,6 +10,7 @@ use qapmap_runtime::consumer::{
     ConsumerConfig, Handled, HandlerError, MessageHandler, ReceivedMessage,
 };
 use qapmap_runtime::messaging::{StreamKind, Subjects};
+use qapmap_runtime::{ids, tenancy};
 use sqlx::PgConnection;
 use tracing::Instrument;
 
@@ -50,6 +52,11 @@ async fn apply(
     transaction: &mut PgConnection,
     event: &DomainEvent,
 ) -> Result<Handled, HandlerError> {
+    let company_id = ids::parse("company_id", &event.company_id)
+        .map_err(|error| HandlerError::Poison(anyhow::anyhow!("{error}")))?;
+    tenancy::confine(transaction, company_id)
+        .await
+        .map_err(|error| HandlerError::Retry(error.into()))?;
     match equity_projection::apply_equity_event(transaction, event).await {
         Ok(_) => Ok(Handled::Done),
         // Events of one plan may arrive out of order (a redelivered message

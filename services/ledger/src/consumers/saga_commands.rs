@@ -10,12 +10,18 @@
 //! Malformed envelopes, and commands or compensation flags the ledger does
 //! not handle, are poison (dead letters); malformed fields inside a known
 //! command are refused with `invalid_argument`, so the saga can move on.
+//!
+//! The transaction is confined to the command's company (row-level security)
+//! before the savepoint: a setting made inside a savepoint would be undone
+//! with it. Each applied step leaves an audit record naming the saga's
+//! initiator.
 
 use prost::Message;
 use qapmap_proto::ledger::v1 as ledger;
 use qapmap_proto::messaging::v1::SagaCommand;
 use qapmap_proto::messaging::v1::saga_command::Command;
 use qapmap_proto::messaging::v1::saga_reply::Result as ReplyResult;
+use qapmap_runtime::audit::{self, Actor};
 use qapmap_runtime::consumer::{
     ConsumerConfig, Handled, HandlerError, MessageHandler, ReceivedMessage,
 };
@@ -23,7 +29,7 @@ use qapmap_runtime::decimal::{self, Money};
 use qapmap_runtime::messaging::{StreamKind, Subjects};
 use qapmap_runtime::outbox::OutboxMessage;
 use qapmap_runtime::saga_reply;
-use qapmap_runtime::{ApiError, date, ids};
+use qapmap_runtime::{ApiError, date, ids, tenancy};
 use rust_decimal::Decimal;
 use sqlx::{Connection, PgConnection};
 use tracing::Instrument;
@@ -71,8 +77,16 @@ impl MessageHandler for SagaCommandHandler {
                     .map_err(|error| poison(error.to_string()))?,
                 step: command.step,
             };
+            tenancy::confine(transaction, company_id).await?;
             let outcome = match Step::parse(&command)? {
-                Ok(step) => self.run(transaction, company_id, saga, step).await?,
+                Ok(step) => {
+                    let audited = AuditedStep::of(&command);
+                    let outcome = self.run(transaction, company_id, saga, step).await?;
+                    if matches!(outcome, Outcome::Succeeded(_)) {
+                        audited.record(transaction, company_id).await?;
+                    }
+                    outcome
+                }
                 Err(invalid) => Outcome::rejected("invalid_argument", invalid.to_string()),
             };
             if let Outcome::Rejected { reason_code, .. } = &outcome {
@@ -118,6 +132,55 @@ impl SagaCommandHandler {
             }
             Err(SagaError::Database(error)) => Err(HandlerError::Retry(error.into())),
         }
+    }
+}
+
+/// What the audit trail records of an applied step: who started the saga
+/// (the orchestrator when the command names nobody), the command, and the
+/// step as `<saga id>/<step>[/compensation]`.
+struct AuditedStep {
+    actor: Actor,
+    method: String,
+    request_id: String,
+}
+
+impl AuditedStep {
+    fn of(command: &SagaCommand) -> Self {
+        let initiator = command
+            .initiator
+            .as_ref()
+            .filter(|initiator| !initiator.subject.is_empty());
+        let actor = match initiator {
+            Some(initiator) => Actor {
+                subject: initiator.subject.clone(),
+                roles: initiator.roles.join(","),
+            },
+            None => Actor {
+                subject: "orchestrator".to_owned(),
+                roles: String::new(),
+            },
+        };
+        let name = command.command.as_ref().map_or("unknown", command_name);
+        let mut request_id = format!("{}/{}", command.saga_id, command.step);
+        if command.compensation {
+            request_id.push_str("/compensation");
+        }
+        Self {
+            actor,
+            method: format!("saga:{name}"),
+            request_id,
+        }
+    }
+
+    async fn record(&self, transaction: &mut PgConnection, company_id: Uuid) -> sqlx::Result<()> {
+        audit::record(
+            transaction,
+            company_id,
+            &self.actor,
+            &self.method,
+            &self.request_id,
+        )
+        .await
     }
 }
 

@@ -8,6 +8,7 @@ mod queries;
 use qapmap_proto::ledger::v1 as proto;
 use qapmap_proto::ledger::v1::ledger_service_server::LedgerService;
 use qapmap_runtime::ApiError;
+use qapmap_runtime::auth;
 use qapmap_runtime::idempotency::{self, RequestKey};
 use qapmap_runtime::messaging::Subjects;
 use sqlx::{PgPool, Postgres, Transaction};
@@ -27,8 +28,9 @@ pub(crate) struct LedgerApi {
 }
 
 impl LedgerApi {
-    /// Opens the transaction of a mutating call; a repeat of a handled
-    /// request returns its stored response instead.
+    /// Opens the transaction of a mutating call, confined to the request's
+    /// company by `idempotency::begin`; a repeat of a handled request
+    /// returns its stored response instead.
     async fn open<R: prost::Message + Default>(
         &self,
         key: &RequestKey,
@@ -122,7 +124,8 @@ impl LedgerService for LedgerApi {
         &self,
         request: Request<proto::GetBalanceRequest>,
     ) -> Result<Response<proto::GetBalanceResponse>, Status> {
-        Ok(self.balance(request.into_inner()).await?)
+        let call = auth::authorized(&request)?;
+        Ok(self.balance(&call, request.into_inner()).await?)
     }
     async fn get_cap_table(
         &self,
@@ -134,7 +137,8 @@ impl LedgerService for LedgerApi {
         &self,
         request: Request<proto::GetStatementRequest>,
     ) -> Result<Response<proto::GetStatementResponse>, Status> {
-        Ok(self.statement(request.into_inner()).await?)
+        let call = auth::authorized(&request)?;
+        Ok(self.statement(&call, request.into_inner()).await?)
     }
 }
 

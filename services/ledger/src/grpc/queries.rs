@@ -1,13 +1,18 @@
-//! The read-only calls.
+//! The read-only calls. Each runs its queries in a transaction confined to
+//! the request's company (row-level security behind the `company_id`
+//! filters); employees reach only their own balance and statement.
 
 use prost::Message;
 use qapmap_proto::ledger::v1 as proto;
+use qapmap_runtime::auth::AuthorizedCall;
 use qapmap_runtime::pagination::PageRequest;
 use qapmap_runtime::{ApiError, date, decimal, ids};
 use rust_decimal::Decimal;
+use sqlx::{Postgres, Transaction};
 use tonic::Response;
 
 use super::LedgerApi;
+use crate::accounts::Owner;
 use crate::cap_table::cache::CacheKey;
 use crate::cap_table::{self, CapTable, Holder};
 use crate::convert::{self, entry_to_proto};
@@ -17,16 +22,32 @@ use crate::{accounts, statement};
 type ApiResponse<T> = Result<Response<T>, ApiError>;
 
 impl LedgerApi {
+    /// A read-only transaction confined to `company_id`, as
+    /// `tenancy::begin` makes one but begun in a single round trip (reads
+    /// are the frequent calls).
+    async fn confined_read(
+        &self,
+        company_id: uuid::Uuid,
+    ) -> Result<Transaction<'static, Postgres>, ApiError> {
+        let begin = format!(
+            "BEGIN READ ONLY; {}",
+            cap_table::query::confine_statements(company_id)
+        );
+        Ok(self.pool.begin_with(sqlx::AssertSqlSafe(begin)).await?)
+    }
+}
+
+impl LedgerApi {
     pub(super) async fn entry(
         &self,
         request: proto::GetEntryRequest,
     ) -> ApiResponse<proto::GetEntryResponse> {
         let company_id = ids::parse("company_id", &request.company_id)?;
         let entry_id = ids::parse("entry_id", &request.entry_id)?;
-        let mut connection = self.pool.acquire().await?;
-        let entry = reading::find_by_id(&mut connection, company_id, entry_id)
-            .await?
-            .ok_or_else(|| ApiError::not_found("entry", entry_id.to_string()))?;
+        let mut transaction = self.confined_read(company_id).await?;
+        let entry = reading::find_by_id(&mut transaction, company_id, entry_id).await?;
+        transaction.commit().await?;
+        let entry = entry.ok_or_else(|| ApiError::not_found("entry", entry_id.to_string()))?;
         Ok(Response::new(proto::GetEntryResponse {
             entry: Some(entry_to_proto(&entry)),
         }))
@@ -44,9 +65,10 @@ impl LedgerApi {
             })?,
             None => 0,
         };
-        let mut connection = self.pool.acquire().await?;
+        let mut transaction = self.confined_read(company_id).await?;
         let mut entries =
-            reading::list(&mut connection, company_id, after, page.fetch_limit()).await?;
+            reading::list(&mut transaction, company_id, after, page.fetch_limit()).await?;
+        transaction.commit().await?;
         let next_page_token = page.finish(&mut entries, |entry| entry.sequence.to_string());
         Ok(Response::new(proto::ListEntriesResponse {
             entries: entries.iter().map(entry_to_proto).collect(),
@@ -56,13 +78,23 @@ impl LedgerApi {
 
     pub(super) async fn balance(
         &self,
+        call: &AuthorizedCall,
         request: proto::GetBalanceRequest,
     ) -> ApiResponse<proto::GetBalanceResponse> {
         let company_id = ids::parse("company_id", &request.company_id)?;
         let account = convert::parse_account("account", request.account.as_ref())?;
         let as_of = date::effective_or_today("as_of", request.as_of.as_ref())?;
-        let mut connection = self.pool.acquire().await?;
-        let Some(account_id) = accounts::find(&mut connection, company_id, &account).await? else {
+        // An employee holds only their own stakeholder accounts; the
+        // company's system accounts are not theirs either.
+        if call.self_service().is_some() {
+            match account.owner {
+                Owner::Stakeholder(owner) => call.require_own("account", owner, owner)?,
+                Owner::System(_) => return Err(ApiError::not_found("account", "system")),
+            }
+        }
+        let mut transaction = self.confined_read(company_id).await?;
+        let Some(account_id) = accounts::find(&mut transaction, company_id, &account).await? else {
+            transaction.commit().await?;
             return Ok(Response::new(balance_response(
                 Decimal::ZERO,
                 Decimal::ZERO,
@@ -75,8 +107,9 @@ impl LedgerApi {
         )
         .bind(account_id)
         .bind(as_of)
-        .fetch_one(&mut *connection)
+        .fetch_one(&mut *transaction)
         .await?;
+        transaction.commit().await?;
         Ok(Response::new(balance_response(balance, held)))
     }
 
@@ -103,7 +136,7 @@ impl LedgerApi {
         let cacheable = as_of == date::today();
         if cacheable {
             let (ledger_sequence, projection_version) =
-                cap_table::query::versions(&mut connection, company_id).await?;
+                cap_table::query::confined_versions(&mut connection, company_id).await?;
             let key = CacheKey {
                 company_id,
                 as_of,
@@ -132,25 +165,28 @@ impl LedgerApi {
 
     pub(super) async fn statement(
         &self,
+        call: &AuthorizedCall,
         request: proto::GetStatementRequest,
     ) -> ApiResponse<proto::GetStatementResponse> {
         let company_id = ids::parse("company_id", &request.company_id)?;
         let stakeholder_id = ids::parse("stakeholder_id", &request.stakeholder_id)?;
+        call.require_own("stakeholder", stakeholder_id, stakeholder_id)?;
         let page = PageRequest::parse(request.page_size, &request.page_token)?;
         let after = page
             .after
             .as_deref()
             .map(parse_statement_token)
             .transpose()?;
-        let mut connection = self.pool.acquire().await?;
+        let mut transaction = self.confined_read(company_id).await?;
         let mut lines = statement::load(
-            &mut connection,
+            &mut transaction,
             company_id,
             stakeholder_id,
             after,
             page.fetch_limit(),
         )
         .await?;
+        transaction.commit().await?;
         let next_page_token = page.finish(&mut lines, statement::StatementLine::key);
         let lines = lines
             .iter()

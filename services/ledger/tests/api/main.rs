@@ -12,3 +12,5 @@ mod invariants;
 mod ocf_tutorial;
 mod saga_commands;
 mod saga_operations;
+mod self_service;
+mod tenancy;
