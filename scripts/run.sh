@@ -73,7 +73,10 @@ wait_service() {
   while ((tries-- > 0)); do
     port_open "$port" && return 0
     if ! kill -0 "$pid" 2>/dev/null; then
-      infra_log "$service exited during start-up; the end of its log:"
+      infra_log "$service exited during start-up; its errors and the end of its log:"
+      # A Rust error ends in a backtrace: show the lines that say what went wrong first.
+      grep -m 10 -E 'panicked|"level":"ERROR"|^Error:|^Caused by|^    [0-9]+: [^ ]' "$LOG_DIR/$service.log" \
+        | grep -v -E '^ +[0-9]+: (std|core|tokio|<|__)' | cut -c1-400 >&2 || true
       tail -n 5 "$LOG_DIR/$service.log" | cut -c1-400 >&2
       exit 1
     fi
