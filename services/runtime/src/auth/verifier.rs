@@ -4,8 +4,9 @@
 //! An unknown `kid` re-reads the JWKS file (at most every
 //! [`RELOAD_INTERVAL`]), so keys rotate by replacing the file.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::jwk::JwkSet;
@@ -19,6 +20,9 @@ use crate::settings::AuthSettings;
 pub const RELOAD_INTERVAL: Duration = Duration::from_secs(30);
 /// Clock skew tolerated on `exp` and `nbf`.
 const LEEWAY_SECONDS: u64 = 30;
+/// Verified tokens remembered, so a client's repeated calls skip the
+/// signature check; the cache is emptied when full and when keys reload.
+const VERIFIED_CACHE_CAPACITY: usize = 10_000;
 /// Tokens longer than this are refused before any parsing.
 pub const MAX_TOKEN_LENGTH: usize = 8 * 1024;
 
@@ -57,6 +61,8 @@ pub struct TokenVerifier {
     hs256: Option<DecodingKey>,
     issuer: Option<String>,
     audience: Option<String>,
+    /// Token -> its caller and expiry, for tokens that verified.
+    verified: RwLock<HashMap<String, (Caller, u64)>>,
 }
 
 impl std::fmt::Debug for TokenVerifier {
@@ -103,6 +109,7 @@ impl TokenVerifier {
                 .map(|secret| DecodingKey::from_secret(secret.as_bytes())),
             issuer: settings.issuer.clone(),
             audience: settings.audience.clone(),
+            verified: RwLock::new(HashMap::new()),
         })
     }
 
@@ -114,6 +121,31 @@ impl TokenVerifier {
         if token.len() > MAX_TOKEN_LENGTH {
             return Err(TokenError::Malformed);
         }
+        let remembered = self
+            .verified
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .get(token)
+            .cloned();
+        if let Some((caller, expires)) = remembered {
+            if super::signing::unix_now() > expires + LEEWAY_SECONDS {
+                return Err(TokenError::Expired);
+            }
+            return Ok(caller);
+        }
+        let (caller, expires) = self.verify_signature(token)?;
+        let mut verified = self
+            .verified
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner());
+        if verified.len() >= VERIFIED_CACHE_CAPACITY {
+            verified.clear();
+        }
+        verified.insert(token.to_owned(), (caller.clone(), expires));
+        Ok(caller)
+    }
+
+    fn verify_signature(&self, token: &str) -> Result<(Caller, u64), TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
         let key = match header.alg {
             Algorithm::HS256 => self.hs256.clone().ok_or(TokenError::AlgorithmNotAccepted)?,
@@ -149,7 +181,12 @@ impl TokenVerifier {
                 _ => TokenError::Malformed,
             }
         })?;
-        data.claims.into_caller().map_err(TokenError::InvalidClaims)
+        let expires = data.claims.exp;
+        let caller = data
+            .claims
+            .into_caller()
+            .map_err(TokenError::InvalidClaims)?;
+        Ok((caller, expires))
     }
 
     fn key_for(&self, kid: Option<&str>, algorithm: Algorithm) -> Result<DecodingKey, TokenError> {
@@ -192,7 +229,14 @@ impl TokenVerifier {
         }
         key_set.loaded_at = Instant::now();
         match load_jwks(path) {
-            Ok(keys) if !keys.is_empty() => key_set.keys = keys,
+            Ok(keys) if !keys.is_empty() => {
+                key_set.keys = keys;
+                // A removed key must stop its tokens now, not at their expiry.
+                self.verified
+                    .write()
+                    .unwrap_or_else(|poison| poison.into_inner())
+                    .clear();
+            }
             Ok(_) => {
                 tracing::warn!(path = %path.display(), "the JWKS file holds no usable key; keeping the old keys")
             }
@@ -224,4 +268,95 @@ fn load_jwks(path: &PathBuf) -> anyhow::Result<Vec<(Option<String>, Algorithm, D
         keys.push((jwk.common.key_id.clone(), algorithm, key));
     }
     Ok(keys)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::auth::claims::Claims;
+    use crate::auth::signing::{TokenSigner, unix_now};
+
+    fn verifier_for(signer: &TokenSigner) -> TokenVerifier {
+        let path = std::env::temp_dir().join(format!("qapmap-jwks-{}.json", uuid::Uuid::new_v4()));
+        signer.write_jwks(&path).expect("write jwks");
+        let settings = AuthSettings {
+            jwks_file: Some(path),
+            ..AuthSettings::default()
+        };
+        TokenVerifier::from_settings(&settings).expect("verifier")
+    }
+
+    fn claims() -> Claims {
+        Claims {
+            sub: "ada".to_owned(),
+            companies: vec!["*".to_owned()],
+            roles: vec!["admin".to_owned()],
+            ..Claims::default()
+        }
+    }
+
+    #[test]
+    fn a_signed_token_verifies_and_stays_verified_from_the_cache() {
+        let signer = TokenSigner::generate("k1");
+        let verifier = verifier_for(&signer);
+        let token = signer.sign_for(claims(), Duration::from_secs(60));
+        assert_eq!(verifier.verify(&token).expect("valid").subject, "ada");
+        assert_eq!(verifier.verify(&token).expect("cached").subject, "ada");
+    }
+
+    #[test]
+    fn expired_forged_and_hs256_tokens_are_refused() {
+        let signer = TokenSigner::generate("k1");
+        let verifier = verifier_for(&signer);
+        let mut expired = claims();
+        expired.exp = unix_now() - 120;
+        assert!(matches!(
+            verifier.verify(&signer.sign(&expired)),
+            Err(TokenError::Expired)
+        ));
+
+        let stranger = TokenSigner::generate("k1");
+        let forged = stranger.sign_for(claims(), Duration::from_secs(60));
+        assert!(matches!(
+            verifier.verify(&forged),
+            Err(TokenError::BadSignature)
+        ));
+
+        let hs256 = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(Algorithm::HS256),
+            &Claims {
+                exp: unix_now() + 60,
+                ..claims()
+            },
+            &jsonwebtoken::EncodingKey::from_secret(b"0123456789abcdef0123456789abcdef"),
+        )
+        .expect("encode");
+        assert!(matches!(
+            verifier.verify(&hs256),
+            Err(TokenError::AlgorithmNotAccepted)
+        ));
+        assert!(matches!(verifier.verify(""), Err(TokenError::Missing)));
+    }
+
+    #[test]
+    fn a_cached_token_is_refused_once_it_expires() {
+        let signer = TokenSigner::generate("k1");
+        let verifier = verifier_for(&signer);
+        // Expired 10 s ago: within the leeway, so it verifies and is cached.
+        let mut claims = claims();
+        claims.exp = unix_now() - 10;
+        let token = signer.sign(&claims);
+        verifier.verify(&token).expect("within the leeway");
+        // Pretend time passed beyond the leeway by rewriting the cached expiry.
+        verifier
+            .verified
+            .write()
+            .expect("lock")
+            .get_mut(&token)
+            .expect("cached")
+            .1 = unix_now() - LEEWAY_SECONDS - 1;
+        assert!(matches!(verifier.verify(&token), Err(TokenError::Expired)));
+    }
 }
