@@ -98,14 +98,18 @@ impl EquityService for EquityApi {
         &self,
         request: Request<proto::GetAwardRequest>,
     ) -> Result<Response<proto::GetAwardResponse>, Status> {
-        respond(awards::get(&self.equity, request.into_inner()).await)
+        // Employees may call it about themselves only (see `awards::get`).
+        let caller = qapmap_runtime::auth::authorized(&request)?;
+        respond(awards::get(&self.equity, &caller, request.into_inner()).await)
     }
 
     async fn list_awards(
         &self,
         request: Request<proto::ListAwardsRequest>,
     ) -> Result<Response<proto::ListAwardsResponse>, Status> {
-        respond(awards::list(&self.equity, request.into_inner()).await)
+        // Employees may call it about themselves only (see `awards::list`).
+        let caller = qapmap_runtime::auth::authorized(&request)?;
+        respond(awards::list(&self.equity, &caller, request.into_inner()).await)
     }
 
     async fn surrender_award(

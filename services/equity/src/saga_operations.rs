@@ -132,6 +132,22 @@ impl StepOutcome {
     }
 }
 
+/// The reason code of an employee's saga reaching for someone else's award
+/// (or shares).
+pub const NOT_OWN_AWARD: &str = "not_own_award";
+
+/// Refuses a step of an employee's own saga (`owner`: their stakeholder id)
+/// that concerns another stakeholder's records.
+fn refuse_unless_own(owner: Option<Uuid>, stakeholder_id: Uuid) -> Result<(), SagaError> {
+    match owner {
+        Some(own) if own != stakeholder_id => Err(SagaError::rejected(
+            NOT_OWN_AWARD,
+            "the saga's initiator may only act on their own awards and shares",
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Refuses a forward step whose compensation already ran (see the module docs).
 async fn refuse_if_compensated(
     connection: &mut PgConnection,
@@ -209,7 +225,8 @@ struct OptionReservationRow {
 
 /// Exercise step 1: holds `quantity` options of the award when vested −
 /// exercised − reserved covers it, the award has not expired and the date is
-/// inside the post-termination window.
+/// inside the post-termination window. With `owner` (an employee's own
+/// saga), only an award of that stakeholder ([`NOT_OWN_AWARD`] otherwise).
 pub async fn reserve_options(
     connection: &mut PgConnection,
     subjects: &Subjects,
@@ -217,6 +234,7 @@ pub async fn reserve_options(
     award_id: Uuid,
     quantity: Decimal,
     exercise_date: NaiveDate,
+    owner: Option<Uuid>,
 ) -> Result<OptionReservation, SagaError> {
     saga_tombstones::lock_step(connection, step).await?;
     refuse_if_compensated(connection, step).await?;
@@ -227,7 +245,10 @@ pub async fn reserve_options(
                 "this saga step reserved something else",
             ));
         }
-        return option_result(connection, step.company_id, existing.id, award_id, quantity).await;
+        let result =
+            option_result(connection, step.company_id, existing.id, award_id, quantity).await?;
+        refuse_unless_own(owner, result.stakeholder_id)?;
+        return Ok(result);
     }
     if quantity <= Decimal::ZERO {
         return Err(SagaError::rejected(
@@ -236,6 +257,7 @@ pub async fn reserve_options(
         ));
     }
     let mut award = awards::load(connection, step.company_id, award_id, true).await?;
+    refuse_unless_own(owner, award.stakeholder_id)?;
     check_exercisable(&award, quantity, exercise_date)?;
     let loaded_version = award.version;
     let reservation_id = Uuid::now_v7();
@@ -592,13 +614,16 @@ pub struct RepurchaseRequest {
 }
 
 /// Buyback step 1: holds capacity when the date is in the program's window,
-/// the price is at most its maximum, and the cap is not exhausted.
+/// the price is at most its maximum, and the cap is not exhausted. With
+/// `owner` (an employee's own saga), only for that stakeholder's shares.
 pub async fn reserve_repurchase(
     connection: &mut PgConnection,
     subjects: &Subjects,
     step: SagaStep,
     request: RepurchaseRequest,
+    owner: Option<Uuid>,
 ) -> Result<RepurchaseReservation, SagaError> {
+    refuse_unless_own(owner, request.stakeholder_id)?;
     saga_tombstones::lock_step(connection, step).await?;
     refuse_if_compensated(connection, step).await?;
     let existing: Option<(Uuid, Uuid, Decimal)> = sqlx::query_as(

@@ -6,8 +6,8 @@
 use uuid::Uuid;
 
 use crate::payment::{
-    Direction, IdempotencyKey, Payment, PaymentAmount, PaymentError, PaymentIntent, PaymentStatus,
-    Payments,
+    Direction, IdempotencyKey, Payment, PaymentAmount, PaymentAudit, PaymentError, PaymentIntent,
+    PaymentStatus, Payments,
 };
 
 /// One saga step's payment command.
@@ -18,6 +18,9 @@ pub struct SagaPayment {
     pub step: u32,
     pub stakeholder_id: Uuid,
     pub amount: PaymentAmount,
+    /// The audit record written with the payment's outcome (who started
+    /// the saga); None writes none.
+    pub audit: Option<PaymentAudit>,
 }
 
 /// A payment that moved money.
@@ -90,6 +93,7 @@ async fn execute(
         direction,
         amount: command.amount,
         key: IdempotencyKey::for_saga_step(command.saga_id, command.step),
+        audit: command.audit.clone(),
     };
     let payment = payments.execute(&intent).await.map_err(classify)?;
     receipt(payment)

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use chrono::NaiveDate;
 use qapmap_proto::equity::v1 as proto;
 use qapmap_proto::messaging::v1::domain_event::Event;
+use qapmap_runtime::auth::AuthorizedCall;
 use qapmap_runtime::decimal::Money;
 use qapmap_runtime::idempotency::RequestKey;
 use qapmap_runtime::messaging::Subjects;
@@ -181,15 +182,21 @@ pub(crate) async fn record_award_event(
     .await
 }
 
+/// One award with its position on `as_of`. `caller` is the call's
+/// authorization: an employee (self-service) sees only their own awards,
+/// anyone else's is NOT_FOUND as if it did not exist.
 pub async fn get(
     equity: &Equity,
+    caller: &AuthorizedCall,
     request: proto::GetAwardRequest,
 ) -> Result<proto::GetAwardResponse, CommandError> {
     let company_id = ids::parse("company_id", &request.company_id)?;
     let id = ids::parse("award_id", &request.award_id)?;
     let as_of = date::effective_or_today("as_of", request.as_of.as_ref())?;
-    let mut connection = equity.pool.acquire().await?;
+    let mut connection = super::read(equity, company_id).await?;
     let award = load(&mut connection, company_id, id, false).await?;
+    connection.commit().await?;
+    caller.require_own("award", id, award.stakeholder_id)?;
     Ok(proto::GetAwardResponse {
         award: Some(convert::award_to_proto(&award)),
         position: Some(convert::position_to_proto(&award.position(as_of))),
@@ -201,12 +208,15 @@ pub async fn get(
     })
 }
 
+/// A page of the company's awards. An employee's list is forced to their
+/// own stakeholder: a filter naming someone else finds nothing.
 pub async fn list(
     equity: &Equity,
+    caller: &AuthorizedCall,
     request: proto::ListAwardsRequest,
 ) -> Result<proto::ListAwardsResponse, CommandError> {
     let company_id = ids::parse("company_id", &request.company_id)?;
-    let filter = AwardFilter {
+    let mut filter = AwardFilter {
         plan_id: ids::optional("plan_id", &request.plan_id)?,
         stakeholder_id: ids::optional("stakeholder_id", &request.stakeholder_id)?,
     };
@@ -216,7 +226,13 @@ pub async fn list(
         .as_deref()
         .map(|key| ids::parse("page_token", key))
         .transpose()?;
-    let mut connection = equity.pool.acquire().await?;
+    if let Some(own) = caller.self_service() {
+        if filter.stakeholder_id.is_some_and(|asked| asked != own) {
+            return Ok(proto::ListAwardsResponse::default());
+        }
+        filter.stakeholder_id = Some(own);
+    }
+    let mut connection = super::read(equity, company_id).await?;
     let mut awards = store::awards_page(
         &mut connection,
         company_id,
@@ -225,6 +241,7 @@ pub async fn list(
         page.fetch_limit(),
     )
     .await?;
+    connection.commit().await?;
     let next_page_token = page.finish(&mut awards, |award| award.id.to_string());
     Ok(proto::ListAwardsResponse {
         awards: awards.iter().map(convert::award_to_proto).collect(),

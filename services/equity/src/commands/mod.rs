@@ -15,6 +15,7 @@ use prost::Message;
 use qapmap_runtime::ApiError;
 use qapmap_runtime::idempotency::{self, RequestKey};
 use qapmap_runtime::messaging::Subjects;
+use qapmap_runtime::tenancy;
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
@@ -86,6 +87,16 @@ pub async fn start<R: Message + Default>(
         Some(stored) => Ok(Started::Repeat(stored)),
         None => Ok(Started::Fresh(transaction)),
     }
+}
+
+/// A query's transaction, confined to `company_id` (row-level security,
+/// see `qapmap_runtime::tenancy`): reads hold the same second line as
+/// commands. Commit it once read.
+pub async fn read(
+    equity: &Equity,
+    company_id: Uuid,
+) -> Result<Transaction<'static, Postgres>, CommandError> {
+    Ok(tenancy::begin(&equity.pool, company_id).await?)
 }
 
 /// Stores the response with the request id and commits.

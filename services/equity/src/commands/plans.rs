@@ -183,8 +183,9 @@ pub async fn get(
 ) -> Result<proto::GetEquityPlanResponse, CommandError> {
     let company_id = ids::parse("company_id", &request.company_id)?;
     let id = ids::parse("plan_id", &request.plan_id)?;
-    let mut connection = equity.pool.acquire().await?;
+    let mut connection = super::read(equity, company_id).await?;
     let plan = load(&mut connection, company_id, id, false).await?;
+    connection.commit().await?;
     Ok(proto::GetEquityPlanResponse {
         plan: Some(plan.to_proto()?),
         pool: Some(plan.pool_summary()),
@@ -202,9 +203,10 @@ pub async fn list(
         .as_deref()
         .map(|key| ids::parse("page_token", key))
         .transpose()?;
-    let mut connection = equity.pool.acquire().await?;
+    let mut connection = super::read(equity, company_id).await?;
     let mut rows =
         store::plans_page(&mut connection, company_id, after, page.fetch_limit()).await?;
+    connection.commit().await?;
     let next_page_token = page.finish(&mut rows, |row| row.id.to_string());
     let plans = rows
         .iter()

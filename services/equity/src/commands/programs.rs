@@ -89,8 +89,9 @@ pub async fn get(
 ) -> Result<proto::GetRepurchaseProgramResponse, CommandError> {
     let company_id = ids::parse("company_id", &request.company_id)?;
     let id = ids::parse("program_id", &request.program_id)?;
-    let mut connection = equity.pool.acquire().await?;
+    let mut connection = super::read(equity, company_id).await?;
     let program = load(&mut connection, company_id, id).await?;
+    connection.commit().await?;
     Ok(proto::GetRepurchaseProgramResponse {
         program: Some(program),
     })

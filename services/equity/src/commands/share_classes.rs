@@ -152,8 +152,9 @@ pub async fn get(
 ) -> Result<proto::GetShareClassResponse, CommandError> {
     let company_id = ids::parse("company_id", &request.company_id)?;
     let id = ids::parse("share_class_id", &request.share_class_id)?;
-    let mut connection = equity.pool.acquire().await?;
+    let mut connection = super::read(equity, company_id).await?;
     let share_class = load(&mut connection, company_id, id).await?.to_proto()?;
+    connection.commit().await?;
     Ok(proto::GetShareClassResponse {
         share_class: Some(share_class),
     })
@@ -170,9 +171,10 @@ pub async fn list(
         .as_deref()
         .map(|key| ids::parse("page_token", key))
         .transpose()?;
-    let mut connection = equity.pool.acquire().await?;
+    let mut connection = super::read(equity, company_id).await?;
     let mut rows =
         store::share_classes_page(&mut connection, company_id, after, page.fetch_limit()).await?;
+    connection.commit().await?;
     let next_page_token = page.finish(&mut rows, |row| row.id.to_string());
     let share_classes = rows
         .iter()

@@ -19,6 +19,17 @@
 //! - undecodable, malformed envelope, or a command this service does not
 //!   handle -> [`HandlerError::Poison`] (dead letter).
 //!
+//! Security: the whole transaction (the operation, the inbox row, the reply)
+//! is confined to the command's company before anything else runs (row-level
+//! security, see `qapmap_runtime::tenancy`). When an employee started the
+//! saga for themselves (the initiator names their stakeholder), reserving
+//! anyone else's award is REJECTED [`saga_operations::NOT_OWN_AWARD`]. Each
+//! applied command writes an audit record inside the savepoint, after its
+//! events: subject and roles of the initiator, method `saga:<command>`,
+//! request id `<saga_id>/<step>[/compensation]`. A refused one writes none.
+//!
+//! [`saga_operations::NOT_OWN_AWARD`]: crate::saga_operations::NOT_OWN_AWARD
+//!
 //! Repeats: a redelivery (same message id) is answered by the inbox with the
 //! stored reply; a re-send by the orchestrator (new message id, same saga id
 //! and step) reaches the operation, which returns its first result and writes
@@ -36,8 +47,10 @@ use qapmap_runtime::consumer::{
 };
 use qapmap_runtime::messaging::{StreamKind, Subjects};
 use qapmap_runtime::saga_reply as reply;
+use qapmap_runtime::{audit, tenancy};
 use sqlx::{Connection, PgConnection};
 use tracing::Instrument;
+use uuid::Uuid;
 
 use crate::saga_operations::{self as operations, SagaError, SagaStep};
 use parse::EquityCommand;
@@ -87,6 +100,8 @@ impl CommandHandler {
             self.subjects.command(SERVICE, name)
         })
         .map_err(|error| HandlerError::Poison(error.into()))?;
+        // Before the savepoint: a refusal's rollback must not undo it.
+        tenancy::confine(transaction, envelope.step.company_id).await?;
         let answer = |reply| {
             Handled::Reply(reply::message(
                 &self.subjects,
@@ -96,7 +111,9 @@ impl CommandHandler {
                 &message.headers,
             ))
         };
-        let parsed = match parse::command(command) {
+        let parsed =
+            parse::command(command).and_then(|parsed| Ok((parsed, parse::initiator(command)?)));
+        let (parsed, initiator) = match parsed {
             Ok(parsed) => parsed,
             Err(invalid) => {
                 tracing::info!(command = envelope.name, "saga command has invalid fields");
@@ -107,8 +124,35 @@ impl CommandHandler {
         // The savepoint isolates the operation from the consumer's inbox row:
         // a refusal rolls back only what the operation wrote.
         let mut savepoint = transaction.begin().await?;
-        match self.apply(&mut savepoint, envelope.step, parsed).await {
+        let applied = self
+            .apply(
+                &mut savepoint,
+                envelope.step,
+                parsed,
+                initiator.stakeholder_id,
+            )
+            .await;
+        match applied {
             Ok(result) => {
+                // After the operation's events, so the record names them.
+                let request_id = format!(
+                    "{}/{}{}",
+                    envelope.step.saga_id,
+                    envelope.step.step,
+                    if command.compensation {
+                        "/compensation"
+                    } else {
+                        ""
+                    }
+                );
+                audit::record(
+                    &mut savepoint,
+                    envelope.step.company_id,
+                    &initiator.actor,
+                    &format!("saga:{}", envelope.name),
+                    &request_id,
+                )
+                .await?;
                 savepoint.commit().await?;
                 tracing::info!(command = envelope.name, "saga command applied");
                 Ok(answer(reply::succeeded(command, result)))
@@ -130,11 +174,14 @@ impl CommandHandler {
         }
     }
 
+    /// Runs the operation. `owner`: the stakeholder an employee's own saga
+    /// is confined to.
     async fn apply(
         &self,
         connection: &mut PgConnection,
         step: SagaStep,
         command: EquityCommand,
+        owner: Option<Uuid>,
     ) -> Result<Option<ReplyResult>, SagaError> {
         let subjects = &self.subjects;
         let result = match command {
@@ -150,6 +197,7 @@ impl CommandHandler {
                     award_id,
                     quantity,
                     exercise_date,
+                    owner,
                 )
                 .await?;
                 Some(ReplyResult::ReserveOptions(reserved.to_proto()))
@@ -165,7 +213,8 @@ impl CommandHandler {
             }
             EquityCommand::ReserveRepurchase(request) => {
                 let reserved =
-                    operations::reserve_repurchase(connection, subjects, step, request).await?;
+                    operations::reserve_repurchase(connection, subjects, step, request, owner)
+                        .await?;
                 Some(ReplyResult::ReserveRepurchase(reserved.to_proto()))
             }
             EquityCommand::ReleaseRepurchaseReservation { reservation_id } => {

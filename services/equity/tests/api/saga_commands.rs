@@ -77,7 +77,7 @@ pub(crate) fn reserved_options(reply: &ReceivedReply) -> proto::ReserveOptionsRe
 
 /// (reservations, their statuses joined, reserved on awards, equity events
 /// written to the outbox): what an equity saga step may change.
-async fn effects(app: &TestApp) -> (i64, String, Decimal, i64) {
+pub(crate) async fn effects(app: &TestApp) -> (i64, String, Decimal, i64) {
     let reservations =
         app.count("option_reservations").await + app.count("repurchase_reservations").await;
     let statuses: Option<String> = sqlx::query_scalar(

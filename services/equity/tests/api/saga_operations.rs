@@ -49,6 +49,7 @@ async fn reserve(
         award_id,
         Decimal::from(quantity),
         on,
+        None,
     )
     .await;
     if result.is_ok() {
@@ -172,6 +173,7 @@ async fn concurrent_reservations_on_one_award_never_over_reserve() {
                     award_id,
                     Decimal::from(4_000),
                     day(2023, 12, 31),
+                    None,
                 )
                 .await;
                 if result.is_ok() {
@@ -327,9 +329,14 @@ async fn a_repurchase_program_holds_capacity_within_its_cap_price_and_window() {
         let subjects = equity.subjects.clone();
         async move {
             let mut transaction = pool.begin().await.expect("begin");
-            let result =
-                saga_operations::reserve_repurchase(&mut transaction, &subjects, saga, request)
-                    .await;
+            let result = saga_operations::reserve_repurchase(
+                &mut transaction,
+                &subjects,
+                saga,
+                request,
+                None,
+            )
+            .await;
             if result.is_ok() {
                 transaction.commit().await.expect("commit");
             }

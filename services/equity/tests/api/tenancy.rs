@@ -234,3 +234,129 @@ async fn a_confined_transaction_sees_and_writes_only_its_own_companys_rows() {
         );
     }
 }
+
+/// Notes, for every row written to `tables`, who wrote it and for which
+/// company the writer was confined (`confinement_seen`).
+pub(crate) async fn watch_confinement(pool: &PgPool, tables: &[&str]) {
+    sqlx::raw_sql(
+        "CREATE TABLE confinement_seen (table_name TEXT, role_name TEXT, confined_to TEXT, row_company UUID);
+         GRANT INSERT ON confinement_seen TO qapmap_app;
+         CREATE FUNCTION note_confinement() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             INSERT INTO confinement_seen
+             VALUES (TG_TABLE_NAME, current_user, current_setting('qapmap.company_id', true), NEW.company_id);
+             RETURN NEW;
+         END $$;",
+    )
+    .execute(pool)
+    .await
+    .expect("confinement watch");
+    for table in tables {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "CREATE TRIGGER note_confinement AFTER INSERT OR UPDATE ON {table}
+             FOR EACH ROW EXECUTE FUNCTION note_confinement()"
+        )))
+        .execute(pool)
+        .await
+        .expect("trigger");
+    }
+}
+
+/// (table, role, confined to, row company, rows) of every write seen.
+pub(crate) async fn writes_seen(pool: &PgPool) -> Vec<(String, String, Option<String>, Uuid, i64)> {
+    sqlx::query_as(
+        "SELECT table_name, role_name, confined_to, row_company, count(*)
+         FROM confinement_seen GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("writes seen")
+}
+
+#[tokio::test]
+async fn the_service_reads_writes_and_runs_saga_commands_confined_to_the_company() {
+    let mut app = TestApp::spawn().await;
+    let mut bus = SagaBus::connect(&app.service.namespace, "equity").await;
+    watch_confinement(&app.pool, &TENANT_TABLES).await;
+    let company_a = app.company_id;
+    let company_b = Uuid::now_v7();
+    let award_a = populate(&mut app, &mut bus).await;
+    app.company_id = company_b;
+    let award_b = populate(&mut app, &mut bus).await;
+    app.company_id = company_a;
+
+    // Every write, by a gRPC command or a saga command, ran as the
+    // application role confined to the company of the row it wrote.
+    let seen = writes_seen(&app.pool).await;
+    for (table, role, confined_to, row_company, _) in &seen {
+        assert_eq!(role, "qapmap_app", "{table} written unconfined");
+        assert_eq!(
+            confined_to.as_deref(),
+            Some(row_company.to_string().as_str()),
+            "{table} written confined to another company"
+        );
+    }
+    for table in TENANT_TABLES {
+        for company in [company_a, company_b] {
+            assert!(
+                seen.iter()
+                    .any(|(name, _, _, row, _)| name == table && *row == company),
+                "{table}: no write of {company} seen"
+            );
+        }
+    }
+
+    // The company's own award reads; B's, asked for as A's, does not exist.
+    app.position(&award_a.id, None).await;
+    let foreign = app
+        .client
+        .get_award(proto::GetAwardRequest {
+            company_id: company_a.to_string(),
+            award_id: award_b.id.clone(),
+            as_of: None,
+        })
+        .await
+        .expect_err("another company's award");
+    assert_eq!(foreign.code(), tonic::Code::NotFound);
+
+    // Reads run as the application role: without its right to read awards
+    // they fail, whatever the caller's token may do.
+    sqlx::raw_sql("REVOKE SELECT ON awards FROM qapmap_app")
+        .execute(&app.pool)
+        .await
+        .expect("revoke");
+    let get = app
+        .client
+        .get_award(proto::GetAwardRequest {
+            company_id: company_a.to_string(),
+            award_id: award_a.id.clone(),
+            as_of: None,
+        })
+        .await
+        .expect_err("reading awards needs qapmap_app's right");
+    assert_eq!(get.code(), tonic::Code::Internal, "{get:?}");
+    let list = app
+        .client
+        .list_awards(proto::ListAwardsRequest {
+            company_id: company_a.to_string(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("listing awards needs qapmap_app's right");
+    assert_eq!(list.code(), tonic::Code::Internal, "{list:?}");
+    sqlx::raw_sql("GRANT SELECT ON awards TO qapmap_app")
+        .execute(&app.pool)
+        .await
+        .expect("grant");
+    let listed = app
+        .client
+        .list_awards(proto::ListAwardsRequest {
+            company_id: company_a.to_string(),
+            ..Default::default()
+        })
+        .await
+        .expect("listed again")
+        .into_inner();
+    let ids: Vec<String> = listed.awards.into_iter().map(|award| award.id).collect();
+    assert_eq!(ids, vec![award_a.id], "only A's award, under A's policy");
+}

@@ -67,7 +67,9 @@ impl ShareholderService for ShareholderApi {
         &self,
         request: Request<proto::GetStakeholderRequest>,
     ) -> Result<Response<proto::GetStakeholderResponse>, Status> {
-        respond(stakeholders::get(self, request.into_inner()).await)
+        // Employees may call it about themselves only (see `stakeholders::get`).
+        let caller = qapmap_runtime::auth::authorized(&request)?;
+        respond(stakeholders::get(self, &caller, request.into_inner()).await)
     }
 
     async fn list_stakeholders(

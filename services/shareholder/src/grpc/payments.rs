@@ -9,7 +9,7 @@ use qapmap_proto::shareholder::v1 as proto;
 use qapmap_runtime::decimal::Money;
 use qapmap_runtime::idempotency::{self, RequestKey};
 use qapmap_runtime::pagination::PageRequest;
-use qapmap_runtime::{ApiError, ApiResult, ids};
+use qapmap_runtime::{ApiError, ApiResult, ids, tenancy};
 use uuid::Uuid;
 
 use super::{ShareholderApi, method};
@@ -89,6 +89,8 @@ fn parse_intent(
         direction,
         amount,
         key: IdempotencyKey::for_request(call.request_id),
+        // The idempotency layer records API payments.
+        audit: None,
     })
 }
 
@@ -154,14 +156,16 @@ pub(super) async fn list(
         .as_deref()
         .map(|token| ids::parse("page_token", token))
         .transpose()?;
+    let mut transaction = tenancy::begin(&api.pool, company_id).await?;
     let mut rows = store::list(
-        &api.pool,
+        &mut *transaction,
         company_id,
         stakeholder_id,
         after,
         page.fetch_limit(),
     )
     .await?;
+    transaction.commit().await?;
     let next_page_token = page.finish(&mut rows, |row| row.id.to_string());
     Ok(proto::ListPaymentsResponse {
         payments: rows.iter().map(convert::payment_to_proto).collect(),

@@ -3,9 +3,10 @@
 //! transaction opens, so bad input writes nothing.
 
 use qapmap_proto::shareholder::v1 as proto;
+use qapmap_runtime::auth::AuthorizedCall;
 use qapmap_runtime::idempotency::{self, RequestKey};
 use qapmap_runtime::pagination::PageRequest;
-use qapmap_runtime::{ApiError, ApiResult, date, ids};
+use qapmap_runtime::{ApiError, ApiResult, date, ids, tenancy};
 use uuid::Uuid;
 
 use super::{ShareholderApi, method};
@@ -96,15 +97,21 @@ pub(super) async fn create(
     Ok(response)
 }
 
+/// One stakeholder. An employee (self-service) may read only their own
+/// record: anyone else's is NOT_FOUND, as if it did not exist.
 pub(super) async fn get(
     api: &ShareholderApi,
+    caller: &AuthorizedCall,
     request: proto::GetStakeholderRequest,
 ) -> ApiResult<proto::GetStakeholderResponse> {
     let company_id = ids::parse("company_id", &request.company_id)?;
     let stakeholder_id = ids::parse("stakeholder_id", &request.stakeholder_id)?;
-    let stakeholder = store::find(&api.pool, company_id, stakeholder_id)
+    caller.require_own("stakeholder", stakeholder_id, stakeholder_id)?;
+    let mut transaction = tenancy::begin(&api.pool, company_id).await?;
+    let stakeholder = store::find(&mut *transaction, company_id, stakeholder_id)
         .await?
         .ok_or(StakeholderError::NotFound(stakeholder_id))?;
+    transaction.commit().await?;
     Ok(proto::GetStakeholderResponse {
         stakeholder: wrap(&stakeholder),
     })
@@ -131,7 +138,16 @@ pub(super) async fn list(
         .as_deref()
         .map(|token| ids::parse("page_token", token))
         .transpose()?;
-    let mut rows = store::list(&api.pool, company_id, &filter, after, page.fetch_limit()).await?;
+    let mut transaction = tenancy::begin(&api.pool, company_id).await?;
+    let mut rows = store::list(
+        &mut *transaction,
+        company_id,
+        &filter,
+        after,
+        page.fetch_limit(),
+    )
+    .await?;
+    transaction.commit().await?;
     let next_page_token = page.finish(&mut rows, |row| row.id.to_string());
     Ok(proto::ListStakeholdersResponse {
         stakeholders: rows.iter().map(convert::stakeholder_to_proto).collect(),

@@ -11,13 +11,19 @@
 //! 3. The outcome is recorded after. A crash in between leaves a pending row
 //!    that later callers see as stale and declare `outcome_unknown`: never
 //!    paid twice, and visible for reconciliation.
+//!
+//! Every transaction here is confined to the payment's company (row-level
+//! security, see `qapmap_runtime::tenancy`): these writes do not pass
+//! through the idempotency layer that confines commands.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use qapmap_proto::messaging::v1::domain_event::Event;
 use qapmap_proto::shareholder::v1 as proto;
+use qapmap_runtime::audit::{self, Actor};
 use qapmap_runtime::messaging::Subjects;
+use qapmap_runtime::tenancy;
 use sqlx::{PgConnection, PgPool};
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -42,6 +48,19 @@ pub struct PaymentIntent {
     pub direction: Direction,
     pub amount: PaymentAmount,
     pub key: IdempotencyKey,
+    /// The audit record to write with the payment's final outcome, for
+    /// payments no gRPC call records (a saga's pivot). None for the API's
+    /// payments, which the idempotency layer records.
+    pub audit: Option<PaymentAudit>,
+}
+
+/// Who asked for a payment, for the audit trail.
+#[derive(Debug, Clone)]
+pub struct PaymentAudit {
+    pub actor: Actor,
+    /// What the trail calls the command, e.g. `saga:collect_payment`.
+    pub method: String,
+    pub request_id: String,
 }
 
 /// Payments against one database and gateway.
@@ -94,7 +113,9 @@ impl Payments {
         loop {
             match self.claim(intent).await? {
                 Claim::Run(payment, instruction) => {
-                    return self.attempt(payment, instruction).await;
+                    return self
+                        .attempt(payment, instruction, intent.audit.as_ref())
+                        .await;
                 }
                 Claim::Done(payment) => return Ok(payment),
                 Claim::Unknown(payment_id) => return Err(PaymentError::OutcomeUnknown(payment_id)),
@@ -106,13 +127,16 @@ impl Payments {
 
     /// One payment of the company.
     pub async fn find(&self, company_id: Uuid, payment_id: Uuid) -> Result<Payment, PaymentError> {
-        store::find(&self.pool, company_id, payment_id)
+        let mut transaction = tenancy::begin(&self.pool, company_id).await?;
+        let payment = store::find(&mut *transaction, company_id, payment_id)
             .await?
-            .ok_or(PaymentError::NotFound(payment_id))
+            .ok_or(PaymentError::NotFound(payment_id))?;
+        transaction.commit().await?;
+        Ok(payment)
     }
 
     async fn claim(&self, intent: &PaymentIntent) -> Result<Claim, PaymentError> {
-        let mut transaction = self.pool.begin().await?;
+        let mut transaction = tenancy::begin(&self.pool, intent.company_id).await?;
         let stale_after = self.gateway_timeout + STALE_MARGIN;
         let existing = store::find_by_key_for_update(
             &mut transaction,
@@ -133,6 +157,7 @@ impl Payments {
         &self,
         payment: Payment,
         instruction: String,
+        audit: Option<&PaymentAudit>,
     ) -> Result<Payment, PaymentError> {
         let request = GatewayRequest {
             idempotency_key: payment.idempotency_key.clone(),
@@ -147,23 +172,41 @@ impl Payments {
             }
             Ok(GatewayOutcome::Declined { reason }) => PaymentStatus::Declined { reason },
             Ok(GatewayOutcome::TransientFailure { reason }) => {
-                store::record_outcome(&self.pool, payment.id, &PaymentStatus::FailedRetryable)
+                self.record_interim(&payment, &PaymentStatus::FailedRetryable)
                     .await?;
                 return Err(PaymentError::GatewayUnavailable(reason));
             }
             Err(_elapsed) => {
                 tracing::warn!(payment.id = %payment.id, "gateway timed out; outcome unknown");
-                store::record_outcome(&self.pool, payment.id, &PaymentStatus::OutcomeUnknown)
+                self.record_interim(&payment, &PaymentStatus::OutcomeUnknown)
                     .await?;
                 return Err(PaymentError::OutcomeUnknown(payment.id));
             }
         };
-        self.record_final(Payment { status, ..payment }).await
+        self.record_final(Payment { status, ..payment }, audit)
+            .await
     }
 
-    /// Records a final outcome and announces it, in one transaction.
-    async fn record_final(&self, payment: Payment) -> Result<Payment, PaymentError> {
-        let mut transaction = self.pool.begin().await?;
+    /// Records an outcome that is not final (nothing to announce).
+    async fn record_interim(
+        &self,
+        payment: &Payment,
+        status: &PaymentStatus,
+    ) -> Result<(), PaymentError> {
+        let mut transaction = tenancy::begin(&self.pool, payment.company_id).await?;
+        store::record_outcome(&mut *transaction, payment.id, status).await?;
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    /// Records a final outcome and announces it, and the audit record when
+    /// asked for, in one transaction.
+    async fn record_final(
+        &self,
+        payment: Payment,
+        audit: Option<&PaymentAudit>,
+    ) -> Result<Payment, PaymentError> {
+        let mut transaction = tenancy::begin(&self.pool, payment.company_id).await?;
         if !store::record_outcome(&mut *transaction, payment.id, &payment.status).await? {
             return Err(PaymentError::OutcomeUnknown(payment.id));
         }
@@ -186,6 +229,17 @@ impl Payments {
             event,
         )
         .await?;
+        if let Some(audit) = audit {
+            // Last, so the record names the event just enqueued.
+            audit::record(
+                &mut transaction,
+                payment.company_id,
+                &audit.actor,
+                &audit.method,
+                &audit.request_id,
+            )
+            .await?;
+        }
         transaction.commit().await?;
         tracing::info!(payment.id = %payment.id, payment.status = payment.status.as_db(), "payment recorded");
         Ok(payment)

@@ -12,7 +12,7 @@ pub mod model;
 pub mod sandbox;
 pub mod store;
 
-pub use executor::{PaymentIntent, Payments};
+pub use executor::{PaymentAudit, PaymentIntent, Payments};
 pub use gateway::{GatewayOutcome, GatewayRequest, PaymentGateway};
 pub use model::{Direction, IdempotencyKey, Payment, PaymentAmount, PaymentStatus};
 pub use sandbox::{SandboxGateway, SandboxSettings};

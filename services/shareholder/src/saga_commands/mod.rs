@@ -24,6 +24,15 @@
 //!   (dead letter). A reused key is not answered REJECTED: the first payment
 //!   may have moved money, and a rejection would make the saga compensate.
 //!
+//! Security: the consumer's transaction (inbox row, reply) is confined to
+//! the command's company, as the payment's own transactions are (see
+//! `payment::executor`). When an employee started the saga for themselves
+//! (the initiator names their stakeholder), a payment for anyone else is
+//! REJECTED `not_own_stakeholder`. Each payment that reaches a final
+//! outcome is audited, under the initiator, in the transaction that records
+//! the outcome (method `saga:<command>`, request id `<saga_id>/<step>`):
+//! exactly once, however often the command is re-sent.
+//!
 //! Repeats: the payment's idempotency key is (saga id, step), so a redelivery
 //! (same message id: the inbox re-sends the stored reply) and a re-send by
 //! the orchestrator (new message id: the payment row returns the first
@@ -44,10 +53,13 @@ use qapmap_runtime::consumer::{
     ConsumerConfig, Handled, HandlerError, MessageHandler, ReceivedMessage,
 };
 use qapmap_runtime::messaging::{StreamKind, Subjects};
+use qapmap_runtime::tenancy;
 use sqlx::PgConnection;
 use tracing::Instrument;
 
-use crate::payment::{Direction, PaymentError, Payments, executor::DEFAULT_GATEWAY_TIMEOUT};
+use crate::payment::{
+    Direction, PaymentAudit, PaymentError, Payments, executor::DEFAULT_GATEWAY_TIMEOUT,
+};
 use crate::saga_operations::{
     SagaPaymentError, collect_payment_for_saga, disburse_payment_for_saga,
 };
@@ -56,6 +68,9 @@ use crate::saga_operations::{
 pub const CONSUMER_NAME: &str = "shareholder-commands";
 /// The service token in command subjects.
 pub const SERVICE: &str = "shareholder";
+/// The reason code of a payment for someone other than the employee who
+/// started the saga.
+pub const NOT_OWN_STAKEHOLDER: &str = "not_own_stakeholder";
 
 /// Handling may wait for a concurrent attempt and then call the gateway, each
 /// bounded by the gateway timeout; JetStream must not redeliver meanwhile.
@@ -96,11 +111,13 @@ impl CommandHandler {
         &self,
         message: &ReceivedMessage,
         command: &SagaCommand,
+        transaction: &mut PgConnection,
     ) -> Result<Handled, HandlerError> {
         let envelope = parse::envelope(command, &message.subject, |name| {
             self.subjects.command(SERVICE, name)
         })
         .map_err(|error| HandlerError::Poison(error.into()))?;
+        tenancy::confine(transaction, envelope.company_id).await?;
         let answer = |reply| {
             Handled::Reply(reply::message(
                 &self.subjects,
@@ -110,14 +127,37 @@ impl CommandHandler {
                 &message.headers,
             ))
         };
-        let payment = match parse::payment(&envelope, command) {
-            Ok(payment) => payment,
+        let parsed = parse::initiator(command)
+            .and_then(|initiator| Ok((initiator, parse::payment(&envelope, command)?)));
+        let (initiator, mut payment) = match parsed {
+            Ok(parsed) => parsed,
             Err(invalid) => {
                 tracing::warn!(field = invalid.field, "payment command refused");
                 let reply = reply::rejected(command, parse::INVALID_COMMAND, invalid.to_string());
                 return Ok(answer(reply));
             }
         };
+        if initiator
+            .stakeholder_id
+            .is_some_and(|own| own != payment.stakeholder_id)
+        {
+            tracing::warn!("saga payment for someone other than the employee who started it");
+            let reply = reply::rejected(
+                command,
+                NOT_OWN_STAKEHOLDER,
+                "the saga's initiator may only pay for their own stakeholder".to_owned(),
+            );
+            return Ok(answer(reply));
+        }
+        let name = match envelope.direction {
+            Direction::Collection => "collect_payment",
+            Direction::Disbursement => "disburse_payment",
+        };
+        payment.audit = Some(PaymentAudit {
+            actor: initiator.actor,
+            method: format!("saga:{name}"),
+            request_id: format!("{}/{}", envelope.saga_id, envelope.step),
+        });
         let result = match envelope.direction {
             Direction::Collection => collect_payment_for_saga(&self.payments, &payment).await,
             Direction::Disbursement => disburse_payment_for_saga(&self.payments, &payment).await,
@@ -150,12 +190,12 @@ impl CommandHandler {
 
 impl MessageHandler for CommandHandler {
     /// The payment commits in transactions of its own (a gateway call cannot
-    /// sit inside one), so `_transaction` carries only the inbox row and the
+    /// sit inside one), so `transaction` carries only the inbox row and the
     /// reply; the payment's (saga id, step) key makes a rerun harmless.
     async fn handle(
         &self,
         message: &ReceivedMessage,
-        _transaction: &mut PgConnection,
+        transaction: &mut PgConnection,
     ) -> Result<Handled, HandlerError> {
         let command = SagaCommand::decode(message.payload.as_ref())
             .map_err(|error| HandlerError::Poison(anyhow::anyhow!("not a SagaCommand: {error}")))?;
@@ -167,7 +207,7 @@ impl MessageHandler for CommandHandler {
             company.id = %command.company_id,
             messaging.delivery = message.delivery_count,
         );
-        self.handle_command(message, &command)
+        self.handle_command(message, &command, transaction)
             .instrument(span)
             .await
     }

@@ -107,7 +107,7 @@ impl Bus {
 }
 
 /// A pivot payment command for `stakeholder_id` of the app's company.
-fn payment_command(
+pub(crate) fn payment_command(
     app: &TestApp,
     saga_type: &str,
     stakeholder_id: &str,

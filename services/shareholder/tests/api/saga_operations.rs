@@ -33,6 +33,7 @@ async fn command(app: &TestApp, instruction: &str) -> SagaPayment {
         step: 3,
         stakeholder_id: holder.id.parse().expect("uuid"),
         amount: PaymentAmount::new(money).expect("positive"),
+        audit: None,
     }
 }
 
