@@ -1,8 +1,9 @@
 //! Verifying bearer tokens: RS256 or EdDSA against the keys of a JWKS file,
 //! HS256 only when explicitly enabled for local development.
 //!
-//! An unknown `kid` re-reads the JWKS file (at most every
-//! [`RELOAD_INTERVAL`]), so keys rotate by replacing the file.
+//! The JWKS file is re-read when [`RELOAD_INTERVAL`] has passed (checked on
+//! calls), so keys rotate, and a removed key stops verifying, by replacing
+//! the file; an unchanged file changes nothing.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -51,6 +52,8 @@ pub enum TokenError {
 
 struct KeySet {
     keys: Vec<(Option<String>, Algorithm, DecodingKey)>,
+    /// The file's text when the keys were read, to skip unchanged re-reads.
+    source: String,
     loaded_at: Instant,
 }
 
@@ -101,6 +104,11 @@ impl TokenVerifier {
             jwks_file: settings.jwks_file.clone(),
             key_set: Mutex::new(KeySet {
                 keys,
+                source: settings
+                    .jwks_file
+                    .as_ref()
+                    .and_then(|path| std::fs::read_to_string(path).ok())
+                    .unwrap_or_default(),
                 loaded_at: Instant::now(),
             }),
             hs256: settings
@@ -121,6 +129,9 @@ impl TokenVerifier {
         if token.len() > MAX_TOKEN_LENGTH {
             return Err(TokenError::Malformed);
         }
+        // Keys are re-read every RELOAD_INTERVAL, so a key removed from the
+        // file (a revocation) stops verifying without a restart.
+        self.reload_if_due();
         let remembered = self
             .verified
             .read()
@@ -220,17 +231,22 @@ impl TokenVerifier {
 
     fn reload_if_due(&self) {
         let Some(path) = &self.jwks_file else { return };
-        let mut key_set = self
-            .key_set
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
+        // Another call reloading right now is as good as reloading here.
+        let Ok(mut key_set) = self.key_set.try_lock() else {
+            return;
+        };
         if key_set.loaded_at.elapsed() < RELOAD_INTERVAL {
             return;
         }
         key_set.loaded_at = Instant::now();
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if !text.is_empty() && text == key_set.source {
+            return;
+        }
         match load_jwks(path) {
             Ok(keys) if !keys.is_empty() => {
                 key_set.keys = keys;
+                key_set.source = text;
                 // A removed key must stop its tokens now, not at their expiry.
                 self.verified
                     .write()
@@ -358,5 +374,28 @@ mod tests {
             .expect("cached")
             .1 = unix_now() - LEEWAY_SECONDS - 1;
         assert!(matches!(verifier.verify(&token), Err(TokenError::Expired)));
+    }
+
+    #[test]
+    fn a_key_removed_from_the_file_stops_verifying_at_the_next_reload() {
+        let signer = TokenSigner::generate("k1");
+        let verifier = verifier_for(&signer);
+        let token = signer.sign_for(claims(), Duration::from_secs(600));
+        verifier.verify(&token).expect("valid");
+        let path = verifier.jwks_file.clone().expect("a file");
+        TokenSigner::generate("k2")
+            .write_jwks(&path)
+            .expect("replace the keys");
+        verifier
+            .verify(&token)
+            .expect("still within the reload interval");
+        let long_ago = Instant::now()
+            .checked_sub(RELOAD_INTERVAL * 2)
+            .expect("the clock is past the interval");
+        verifier.key_set.lock().expect("lock").loaded_at = long_ago;
+        assert!(matches!(
+            verifier.verify(&token),
+            Err(TokenError::UnknownKey)
+        ));
     }
 }
