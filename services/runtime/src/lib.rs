@@ -42,6 +42,7 @@ pub mod outbox;
 pub mod pagination;
 pub mod relay;
 pub mod request_limits;
+pub mod saga_initiator;
 pub mod saga_reply;
 pub mod server;
 pub mod settings;

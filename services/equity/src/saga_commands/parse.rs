@@ -13,8 +13,8 @@
 use chrono::NaiveDate;
 use qapmap_proto::messaging::v1::SagaCommand;
 use qapmap_proto::messaging::v1::saga_command::Command;
-use qapmap_runtime::audit::Actor;
 use qapmap_runtime::decimal::{self, Money};
+pub use qapmap_runtime::saga_initiator::{self, SagaInitiator};
 use qapmap_runtime::{date, ids};
 use rust_decimal::Decimal;
 use uuid::Uuid;
@@ -203,32 +203,7 @@ pub fn command(command: &SagaCommand) -> Result<EquityCommand, InvalidCommand> {
     Ok(parsed)
 }
 
-/// Who started the saga, as its commands carry it.
-#[derive(Debug, Clone)]
-pub struct SagaInitiator {
-    /// For the audit trail: the initiator's subject ("orchestrator" when
-    /// the command names none) and roles.
-    pub actor: Actor,
-    /// Set when an employee started the saga for themselves: the step must
-    /// concern only their own records.
-    pub stakeholder_id: Option<Uuid>,
-}
-
-/// Reads the command's initiator. A stakeholder id that is not a UUID is
-/// refused: the saga would otherwise run unconfined.
+/// Reads the command's initiator (see `qapmap_runtime::saga_initiator`).
 pub fn initiator(command: &SagaCommand) -> Result<SagaInitiator, InvalidCommand> {
-    let initiator = command.initiator.clone().unwrap_or_default();
-    let stakeholder_id = ids::optional("initiator.stakeholder_id", &initiator.stakeholder_id)?;
-    let subject = if initiator.subject.is_empty() {
-        "orchestrator".to_owned()
-    } else {
-        initiator.subject
-    };
-    Ok(SagaInitiator {
-        actor: Actor {
-            subject,
-            roles: initiator.roles.join(","),
-        },
-        stakeholder_id,
-    })
+    Ok(saga_initiator::of(command)?)
 }
