@@ -80,6 +80,15 @@ impl Orchestrator {
             Self::Process { process, .. } => process.authenticated_channel(),
         }
     }
+
+    pub(crate) fn channel_with_token(&self, token: &str) -> Channel {
+        match self {
+            Self::InProcess(service) => service.channel_with_token(token),
+            Self::Process { process, .. } => {
+                qapmap_runtime::auth::client::authenticated(process.channel(), token)
+            }
+        }
+    }
 }
 
 pub(crate) struct System {
@@ -172,6 +181,11 @@ impl System {
 
     pub(crate) fn sagas(&self) -> SagaServiceClient<Channel> {
         SagaServiceClient::new(self.orchestrator.channel())
+    }
+
+    /// The saga API as the holder of `token` (an employee, another company's admin).
+    pub(crate) fn sagas_as(&self, token: &str) -> SagaServiceClient<Channel> {
+        SagaServiceClient::new(self.orchestrator.channel_with_token(token))
     }
 
     /// A second orchestrator on the same database and namespace (a replica).
@@ -364,13 +378,23 @@ impl System {
     pub(crate) async fn finished(&self, saga_id: &str) -> saga::Saga {
         let deadline = tokio::time::Instant::now() + SAGA_PATIENCE;
         loop {
-            let saga = self
+            let response = self
                 .sagas()
                 .get_saga(saga::GetSagaRequest {
                     company_id: self.company_id.to_string(),
                     saga_id: saga_id.to_owned(),
                 })
-                .await
+                .await;
+            // UNAVAILABLE means "retry later" (a pool busy with a hundred
+            // pollers on two cores): a patient client does just that.
+            if let Err(status) = &response
+                && status.code() == tonic::Code::Unavailable
+                && tokio::time::Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            let saga = response
                 .expect("saga readable")
                 .into_inner()
                 .saga

@@ -7,3 +7,4 @@ mod exercise;
 mod faults;
 mod helpers;
 mod scale;
+mod self_service;
