@@ -13,7 +13,9 @@
 //!
 //! The transaction is confined to the command's company (row-level security)
 //! before the savepoint: a setting made inside a savepoint would be undone
-//! with it. Each applied step leaves an audit record naming the saga's
+//! with it. A saga an employee started for themselves may move only their
+//! own shares (`not_own_shares`; equity checked the award first, this is the
+//! second line). Each applied step leaves an audit record naming the saga's
 //! initiator.
 
 use prost::Message;
@@ -21,13 +23,14 @@ use qapmap_proto::ledger::v1 as ledger;
 use qapmap_proto::messaging::v1::SagaCommand;
 use qapmap_proto::messaging::v1::saga_command::Command;
 use qapmap_proto::messaging::v1::saga_reply::Result as ReplyResult;
-use qapmap_runtime::audit::{self, Actor};
+use qapmap_runtime::audit;
 use qapmap_runtime::consumer::{
     ConsumerConfig, Handled, HandlerError, MessageHandler, ReceivedMessage,
 };
 use qapmap_runtime::decimal::{self, Money};
 use qapmap_runtime::messaging::{StreamKind, Subjects};
 use qapmap_runtime::outbox::OutboxMessage;
+use qapmap_runtime::saga_initiator::{self, SagaInitiator};
 use qapmap_runtime::saga_reply;
 use qapmap_runtime::{ApiError, date, ids, tenancy};
 use rust_decimal::Decimal;
@@ -39,6 +42,9 @@ use crate::saga_operations::{self, HeldPosting, Released, SagaError, SagaStep};
 
 /// The durable consumer's name.
 pub const CONSUMER_NAME: &str = "ledger-commands";
+
+/// The reason code of an employee's saga reaching for someone else's shares.
+pub const NOT_OWN_SHARES: &str = "not_own_shares";
 
 /// Every command addressed to the ledger.
 pub fn config(subjects: &Subjects) -> ConsumerConfig {
@@ -78,15 +84,19 @@ impl MessageHandler for SagaCommandHandler {
                 step: command.step,
             };
             tenancy::confine(transaction, company_id).await?;
-            let outcome = match Step::parse(&command)? {
-                Ok(step) => {
-                    let audited = AuditedStep::of(&command);
-                    let outcome = self.run(transaction, company_id, saga, step).await?;
-                    if matches!(outcome, Outcome::Succeeded(_)) {
-                        audited.record(transaction, company_id).await?;
+            let parsed =
+                Step::parse(&command)?.and_then(|step| Ok((step, saga_initiator::of(&command)?)));
+            let outcome = match parsed {
+                Ok((step, initiator)) => match step.refusal_for(&initiator) {
+                    Some(refusal) => refusal,
+                    None => {
+                        let outcome = self.run(transaction, company_id, saga, step).await?;
+                        if matches!(outcome, Outcome::Succeeded(_)) {
+                            audit(transaction, company_id, &command, &initiator).await?;
+                        }
+                        outcome
                     }
-                    outcome
-                }
+                },
                 Err(invalid) => Outcome::rejected("invalid_argument", invalid.to_string()),
             };
             if let Outcome::Rejected { reason_code, .. } = &outcome {
@@ -135,53 +145,27 @@ impl SagaCommandHandler {
     }
 }
 
-/// What the audit trail records of an applied step: who started the saga
-/// (the orchestrator when the command names nobody), the command, and the
-/// step as `<saga id>/<step>[/compensation]`.
-struct AuditedStep {
-    actor: Actor,
-    method: String,
-    request_id: String,
-}
-
-impl AuditedStep {
-    fn of(command: &SagaCommand) -> Self {
-        let initiator = command
-            .initiator
-            .as_ref()
-            .filter(|initiator| !initiator.subject.is_empty());
-        let actor = match initiator {
-            Some(initiator) => Actor {
-                subject: initiator.subject.clone(),
-                roles: initiator.roles.join(","),
-            },
-            None => Actor {
-                subject: "orchestrator".to_owned(),
-                roles: String::new(),
-            },
-        };
-        let name = command.command.as_ref().map_or("unknown", command_name);
-        let mut request_id = format!("{}/{}", command.saga_id, command.step);
-        if command.compensation {
-            request_id.push_str("/compensation");
-        }
-        Self {
-            actor,
-            method: format!("saga:{name}"),
-            request_id,
-        }
+/// Records an applied step: who started the saga, the command as
+/// `saga:<command>`, and the step as `<saga id>/<step>[/compensation]`.
+async fn audit(
+    transaction: &mut PgConnection,
+    company_id: Uuid,
+    command: &SagaCommand,
+    initiator: &SagaInitiator,
+) -> sqlx::Result<()> {
+    let name = command.command.as_ref().map_or("unknown", command_name);
+    let mut request_id = format!("{}/{}", command.saga_id, command.step);
+    if command.compensation {
+        request_id.push_str("/compensation");
     }
-
-    async fn record(&self, transaction: &mut PgConnection, company_id: Uuid) -> sqlx::Result<()> {
-        audit::record(
-            transaction,
-            company_id,
-            &self.actor,
-            &self.method,
-            &self.request_id,
-        )
-        .await
-    }
+    audit::record(
+        transaction,
+        company_id,
+        &initiator.actor,
+        &format!("saga:{name}"),
+        &request_id,
+    )
+    .await
 }
 
 /// A ledger command, parsed into domain types.
@@ -229,6 +213,29 @@ impl Step {
             }
             None => return Err(poison("a SagaCommand without a command".to_owned())),
         })
+    }
+
+    /// The stakeholder whose shares the step moves, if any.
+    fn holder(&self) -> Option<Uuid> {
+        match self {
+            Self::HoldHolder { stakeholder_id, .. } => Some(*stakeholder_id),
+            Self::PostExercise(posting) | Self::PostRepurchase(posting) => {
+                Some(posting.stakeholder_id)
+            }
+            Self::HoldUnissued { .. } | Self::Release { .. } => None,
+        }
+    }
+
+    /// The refusal of a step an employee's own saga may not take: moving
+    /// another stakeholder's shares.
+    fn refusal_for(&self, initiator: &SagaInitiator) -> Option<Outcome> {
+        match (initiator.stakeholder_id, self.holder()) {
+            (Some(own), Some(holder)) if own != holder => Some(Outcome::rejected(
+                NOT_OWN_SHARES,
+                format!("the saga's initiator may move only their own shares, not {holder}'s"),
+            )),
+            _ => None,
+        }
     }
 
     fn hold_unissued(hold: &ledger::HoldUnissuedSharesCommand) -> Result<Self, ApiError> {

@@ -412,3 +412,67 @@ async fn each_applied_saga_command_is_audited_under_the_sagas_initiator() {
         ]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_employees_own_saga_moves_only_their_own_shares() {
+    let ledger = TestLedger::start().await;
+    let mut bus = Bus::connect(&ledger.service.namespace, "ledger").await;
+    let company = ledger.company_id;
+    let class = Uuid::now_v7();
+    let (ada, bob) = (Uuid::now_v7(), Uuid::now_v7());
+    ledger.authorize(class, "100", date(2024, 1, 1)).await;
+    ledger
+        .issue(class, ada, "10", date(2024, 1, 2))
+        .await
+        .expect("issued");
+    let hold_adas = |initiator: Option<Initiator>| SagaCommand {
+        saga_id: Uuid::now_v7().to_string(),
+        saga_type: "share_buyback".to_owned(),
+        step: 1,
+        company_id: company.to_string(),
+        initiator,
+        command: Some(Command::HoldHolderShares(proto::HoldHolderSharesCommand {
+            share_class_id: class.to_string(),
+            stakeholder_id: ada.to_string(),
+            quantity: Some(dec("5")),
+        })),
+        ..Default::default()
+    };
+    let as_employee = |stakeholder: &str| {
+        Some(Initiator {
+            subject: format!("employee-{stakeholder}"),
+            roles: vec!["employee".to_owned()],
+            stakeholder_id: stakeholder.to_owned(),
+            ..Default::default()
+        })
+    };
+
+    // Bob's own saga reaching for Ada's shares, and an initiator whose
+    // stakeholder is not an id (it would run unconfined): refused.
+    let reply = bus
+        .call(
+            "hold_holder_shares",
+            &hold_adas(as_employee(&bob.to_string())),
+            None,
+        )
+        .await;
+    assert_eq!(reply.rejected_with(), "not_own_shares");
+    let reply = bus
+        .call("hold_holder_shares", &hold_adas(as_employee("bob")), None)
+        .await;
+    assert_eq!(reply.rejected_with(), "invalid_argument");
+    assert_eq!(ledger.count("holds").await, 0, "nothing held");
+
+    // Her own saga, and staff's, may.
+    let reply = bus
+        .call(
+            "hold_holder_shares",
+            &hold_adas(as_employee(&ada.to_string())),
+            None,
+        )
+        .await;
+    assert!(reply.succeeded(), "{:?}", reply.reply);
+    let reply = bus.call("hold_holder_shares", &hold_adas(None), None).await;
+    assert!(reply.succeeded(), "{:?}", reply.reply);
+    assert_eq!(ledger.count("holds").await, 2);
+}
