@@ -31,19 +31,14 @@ macro_rules! method {
     };
 }
 
-/// A read-only transaction confined to `company_id`, as
-/// `tenancy::begin` makes one but in a single round trip: GetSaga is polled
-/// by every client waiting for a saga. End it by dropping it. A `Uuid` prints as hex and hyphens
-/// only, so it is safe inside the literal.
+/// A read-only transaction confined to `company_id`, begun in one round
+/// trip: GetSaga is polled by every client waiting for a saga. End it by
+/// dropping it.
 async fn confined_read(
     pool: &PgPool,
     company_id: Uuid,
 ) -> Result<Transaction<'static, Postgres>, ApiError> {
-    let begin = format!(
-        "BEGIN READ ONLY; SET LOCAL ROLE {}; SET LOCAL qapmap.company_id = '{company_id}'",
-        qapmap_runtime::tenancy::APPLICATION_ROLE
-    );
-    Ok(pool.begin_with(sqlx::AssertSqlSafe(begin)).await?)
+    Ok(qapmap_runtime::tenancy::begin_read_only(pool, company_id).await?)
 }
 
 /// Who is starting a saga, from their verified token.

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use chrono::NaiveDate;
-use qapmap_runtime::tenancy::APPLICATION_ROLE;
+use qapmap_runtime::tenancy;
 use rust_decimal::Decimal;
 use sqlx::{Connection, PgConnection, Row};
 use uuid::Uuid;
@@ -18,9 +18,6 @@ use super::{CapTable, Holder, Position, compute};
 /// Statements that confine the rest of the current transaction to
 /// `company_id`, for a simple (multi-statement) query. A `Uuid` prints as
 /// hex and hyphens only, so it is safe inside the literal.
-pub fn confine_statements(company_id: Uuid) -> String {
-    format!("SET LOCAL ROLE {APPLICATION_ROLE}; SET LOCAL qapmap.company_id = '{company_id}'")
-}
 
 /// [`versions`] in one round trip confined to the company: the lookup in
 /// front of the Redis cache. The statements of one simple query run in one
@@ -31,7 +28,7 @@ pub async fn confined_versions(
 ) -> sqlx::Result<(i64, i64)> {
     let sql = format!(
         "{}; SELECT last_sequence, projection_version FROM ledgers WHERE company_id = '{company_id}'",
-        confine_statements(company_id)
+        tenancy::confine_statements(company_id)
     );
     let row = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
         .fetch_optional(&mut *connection)
@@ -61,7 +58,7 @@ pub async fn load(
 ) -> sqlx::Result<CapTable> {
     let begin = format!(
         "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; {}",
-        confine_statements(company_id)
+        tenancy::confine_statements(company_id)
     );
     let mut tx = connection.begin_with(sqlx::AssertSqlSafe(begin)).await?;
     let (sequence, version) = versions(&mut tx, company_id).await?;

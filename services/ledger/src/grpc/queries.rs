@@ -22,18 +22,12 @@ use crate::{accounts, statement};
 type ApiResponse<T> = Result<Response<T>, ApiError>;
 
 impl LedgerApi {
-    /// A read-only transaction confined to `company_id`, as
-    /// `tenancy::begin` makes one but begun in a single round trip (reads
-    /// are the frequent calls).
+    /// A read-only transaction confined to `company_id`, begun in one round trip.
     async fn confined_read(
         &self,
         company_id: uuid::Uuid,
     ) -> Result<Transaction<'static, Postgres>, ApiError> {
-        let begin = format!(
-            "BEGIN READ ONLY; {}",
-            cap_table::query::confine_statements(company_id)
-        );
-        Ok(self.pool.begin_with(sqlx::AssertSqlSafe(begin)).await?)
+        Ok(qapmap_runtime::tenancy::begin_read_only(&self.pool, company_id).await?)
     }
 }
 
