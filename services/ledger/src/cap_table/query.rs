@@ -15,10 +15,6 @@ use uuid::Uuid;
 
 use super::{CapTable, Holder, Position, compute};
 
-/// Statements that confine the rest of the current transaction to
-/// `company_id`, for a simple (multi-statement) query. A `Uuid` prints as
-/// hex and hyphens only, so it is safe inside the literal.
-
 /// [`versions`] in one round trip confined to the company: the lookup in
 /// front of the Redis cache. The statements of one simple query run in one
 /// implicit transaction, so the `SET LOCAL`s cover the `SELECT` and end with it.
