@@ -10,9 +10,20 @@
 //! `cliff_installment` of N vests the first N installments together at the
 //! N-th. Portions are of the total, or with `remainder` of what is unvested.
 //! Exact amounts are then rounded by the terms' allocation type.
+//!
+//! How it is computed: `walk` follows the graph into one run per condition
+//! reached (a relative condition's dates as a calendar step, not a list);
+//! `schedule` expands the runs into tranches and `allocation` resolves their
+//! amounts with integers over a common denominator where that provably gives
+//! rust_decimal's results (and with rust_decimal, as the engine always did,
+//! where it does not); `vested_on` answers from the runs in closed form under
+//! the cumulative allocation types. `reference.rs` keeps the engine as it
+//! was, and the property tests hold all of this to it, digit for digit.
 
 mod allocation;
 pub(crate) mod calendar;
+mod closed_form;
+mod walk;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -215,10 +226,6 @@ impl VestingTerms {
         }
         visited != self.conditions.len()
     }
-
-    fn condition(&self, id: &str) -> Option<&Condition> {
-        self.conditions.iter().find(|condition| condition.id == id)
-    }
 }
 
 /// A quantity that vests on a date.
@@ -254,25 +261,33 @@ pub struct VestingFacts<'a> {
 /// The tranches that vest, in date order, allocation applied, accelerations
 /// included, and cut so they never sum above the cap. Terms of `None` vest
 /// everything at grant (OCF: a security without terms is vested at issuance).
+///
+/// Each tranche owns its condition id, one small allocation apiece; a caller
+/// that only needs the quantity vested on a date should call [`vested_on`],
+/// which computes the same schedule without them.
 pub fn schedule(terms: Option<&VestingTerms>, facts: &VestingFacts<'_>) -> Vec<Tranche> {
-    let mut tranches = match terms {
-        None => vec![Tranche {
-            date: facts.grant_date,
-            quantity: facts.quantity,
-            condition_id: IMMEDIATE_CONDITION_ID.to_owned(),
-        }],
-        Some(terms) => allocated_tranches(terms, facts),
-    };
-    for acceleration in facts.accelerations {
-        tranches.push(Tranche {
-            date: acceleration.date,
-            quantity: acceleration.quantity,
-            condition_id: ACCELERATION_CONDITION_ID.to_owned(),
-        });
-    }
-    // Stable: a tranche keeps its place among others on the same date.
-    tranches.sort_by_key(|tranche| tranche.date);
-    cap(tranches, facts.vesting_cap)
+    let mut slots = Vec::new();
+    with_scratch(|scratch| {
+        if let Some(terms) = terms {
+            walk::walk(terms, facts, &mut scratch.runs);
+        }
+        build(terms, facts, &scratch.runs, &mut slots);
+    });
+    // Collected in place: a slot is the size of a tranche.
+    slots
+        .into_iter()
+        .map(|slot| Tranche {
+            date: slot.date,
+            quantity: slot.quantity,
+            condition_id: match slot.source {
+                Source::Condition(index) => terms
+                    .map(|terms| terms.conditions[index as usize].id.clone())
+                    .unwrap_or_default(),
+                Source::Immediate => IMMEDIATE_CONDITION_ID.to_owned(),
+                Source::Acceleration => ACCELERATION_CONDITION_ID.to_owned(),
+            },
+        })
+        .collect()
 }
 
 /// The quantity vested on `as_of` (inclusive).
@@ -284,202 +299,207 @@ pub fn vested_as_of(tranches: &[Tranche], as_of: NaiveDate) -> Decimal {
         .sum()
 }
 
+/// `vested_as_of(&schedule(terms, facts), as_of)`, the same `Decimal` to the
+/// last digit and scale, without the tranche list or its condition id
+/// strings: what an award's position needs. Under a cumulative allocation
+/// type (the OCF default) it works per condition rather than per
+/// installment; otherwise it builds the schedule in a per-thread buffer.
+pub fn vested_on(
+    terms: Option<&VestingTerms>,
+    facts: &VestingFacts<'_>,
+    as_of: NaiveDate,
+) -> Decimal {
+    with_scratch(|scratch| {
+        if let Some(terms) = terms {
+            walk::walk(terms, facts, &mut scratch.runs);
+            if let Some(vested) = closed_form::vested_on(terms, facts, &scratch.runs, as_of) {
+                return vested;
+            }
+        }
+        build(terms, facts, &scratch.runs, &mut scratch.slots);
+        scratch
+            .slots
+            .iter()
+            .filter(|slot| slot.date <= as_of)
+            .map(|slot| slot.quantity)
+            .sum()
+    })
+}
+
+/// Buffers a thread reuses from call to call.
+#[derive(Debug, Default)]
+struct Scratch {
+    runs: Vec<walk::Run>,
+    slots: Vec<Slot>,
+}
+
+/// Items a scratch buffer keeps between calls.
+const SCRATCH_KEPT: usize = 4_096;
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
+}
+
+/// Runs `work` with this thread's scratch buffers (fresh ones if they are
+/// in use or gone), keeping them for the next call unless oversized.
+fn with_scratch<T>(work: impl FnOnce(&mut Scratch) -> T) -> T {
+    let mut scratch = SCRATCH
+        .try_with(|cell| {
+            cell.try_borrow_mut()
+                .map(|mut kept| std::mem::take(&mut *kept))
+        })
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    let result = work(&mut scratch);
+    if scratch.runs.capacity() <= SCRATCH_KEPT && scratch.slots.capacity() <= SCRATCH_KEPT {
+        // Gone or in use: then these buffers just go.
+        let _ = SCRATCH.try_with(|cell| {
+            if let Ok(mut kept) = cell.try_borrow_mut() {
+                *kept = scratch;
+            }
+        });
+    }
+    result
+}
+
+/// Where a tranche comes from; its condition id is only made when a
+/// [`Tranche`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// Index into the terms' conditions.
+    Condition(u32),
+    Immediate,
+    Acceleration,
+}
+
+/// A tranche as the engine works on it: no strings, and scratch room for the
+/// integer allocation.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    date: NaiveDate,
+    source: Source,
+    /// Installments merged into this one (a cliff), each vesting the
+    /// condition's amount; meaningful until amounts are resolved.
+    installments: u32,
+    /// The exact quantity vested up to and including this tranche, as
+    /// `whole + fraction / denominator` (integer path only).
+    vested_whole: u64,
+    vested_fraction: u32,
+    /// Whether the exact amount is above zero (integer path only).
+    vests: bool,
+    quantity: Decimal,
+}
+
+impl Slot {
+    fn new(date: NaiveDate, source: Source, installments: u32) -> Self {
+        Self {
+            date,
+            source,
+            installments,
+            vested_whole: 0,
+            vested_fraction: 0,
+            vests: false,
+            quantity: Decimal::ZERO,
+        }
+    }
+}
+
+/// The schedule as `schedule` returns it, tranche by tranche, into `slots`
+/// (emptied first), from the terms' walk (`runs`; ignored without terms).
+fn build(
+    terms: Option<&VestingTerms>,
+    facts: &VestingFacts<'_>,
+    runs: &[walk::Run],
+    slots: &mut Vec<Slot>,
+) {
+    slots.clear();
+    // The allocated total when the integer path made the amounts: then every
+    // quantity is known to be non-negative and the cap can often be skipped.
+    let mut allocated_total = None;
+    match terms {
+        None => {
+            slots.reserve(1 + facts.accelerations.len());
+            let mut slot = Slot::new(facts.grant_date, Source::Immediate, 1);
+            slot.quantity = facts.quantity;
+            slots.push(slot);
+        }
+        Some(terms) => {
+            walk::expand(runs, slots);
+            allocated_total = allocation::allocate_slots(terms, facts.quantity, slots);
+        }
+    }
+    for acceleration in facts.accelerations {
+        let mut slot = Slot::new(acceleration.date, Source::Acceleration, 1);
+        slot.quantity = acceleration.quantity;
+        slots.push(slot);
+    }
+    // Stable: a tranche keeps its place among others on the same date.
+    if !slots.is_sorted_by_key(|slot| slot.date) {
+        slots.sort_by_key(|slot| slot.date);
+    }
+    let cap_changes_nothing = facts.accelerations.is_empty()
+        && allocated_total
+            .is_some_and(|total| cap_changes_nothing(slots, total, facts.vesting_cap));
+    if !cap_changes_nothing {
+        cap(slots, facts.vesting_cap);
+    }
+}
+
+/// Whether `cap` would keep every tranche as it is: with non-negative
+/// quantities summing to `total`, exactly when the total stays within the
+/// limit and the limit is not already reached before the last tranche (a
+/// tranche after that point would be dropped, even a zero one).
+fn cap_changes_nothing(slots: &[Slot], total: Decimal, limit: Decimal) -> bool {
+    match slots.last() {
+        None => true,
+        Some(last) => total <= limit && total - last.quantity < limit,
+    }
+}
+
 /// Drops what lies beyond `limit`, trimming the tranche that crosses it: the
 /// latest tranches are the ones an acceleration or cancellation takes.
-fn cap(tranches: Vec<Tranche>, limit: Decimal) -> Vec<Tranche> {
+fn cap(slots: &mut Vec<Slot>, limit: Decimal) {
     let mut running = Decimal::ZERO;
-    let mut kept = Vec::with_capacity(tranches.len());
-    for mut tranche in tranches {
+    let mut kept = 0;
+    for slot in slots.iter_mut() {
         let room = limit - running;
         if room <= Decimal::ZERO {
             break;
         }
-        tranche.quantity = tranche.quantity.min(room);
-        running += tranche.quantity;
-        kept.push(tranche);
+        slot.quantity = slot.quantity.min(room);
+        running += slot.quantity;
+        kept += 1;
     }
-    kept
+    slots.truncate(kept);
 }
 
-fn allocated_tranches(terms: &VestingTerms, facts: &VestingFacts<'_>) -> Vec<Tranche> {
-    let raw = walk(terms, facts);
-    let exact = exact_amounts(&raw, facts.quantity);
-    let (dated, amounts): (Vec<_>, Vec<_>) = raw
-        .into_iter()
-        .zip(exact)
-        .filter(|(_, amount)| *amount > Decimal::ZERO)
-        .unzip();
-    let allocated = allocation::allocate(terms.allocation, &amounts);
-    dated
-        .into_iter()
-        .zip(allocated)
-        .map(|(raw, quantity)| Tranche {
-            date: raw.date,
-            quantity: quantity.normalize(),
-            condition_id: raw.condition_id,
-        })
-        .collect()
+/// Whether the integer path (not the rust_decimal reference) resolves and
+/// allocates these terms' amounts for this award.
+#[cfg(test)]
+fn takes_integer_path(terms: &VestingTerms, facts: &VestingFacts<'_>) -> bool {
+    let (mut runs, mut slots) = (Vec::new(), Vec::new());
+    walk::walk(terms, facts, &mut runs);
+    walk::expand(&runs, &mut slots);
+    allocation::takes_integer_path(terms, facts.quantity, &slots)
 }
 
-/// One installment before amounts are resolved.
-#[derive(Debug, Clone)]
-struct RawTranche {
-    date: NaiveDate,
-    amount: Amount,
-    /// Installments merged into this one (a cliff), each vesting `amount`.
-    installments: u32,
-    condition_id: String,
-}
-
-/// Exact amounts, in order: a remainder portion sees what vested before it.
-fn exact_amounts(raw: &[RawTranche], total: Decimal) -> Vec<Decimal> {
-    let mut vested = Decimal::ZERO;
-    raw.iter()
-        .map(|tranche| {
-            let mut amount = Decimal::ZERO;
-            for _ in 0..tranche.installments {
-                let one = match tranche.amount {
-                    Amount::Quantity(quantity) => quantity,
-                    Amount::Portion {
-                        numerator,
-                        denominator,
-                        remainder,
-                    } => {
-                        let base = if remainder {
-                            total - vested - amount
-                        } else {
-                            total
-                        };
-                        base * numerator / denominator
-                    }
-                };
-                amount += one;
-            }
-            let amount = amount.min(total - vested).max(Decimal::ZERO);
-            vested += amount;
-            amount
-        })
-        .collect()
-}
-
-/// Follows the graph from the vesting start, choosing at each step the next
-/// condition that happens first, and lists every installment on the way.
-fn walk(terms: &VestingTerms, facts: &VestingFacts<'_>) -> Vec<RawTranche> {
-    let mut happened: HashMap<&str, NaiveDate> = HashMap::new();
-    let mut raw = Vec::new();
-    let Some(mut current) = terms
-        .conditions
-        .iter()
-        .find(|condition| condition.trigger == Trigger::VestingStart)
-    else {
-        return raw;
-    };
-    happened.insert(current.id.as_str(), facts.vesting_start);
-    raw.push(RawTranche {
-        date: facts.vesting_start,
-        amount: current.amount,
-        installments: 1,
-        condition_id: current.id.clone(),
-    });
-    for _ in 0..MAX_CONDITIONS {
-        let chosen = current
-            .next
-            .iter()
-            .filter_map(|id| terms.condition(id))
-            .filter_map(|candidate| {
-                first_date(candidate, &happened, facts).map(|date| (date, candidate))
-            })
-            .min_by_key(|(date, _)| *date);
-        let Some((_, next)) = chosen else { break };
-        let installments = installments(next, &happened, facts);
-        let Some(last) = installments.last() else {
-            break;
-        };
-        happened.insert(next.id.as_str(), last.date);
-        raw.extend(installments);
-        current = next;
-    }
-    raw
-}
-
-/// When `condition` first happens, if it can yet.
-fn first_date(
-    condition: &Condition,
-    happened: &HashMap<&str, NaiveDate>,
-    facts: &VestingFacts<'_>,
-) -> Option<NaiveDate> {
-    match &condition.trigger {
-        Trigger::VestingStart => None,
-        Trigger::Absolute(date) => Some(*date),
-        Trigger::Event => facts.events.get(&condition.id).copied(),
-        Trigger::Relative {
-            period,
-            relative_to,
-        } => {
-            let base = happened.get(relative_to.as_str())?;
-            calendar::step(
-                *base,
-                period.unit,
-                period.length,
-                1,
-                period.day_of_month,
-                facts.vesting_start,
-            )
-        }
-    }
-}
-
-/// The installments of `condition`, a cliff merged into its N-th installment.
-fn installments(
-    condition: &Condition,
-    happened: &HashMap<&str, NaiveDate>,
-    facts: &VestingFacts<'_>,
-) -> Vec<RawTranche> {
-    let single = |date| {
-        vec![RawTranche {
-            date,
-            amount: condition.amount,
-            installments: 1,
-            condition_id: condition.id.clone(),
-        }]
-    };
-    match &condition.trigger {
-        Trigger::VestingStart => Vec::new(),
-        Trigger::Absolute(date) => single(*date),
-        Trigger::Event => facts
-            .events
-            .get(&condition.id)
-            .copied()
-            .map_or_else(Vec::new, single),
-        Trigger::Relative {
-            period,
-            relative_to,
-        } => {
-            let Some(base) = happened.get(relative_to.as_str()) else {
-                return Vec::new();
-            };
-            let cliff = period.cliff_installment.max(1).min(period.occurrences);
-            (cliff..=period.occurrences)
-                .filter_map(|number| {
-                    let date = calendar::step(
-                        *base,
-                        period.unit,
-                        period.length,
-                        number,
-                        period.day_of_month,
-                        facts.vesting_start,
-                    )?;
-                    Some(RawTranche {
-                        date,
-                        amount: condition.amount,
-                        installments: if number == cliff { cliff } else { 1 },
-                        condition_id: condition.id.clone(),
-                    })
-                })
-                .collect()
-        }
-    }
+/// Whether `vested_on` answers in closed form (without the schedule).
+#[cfg(test)]
+fn takes_closed_form(terms: &VestingTerms, facts: &VestingFacts<'_>, as_of: NaiveDate) -> bool {
+    let mut runs = Vec::new();
+    walk::walk(terms, facts, &mut runs);
+    closed_form::vested_on(terms, facts, &runs, as_of).is_some()
 }
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod reference;
+
+#[cfg(test)]
+mod properties;
+
+#[cfg(test)]
+mod timing;
