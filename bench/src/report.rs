@@ -431,7 +431,7 @@ pub(crate) async fn run(config: &Config) -> anyhow::Result<bool> {
     }
 
     // (d) vesting.
-    println!("\n== vesting (in-process, schedule + vested_as_of per award) ==");
+    println!("\n== vesting (in-process, vested_on per award) ==");
     let awards = size.vesting_awards;
     let result = tokio::task::spawn_blocking(move || vesting::run(awards)).await??;
     let per_million = result.single_thread.as_secs_f64() * 1_000_000.0 / result.awards as f64;

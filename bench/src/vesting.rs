@@ -1,6 +1,7 @@
-//! The pure vesting engine in-process: for each award, its schedule
-//! (`qapmap_equity::vesting::schedule`) and the quantity vested on a date
-//! (`vested_as_of`) — what equity computes for an award's position.
+//! The pure vesting engine in-process: for each award, the quantity vested
+//! on a date from its terms and facts (`qapmap_equity::vesting::vested_on`,
+//! equal to `vested_as_of(&schedule(..), as_of)`) — what equity computes for
+//! an award's position.
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -13,7 +14,7 @@ use rust_decimal::Decimal;
 #[derive(Debug)]
 pub(crate) struct Vesting {
     pub(crate) awards: usize,
-    /// schedule + vested_as_of per award, one thread.
+    /// vested_on (terms + facts -> vested quantity) per award, one thread.
     pub(crate) single_thread: Duration,
     /// The same split over every core.
     pub(crate) all_cores: Duration,
@@ -50,8 +51,7 @@ fn evaluate(terms: &VestingTerms, range: std::ops::Range<usize>, as_of: NaiveDat
             accelerations: &[],
             vesting_cap: quantity,
         };
-        let tranches = vesting::schedule(Some(black_box(terms)), &facts);
-        total += vesting::vested_as_of(black_box(&tranches), as_of);
+        total += vesting::vested_on(Some(black_box(terms)), &facts, as_of);
     }
     total
 }
