@@ -44,7 +44,24 @@ pub(crate) async fn company_with_holders(
                 price_per_share: usd("0.01"),
                 effective_date: date(2024, 1, 2),
             };
-            async move { client.issue_shares(request).await.context("IssueShares") }
+            async move {
+                // A patient client: UNAVAILABLE (the ledger's pool queue is
+                // full while issuances of one class take its lock in turn)
+                // is retried with the same request id, so it applies once.
+                let mut attempt = 0;
+                loop {
+                    match client.issue_shares(request.clone()).await {
+                        Err(status)
+                            if status.code() == tonic::Code::Unavailable && attempt < 10 =>
+                        {
+                            attempt += 1;
+                            tokio::time::sleep(std::time::Duration::from_millis(200 * attempt))
+                                .await;
+                        }
+                        outcome => break outcome.context("IssueShares"),
+                    }
+                }
+            }
         })
         .buffer_unordered(16)
         .try_for_each(|_| async { Ok(()) })
