@@ -6,6 +6,7 @@ use prost::Message;
 use qapmap_proto::messaging::v1::SagaReply;
 use qapmap_runtime::consumer::{Handled, HandlerError, MessageHandler, ReceivedMessage};
 use sqlx::PgConnection;
+use tracing::Instrument;
 
 use crate::engine::{Engine, EngineError};
 
@@ -32,8 +33,16 @@ impl MessageHandler for ReplyHandler {
             saga.compensation = reply.compensation,
             company.id = %reply.company_id,
         );
-        let _entered = span.enter();
-        match self.engine.handle_reply(transaction, &reply).await {
+        // Instrumented, never `span.enter()` across the await: a guard held
+        // while the task moves threads leaves the span on the old thread's
+        // stack, and a later `Span::current()` there clones a closed span
+        // (tracing-subscriber panics; this killed the orchestrator under load).
+        match self
+            .engine
+            .handle_reply(transaction, &reply)
+            .instrument(span)
+            .await
+        {
             Ok(()) => Ok(Handled::Done),
             Err(EngineError::Database(error)) => Err(HandlerError::Retry(error.into())),
             Err(error) => Err(HandlerError::Retry(error.into())),
