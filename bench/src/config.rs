@@ -75,9 +75,19 @@ pub(crate) struct Process {
     pub(crate) database: String,
 }
 
+/// A measurement `QAPMAP_BENCH_ONLY` can single out (while working on one of them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Part {
+    Sagas,
+    CapTable,
+    Vesting,
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
     pub(crate) size: Size,
+    /// `None`: every measurement.
+    pub(crate) only: Option<Part>,
     /// equity, shareholder, ledger, orchestrator.
     pub(crate) processes: Vec<Process>,
     /// Superuser URL to the `postgres` database (reads pg_stat_database).
@@ -118,8 +128,21 @@ impl Config {
                 database: var(&format!("QAPMAP_BENCH_{upper}_DATABASE"))?,
             });
         }
+        let only = match std::env::var("QAPMAP_BENCH_ONLY")
+            .unwrap_or_default()
+            .as_str()
+        {
+            "" => None,
+            "sagas" => Some(Part::Sagas),
+            "cap-table" => Some(Part::CapTable),
+            "vesting" => Some(Part::Vesting),
+            other => {
+                anyhow::bail!("QAPMAP_BENCH_ONLY must be sagas, cap-table or vesting, not {other}")
+            }
+        };
         Ok(Self {
             size,
+            only,
             processes,
             admin_url: var("QAPMAP_PG_ADMIN_URL")?,
             scratch_url: var("QAPMAP_BENCH_SCRATCH_URL")?,
@@ -130,6 +153,11 @@ impl Config {
                 .context("QAPMAP_DATABASE_MAX_CONNECTIONS")?,
             key_dir: PathBuf::from(var("QAPMAP_BENCH_KEY_DIR")?),
         })
+    }
+
+    /// Whether this run measures `part` (all parts unless `QAPMAP_BENCH_ONLY` names one).
+    pub(crate) fn runs(&self, part: Part) -> bool {
+        self.only.is_none_or(|only| only == part)
     }
 
     pub(crate) fn process(&self, name: &str) -> &Process {

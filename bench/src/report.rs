@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::cap_table;
 use crate::commits::{self, Counter, STATS_SETTLE};
-use crate::config::Config;
+use crate::config::{Config, Part};
 use crate::machine;
 use crate::memory::{Sampler, mib};
 use crate::sagas::{self, Phase};
@@ -200,261 +200,272 @@ pub(crate) async fn run(config: &Config) -> anyhow::Result<bool> {
     let sampler = Sampler::start(config);
     let mut floors = Floors::default();
     let mut ok = true;
+    let mut saga_peak = vec![0; config.processes.len()];
+    let mut read_peak = vec![0; config.processes.len()];
 
     tokio::time::sleep(Duration::from_secs(2)).await;
     let idle = sampler.take_peaks();
     println!("\n== memory, idle (after start, before any load) ==");
     print_memory("idle", config, &idle);
 
-    // (a) exercise sagas.
-    println!("\n== exercise sagas ==");
-    let began = Instant::now();
-    let companies = system::companies(&system, size.companies).await?;
-    println!(
-        "set-up: {} companies x 1 grant of 900,000 options (4y/1y cliff from 2020-01-01, fully vested) in {:.1} s; each saga exercises 1 option",
-        companies.len(),
-        began.elapsed().as_secs_f64()
-    );
-    let mut counter = Counter::connect(&config.admin_url, config.databases()).await?;
-    background(&mut counter, "background after set-up, before any saga").await?;
-    let warm = sagas::warm_up(&system, &companies, size.saga_patience).await;
-    println!("warm-up: {}", warm.errors_line());
-    if warm.failures() > 0 {
-        println!("FAILED: warm-up sagas did not all complete; stopping");
-        sampler.stop();
-        return Ok(false);
-    }
-    background(&mut counter, "background after the warm-up").await?;
-    let saga_id = sagas::one(&system, &companies[0], size.saga_patience).await?;
-    let polls = 1000;
-    let (_, before_each, _) = settle_and_count_each(&mut counter).await?;
-    sagas::poll_many(&system, &companies[0], &saga_id, polls).await?;
-    let (_, after_each, _) = settle_and_count_each(&mut counter).await?;
-    // The orchestrator's database alone; its background is small beside 1,000 polls.
-    let per_poll = (after_each[3] - before_each[3]) as f64 / polls as f64;
-    let calibration = Calibration { per_poll };
-    println!(
-        "calibration: {per_poll:.2} commits per GetSaga poll (1,000 polls of a finished saga)"
-    );
+    if config.runs(Part::Sagas) {
+        // (a) exercise sagas.
+        println!("\n== exercise sagas ==");
+        let began = Instant::now();
+        let companies = system::companies(&system, size.companies).await?;
+        println!(
+            "set-up: {} companies x 1 grant of 900,000 options (4y/1y cliff from 2020-01-01, fully vested) in {:.1} s; each saga exercises 1 option",
+            companies.len(),
+            began.elapsed().as_secs_f64()
+        );
+        let mut counter = Counter::connect(&config.admin_url, config.databases()).await?;
+        background(&mut counter, "background after set-up, before any saga").await?;
+        let warm = sagas::warm_up(&system, &companies, size.saga_patience).await;
+        println!("warm-up: {}", warm.errors_line());
+        if warm.failures() > 0 {
+            println!("FAILED: warm-up sagas did not all complete; stopping");
+            sampler.stop();
+            return Ok(false);
+        }
+        background(&mut counter, "background after the warm-up").await?;
+        let saga_id = sagas::one(&system, &companies[0], size.saga_patience).await?;
+        let polls = 1000;
+        let (_, before_each, _) = settle_and_count_each(&mut counter).await?;
+        sagas::poll_many(&system, &companies[0], &saga_id, polls).await?;
+        let (_, after_each, _) = settle_and_count_each(&mut counter).await?;
+        // The orchestrator's database alone; its background is small beside 1,000 polls.
+        let per_poll = (after_each[3] - before_each[3]) as f64 / polls as f64;
+        let calibration = Calibration { per_poll };
+        println!(
+            "calibration: {per_poll:.2} commits per GetSaga poll (1,000 polls of a finished saga)"
+        );
 
-    let mut saga_peak = vec![0; config.processes.len()];
-    sampler.take_peaks();
-    let mut closed = Vec::new();
-    for &concurrency in &size.concurrencies {
-        let (phase, commits) = run_phase(
+        sampler.take_peaks();
+        let mut closed = Vec::new();
+        for &concurrency in &size.concurrencies {
+            let (phase, commits) = run_phase(
+                &mut counter,
+                sagas::closed_loop(
+                    &system,
+                    &companies,
+                    concurrency,
+                    size.closed_duration,
+                    size.saga_patience,
+                ),
+            )
+            .await?;
+            print_phase(
+                &format!(
+                    "closed loop, {concurrency} in flight, {} s:",
+                    size.closed_duration.as_secs_f64()
+                ),
+                &phase,
+                commits,
+                &calibration,
+            );
+            let peak = sampler.take_peaks();
+            print_memory("peak", config, &peak);
+            max_each(&mut saga_peak, &peak);
+            ok &= phase.failures() == 0;
+            let (_, marginal) = calibration.per_saga(commits, &phase);
+            closed.push((concurrency, phase.throughput(), marginal));
+        }
+        background(&mut counter, "background after the closed loops").await?;
+        let (best_concurrency, max_rate, _) = closed
+            .iter()
+            .copied()
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .unwrap_or((0, 0.0, 0.0));
+        floors.add(
+            "exercise sagas sustained (best closed loop)",
+            format!("{max_rate:.1}/s @{best_concurrency}"),
+            ">= 300/s",
+            max_rate >= 300.0,
+        );
+
+        let rate = (max_rate / 2.0).max(1.0);
+        let (open, open_commits) = run_phase(
             &mut counter,
-            sagas::closed_loop(
+            sagas::open_loop(
                 &system,
                 &companies,
-                concurrency,
-                size.closed_duration,
+                rate,
+                size.open_duration,
                 size.saga_patience,
             ),
         )
         .await?;
         print_phase(
             &format!(
-                "closed loop, {concurrency} in flight, {} s:",
-                size.closed_duration.as_secs_f64()
+                "open loop, {rate:.1} arrivals/s (half the best closed loop) for {} s:",
+                size.open_duration.as_secs_f64()
             ),
-            &phase,
-            commits,
+            &open,
+            open_commits,
             &calibration,
+        );
+        println!(
+            "  all {} sagas resolved {:.1} s after the first arrival (arrivals span {:.1} s)",
+            open.outcomes.len(),
+            open.elapsed.as_secs_f64(),
+            size.open_duration.as_secs_f64()
         );
         let peak = sampler.take_peaks();
         print_memory("peak", config, &peak);
         max_each(&mut saga_peak, &peak);
-        ok &= phase.failures() == 0;
-        let (_, marginal) = calibration.per_saga(commits, &phase);
-        closed.push((concurrency, phase.throughput(), marginal));
-    }
-    background(&mut counter, "background after the closed loops").await?;
-    let (best_concurrency, max_rate, _) = closed
-        .iter()
-        .copied()
-        .max_by(|a, b| a.1.total_cmp(&b.1))
-        .unwrap_or((0, 0.0, 0.0));
-    floors.add(
-        "exercise sagas sustained (best closed loop)",
-        format!("{max_rate:.1}/s @{best_concurrency}"),
-        ">= 300/s",
-        max_rate >= 300.0,
-    );
-
-    let rate = (max_rate / 2.0).max(1.0);
-    let (open, open_commits) = run_phase(
-        &mut counter,
-        sagas::open_loop(
-            &system,
-            &companies,
-            rate,
-            size.open_duration,
-            size.saga_patience,
-        ),
-    )
-    .await?;
-    print_phase(
-        &format!(
-            "open loop, {rate:.1} arrivals/s (half the best closed loop) for {} s:",
-            size.open_duration.as_secs_f64()
-        ),
-        &open,
-        open_commits,
-        &calibration,
-    );
-    println!(
-        "  all {} sagas resolved {:.1} s after the first arrival (arrivals span {:.1} s)",
-        open.outcomes.len(),
-        open.elapsed.as_secs_f64(),
-        size.open_duration.as_secs_f64()
-    );
-    let peak = sampler.take_peaks();
-    print_memory("peak", config, &peak);
-    max_each(&mut saga_peak, &peak);
-    ok &= open.failures() == 0;
-    let open_p99 = open.latencies().summary().p99;
-    background(&mut counter, "background after the open loop").await?;
-    floors.add(
-        "exercise p99 at half the max rate (open loop)",
-        ms(open_p99),
-        "<= 100 ms",
-        open_p99 <= Duration::from_millis(100) && open.completed_in_window() > 0,
-    );
-    let (open_raw, _) = calibration.per_saga(open_commits, &open);
-    floors.add(
-        "Postgres commits per saga (open loop, raw)",
-        format!("{open_raw:.1}"),
-        "<= 12",
-        open_raw <= 12.0,
-    );
-    let pool_total = config.pool_per_process * 4;
-    floors.add(
-        "Postgres connections, all four processes",
-        pool_total.to_string(),
-        "8-16 (small)",
-        (8..=16).contains(&pool_total),
-    );
-
-    // (b) the durable-commit bound.
-    println!("\n== durable-commit bound (one small INSERT per transaction, scratch database) ==");
-    for &(concurrency, saga_rate, commits_per_saga) in &closed {
-        let bound =
-            commits::durable_commit_bound(&config.scratch_url, concurrency, size.commit_duration)
-                .await?;
-        let sagas_bound = bound.commits_per_second / commits_per_saga.max(1.0);
-        println!(
-            "{} connections: {:.0} commits/s (p99 {}); at {commits_per_saga:.1} commits per saga (that closed loop, without the harness's polls) that bounds sagas at {sagas_bound:.0}/s; measured {saga_rate:.1}/s = {:.2} of the bound",
-            bound.concurrency,
-            bound.commits_per_second,
-            ms(bound.p99),
-            saga_rate / sagas_bound
+        ok &= open.failures() == 0;
+        let open_p99 = open.latencies().summary().p99;
+        background(&mut counter, "background after the open loop").await?;
+        floors.add(
+            "exercise p99 at half the max rate (open loop)",
+            ms(open_p99),
+            "<= 100 ms",
+            open_p99 <= Duration::from_millis(100) && open.completed_in_window() > 0,
         );
-    }
-    let bound = commits::durable_commit_bound(
-        &config.scratch_url,
-        pool_total as usize,
-        size.commit_duration,
-    )
-    .await?;
-    println!(
-        "{} connections (the processes' total pool): {:.0} commits/s (p99 {})",
-        bound.concurrency,
-        bound.commits_per_second,
-        ms(bound.p99)
-    );
+        let (open_raw, _) = calibration.per_saga(open_commits, &open);
+        floors.add(
+            "Postgres commits per saga (open loop, raw)",
+            format!("{open_raw:.1}"),
+            "<= 12",
+            open_raw <= 12.0,
+        );
+        let pool_total = config.pool_per_process * 4;
+        floors.add(
+            "Postgres connections, all four processes",
+            pool_total.to_string(),
+            "8-16 (small)",
+            (8..=16).contains(&pool_total),
+        );
 
-    // (c) cap table reads.
-    println!("\n== cap table reads ==");
-    let holders = cap_table::company_with_holders(&system, size.holders).await?;
-    println!(
-        "set-up: {} holders issued with IssueShares (16 in parallel) in {:.1} s ({:.0}/s)",
-        size.holders,
-        holders.elapsed.as_secs_f64(),
-        size.holders as f64 / holders.elapsed.as_secs_f64()
-    );
-    sampler.take_peaks();
-    let mut read_peak = vec![0; config.processes.len()];
-    for (label, as_of) in [
-        ("cached (today: Redis)", None),
-        ("uncached (as_of 2025-06-01: Postgres)", date(2025, 6, 1)),
-    ] {
-        let reads = cap_table::read_load(
-            &system,
-            &holders.company_id,
-            as_of,
-            size.read_concurrency,
-            size.read_duration,
+        // (b) the durable-commit bound.
+        println!(
+            "\n== durable-commit bound (one small INSERT per transaction, scratch database) =="
+        );
+        for &(concurrency, saga_rate, commits_per_saga) in &closed {
+            let bound = commits::durable_commit_bound(
+                &config.scratch_url,
+                concurrency,
+                size.commit_duration,
+            )
+            .await?;
+            let sagas_bound = bound.commits_per_second / commits_per_saga.max(1.0);
+            println!(
+                "{} connections: {:.0} commits/s (p99 {}); at {commits_per_saga:.1} commits per saga (that closed loop, without the harness's polls) that bounds sagas at {sagas_bound:.0}/s; measured {saga_rate:.1}/s = {:.2} of the bound",
+                bound.concurrency,
+                bound.commits_per_second,
+                ms(bound.p99),
+                saga_rate / sagas_bound
+            );
+        }
+        let bound = commits::durable_commit_bound(
+            &config.scratch_url,
+            pool_total as usize,
+            size.commit_duration,
         )
         .await?;
         println!(
-            "{label}, {} concurrent, {} s, page of {} rows:",
-            size.read_concurrency,
-            size.read_duration.as_secs_f64(),
-            reads.rows
+            "{} connections (the processes' total pool): {:.0} commits/s (p99 {})",
+            bound.concurrency,
+            bound.commits_per_second,
+            ms(bound.p99)
         );
-        println!("  requests/s: {:.0} /s", reads.requests_per_second);
-        println!("  latency:    {}", reads.latency.line());
+    }
+
+    if config.runs(Part::CapTable) {
+        // (c) cap table reads.
+        println!("\n== cap table reads ==");
+        let holders = cap_table::company_with_holders(&system, size.holders).await?;
         println!(
-            "  errors:     {}{}",
-            reads.errors,
-            reads
-                .first_error
-                .as_deref()
-                .map(|e| format!(" (first: {e})"))
-                .unwrap_or_default()
+            "set-up: {} holders issued with IssueShares (16 in parallel) in {:.1} s ({:.0}/s)",
+            size.holders,
+            holders.elapsed.as_secs_f64(),
+            size.holders as f64 / holders.elapsed.as_secs_f64()
         );
-        let peak = sampler.take_peaks();
-        print_memory("peak", config, &peak);
-        max_each(&mut read_peak, &peak);
-        ok &= reads.errors == 0;
-        if as_of.is_none() {
-            floors.add(
-                "cached cap table throughput",
-                format!("{:.0} req/s", reads.requests_per_second),
-                ">= 20000 req/s",
-                reads.requests_per_second >= 20_000.0,
+        sampler.take_peaks();
+        for (label, as_of) in [
+            ("cached (today: Redis)", None),
+            ("uncached (as_of 2025-06-01: Postgres)", date(2025, 6, 1)),
+        ] {
+            let reads = cap_table::read_load(
+                &system,
+                &holders.company_id,
+                as_of,
+                size.read_concurrency,
+                size.read_duration,
+            )
+            .await?;
+            println!(
+                "{label}, {} concurrent, {} s, page of {} rows:",
+                size.read_concurrency,
+                size.read_duration.as_secs_f64(),
+                reads.rows
             );
-            floors.add(
-                "cached cap table p99",
-                ms(reads.latency.p99),
-                "<= 5 ms",
-                reads.latency.p99 <= Duration::from_millis(5),
+            println!("  requests/s: {:.0} /s", reads.requests_per_second);
+            println!("  latency:    {}", reads.latency.line());
+            println!(
+                "  errors:     {}{}",
+                reads.errors,
+                reads
+                    .first_error
+                    .as_deref()
+                    .map(|e| format!(" (first: {e})"))
+                    .unwrap_or_default()
             );
-        } else {
-            floors.add(
-                &format!("uncached cap table p99 ({} holders)", size.holders),
-                ms(reads.latency.p99),
-                "<= 50 ms",
-                reads.latency.p99 <= Duration::from_millis(50),
-            );
+            let peak = sampler.take_peaks();
+            print_memory("peak", config, &peak);
+            max_each(&mut read_peak, &peak);
+            ok &= reads.errors == 0;
+            if as_of.is_none() {
+                floors.add(
+                    "cached cap table throughput",
+                    format!("{:.0} req/s", reads.requests_per_second),
+                    ">= 20000 req/s",
+                    reads.requests_per_second >= 20_000.0,
+                );
+                floors.add(
+                    "cached cap table p99",
+                    ms(reads.latency.p99),
+                    "<= 5 ms",
+                    reads.latency.p99 <= Duration::from_millis(5),
+                );
+            } else {
+                floors.add(
+                    &format!("uncached cap table p99 ({} holders)", size.holders),
+                    ms(reads.latency.p99),
+                    "<= 50 ms",
+                    reads.latency.p99 <= Duration::from_millis(50),
+                );
+            }
         }
     }
 
-    // (d) vesting.
-    println!("\n== vesting (in-process, vested_on per award) ==");
-    let awards = size.vesting_awards;
-    let result = tokio::task::spawn_blocking(move || vesting::run(awards)).await??;
-    let per_million = result.single_thread.as_secs_f64() * 1_000_000.0 / result.awards as f64;
-    println!(
-        "{} awards: {} on one thread ({:.0} awards/s); {} on {} threads; vested_as_of alone over precomputed schedules: {}; total vested {}",
-        result.awards,
-        ms(result.single_thread),
-        result.awards as f64 / result.single_thread.as_secs_f64(),
-        ms(result.all_cores),
-        result.threads,
-        ms(result.sum_only),
-        result.total_vested
-    );
-    floors.add(
-        "1,000,000 vesting evaluations, one thread",
-        if result.awards == 1_000_000 {
-            format!("{per_million:.2} s")
-        } else {
-            format!("{per_million:.2} s (scaled)")
-        },
-        "<= 1 s",
-        per_million <= 1.0,
-    );
+    if config.runs(Part::Vesting) {
+        // (d) vesting.
+        println!("\n== vesting (in-process, vested_on per award) ==");
+        let awards = size.vesting_awards;
+        let result = tokio::task::spawn_blocking(move || vesting::run(awards)).await??;
+        let per_million = result.single_thread.as_secs_f64() * 1_000_000.0 / result.awards as f64;
+        println!(
+            "{} awards: {} on one thread ({:.0} awards/s); {} on {} threads; vested_as_of alone over precomputed schedules: {}; total vested {}",
+            result.awards,
+            ms(result.single_thread),
+            result.awards as f64 / result.single_thread.as_secs_f64(),
+            ms(result.all_cores),
+            result.threads,
+            ms(result.sum_only),
+            result.total_vested
+        );
+        floors.add(
+            "1,000,000 vesting evaluations, one thread",
+            if result.awards == 1_000_000 {
+                format!("{per_million:.2} s")
+            } else {
+                format!("{per_million:.2} s (scaled)")
+            },
+            "<= 1 s",
+            per_million <= 1.0,
+        );
+    }
 
     // (e) memory.
     println!("\n== memory (VmRSS from /proc/<pid>/status, sampled every 100 ms) ==");
