@@ -7,7 +7,8 @@
 //! - [`commands`]: issue, transfer, cancel, retire, adjust authorized, reverse.
 //! - [`saga_operations`]: the orchestrator's steps, idempotent by (saga id, step).
 //! - [`equity_projection`]: options and pools from the equity service's events.
-//! - [`cap_table`]: the cap table as of a date, and its Redis cache.
+//! - [`cap_table`]: the cap table as of a date, kept in memory (dropped on
+//!   change notifications) and in Redis.
 //! - [`statement`]: a stakeholder's lines with running balances.
 //! - [`saga_tombstones`]: saga steps compensated before they were applied.
 //! - [`consumers`]: the saga-command and equity-event consumers on JetStream.
@@ -48,11 +49,14 @@ pub async fn build(settings: Settings) -> anyhow::Result<Application> {
     let cache = cap_table::cache::CapTableCache::new(&settings.redis_url, &cache_prefix);
     let infrastructure = Infrastructure::connect(settings, &MIGRATOR).await?;
     let subjects = infrastructure.subjects.clone();
+    let tables = cap_table::current::CurrentTables::default();
     let api = grpc::LedgerApi {
         pool: infrastructure.pool.clone(),
         subjects: subjects.clone(),
         cache,
+        tables: tables.clone(),
     };
+    let listener_pool = infrastructure.pool.clone();
     let dead_letters = DeadLetterAdmin::new(infrastructure.pool.clone()).into_service();
     let application = Application::bind(infrastructure)
         .await?
@@ -61,6 +65,10 @@ pub async fn build(settings: Settings) -> anyhow::Result<Application> {
     // One set of counters for the relay and both consumers, exported at /metrics.
     let metrics = application.messaging_metrics();
     let application = spawn_relay_with(application, metrics.clone());
+    let application = application.spawn_background("cap-table-listener", move |stop| async move {
+        tables.listen(&listener_pool, stop).await;
+        Ok(())
+    });
     let application = spawn_consumer(
         application,
         consumers::saga_commands::config(&subjects),

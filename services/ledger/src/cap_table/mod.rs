@@ -4,6 +4,7 @@
 //! positions as of a date, [`cache`] keeps the current table in Redis.
 
 pub mod cache;
+pub mod current;
 pub mod query;
 
 use chrono::NaiveDate;
@@ -35,11 +36,54 @@ impl Position {
     }
 
     /// Sort and page key: class, holders before pools, then id.
-    pub fn key(&self) -> String {
-        match self.holder {
-            Holder::Stakeholder(id) => format!("{}|0|{id}", self.share_class_id),
-            Holder::Pool(id) => format!("{}|1|{id}", self.share_class_id),
+    pub fn key(&self) -> RowKey {
+        let (pool, id) = match self.holder {
+            Holder::Stakeholder(id) => (false, id),
+            Holder::Pool(id) => (true, id),
+        };
+        RowKey {
+            share_class_id: self.share_class_id,
+            pool,
+            id,
         }
+    }
+}
+
+/// Where a row sorts: class, holders before pools, then id. Its text
+/// (`class|0|id`, `|1|` for a pool) is the page token's content and sorts
+/// the same way (a UUID's hyphenated hex orders as its bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RowKey {
+    pub share_class_id: Uuid,
+    pub pool: bool,
+    pub id: Uuid,
+}
+
+impl RowKey {
+    pub fn to_text(&self) -> String {
+        format!(
+            "{}|{}|{}",
+            self.share_class_id,
+            u8::from(self.pool),
+            self.id
+        )
+    }
+
+    /// `None` for text [`RowKey::to_text`] did not make.
+    pub fn parse(text: &str) -> Option<Self> {
+        let mut parts = text.split('|');
+        let share_class_id = parts.next()?.parse().ok()?;
+        let pool = match parts.next()? {
+            "0" => false,
+            "1" => true,
+            _ => return None,
+        };
+        let id = parts.next()?.parse().ok()?;
+        parts.next().is_none().then_some(Self {
+            share_class_id,
+            pool,
+            id,
+        })
     }
 }
 
@@ -175,6 +219,34 @@ mod tests {
         assert_eq!(
             round_to_hundred(&[Decimal::ZERO, Decimal::ZERO]),
             [Decimal::ZERO, Decimal::ZERO]
+        );
+    }
+
+    #[test]
+    fn row_keys_sort_as_their_text_and_read_back() {
+        let mut keys: Vec<RowKey> = (0..200u128)
+            .map(|i| RowKey {
+                share_class_id: Uuid::from_u128(i.wrapping_mul(0x9e37_79b9_7f4a_7c15) % 3),
+                pool: i % 2 == 0,
+                id: Uuid::from_u128(i.wrapping_mul(0xbf58_476d_1ce4_e5b9_94d0_49bb_1331_11eb)),
+            })
+            .collect();
+        keys.sort();
+        let texts: Vec<String> = keys.iter().map(RowKey::to_text).collect();
+        let mut sorted_texts = texts.clone();
+        sorted_texts.sort();
+        assert_eq!(texts, sorted_texts);
+        for (key, text) in keys.iter().zip(&texts) {
+            assert_eq!(RowKey::parse(text), Some(*key));
+        }
+        assert_eq!(RowKey::parse("not|a|key"), None);
+        assert_eq!(
+            RowKey::parse(&format!("{}|2|{}", Uuid::nil(), Uuid::nil())),
+            None
+        );
+        assert_eq!(
+            RowKey::parse(&format!("{}|0|{}|x", Uuid::nil(), Uuid::nil())),
+            None
         );
     }
 

@@ -15,9 +15,11 @@ use sqlx::{PgPool, Postgres, Transaction};
 use tonic::{Request, Response, Status};
 
 use crate::cap_table::cache::CapTableCache;
+use crate::cap_table::current::CurrentTables;
 use crate::commands::CommandError;
 use crate::holds::HoldError;
 use crate::journal::PostingError;
+pub(crate) use queries::ServedTable;
 
 /// The service state shared by every call.
 #[derive(Debug, Clone)]
@@ -25,6 +27,8 @@ pub(crate) struct LedgerApi {
     pub(crate) pool: PgPool,
     pub(crate) subjects: Subjects,
     pub(crate) cache: CapTableCache,
+    /// Today's cap tables in memory; `close` drops a company's after its commit.
+    pub(crate) tables: CurrentTables<ServedTable>,
 }
 
 impl LedgerApi {
@@ -40,14 +44,17 @@ impl LedgerApi {
         Ok((tx, stored))
     }
 
-    /// Stores the response for repeats and commits.
+    /// Stores the response for repeats and commits; the company's table in
+    /// memory goes at once, so the caller's next read shows its write.
     async fn close<R: prost::Message>(
+        &self,
         mut tx: Transaction<'static, Postgres>,
         key: &RequestKey,
         response: R,
     ) -> Result<Response<R>, ApiError> {
         idempotency::finish(&mut tx, key, &response).await?;
         tx.commit().await?;
+        self.tables.changed(key.company_id);
         Ok(Response::new(response))
     }
 }

@@ -71,7 +71,7 @@ impl LedgerApi {
             price,
         )
         .await?;
-        Self::close(
+        self.close(
             tx,
             &key,
             proto::IssueSharesResponse {
@@ -118,7 +118,7 @@ impl LedgerApi {
             movement,
         )
         .await?;
-        Self::close(
+        self.close(
             tx,
             &key,
             proto::TransferSharesResponse {
@@ -158,7 +158,7 @@ impl LedgerApi {
             movement,
         )
         .await?;
-        Self::close(
+        self.close(
             tx,
             &key,
             proto::CancelSharesResponse {
@@ -196,7 +196,7 @@ impl LedgerApi {
             movement,
         )
         .await?;
-        Self::close(
+        self.close(
             tx,
             &key,
             proto::RetireTreasurySharesResponse {
@@ -238,7 +238,7 @@ impl LedgerApi {
             effective_date,
         )
         .await?;
-        Self::close(
+        self.close(
             tx,
             &key,
             proto::AdjustAuthorizedSharesResponse {
@@ -273,7 +273,7 @@ impl LedgerApi {
             request.memo.clone(),
         )
         .await?;
-        Self::close(
+        self.close(
             tx,
             &key,
             proto::ReverseEntryResponse {
@@ -300,7 +300,7 @@ impl LedgerApi {
             return Ok(Response::new(stored));
         }
         let entry = journal::post(&mut tx, &self.subjects, company_id, new).await?;
-        Self::close(
+        self.close(
             tx,
             &key,
             proto::PostEntryResponse {
@@ -329,7 +329,7 @@ impl LedgerApi {
         }
         let cause = request_cause(&request.request_id).to_stored();
         let hold = holds::place(&mut tx, company_id, account, quantity, &cause).await?;
-        Self::close(
+        self.close(
             tx,
             &key,
             proto::PlaceHoldResponse {
@@ -356,7 +356,7 @@ impl LedgerApi {
             return Ok(Response::new(stored));
         }
         let hold = holds::release(&mut tx, company_id, hold_id).await?;
-        Self::close(
+        self.close(
             tx,
             &key,
             proto::ReleaseHoldResponse {

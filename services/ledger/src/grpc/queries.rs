@@ -2,6 +2,8 @@
 //! the request's company (row-level security behind the `company_id`
 //! filters); employees reach only their own balance and statement.
 
+use std::sync::Arc;
+
 use prost::Message;
 use qapmap_proto::ledger::v1 as proto;
 use qapmap_runtime::auth::AuthorizedCall;
@@ -14,7 +16,7 @@ use tonic::Response;
 use super::LedgerApi;
 use crate::accounts::Owner;
 use crate::cap_table::cache::CacheKey;
-use crate::cap_table::{self, CapTable, Holder};
+use crate::cap_table::{self, CapTable, Holder, RowKey};
 use crate::convert::{self, entry_to_proto};
 use crate::journal::reading;
 use crate::{accounts, statement};
@@ -94,13 +96,19 @@ impl LedgerApi {
                 Decimal::ZERO,
             )));
         };
+        // Today's balance less what entries dated after `as_of` moved (see
+        // the cap table's query): no re-summing of the account's history.
         let (balance, held): (Decimal, Decimal) = sqlx::query_as(
-            "SELECT COALESCE((SELECT SUM(l.amount) FROM journal_lines l JOIN journal_entries e ON e.id = l.entry_id
-                              WHERE l.account_id = $1 AND e.effective_date <= $2), 0),
-                    (SELECT held FROM accounts WHERE id = $1)",
+            "SELECT a.balance - COALESCE((SELECT SUM(l.amount)
+                                          FROM journal_entries e JOIN journal_lines l ON l.entry_id = e.id
+                                          WHERE e.company_id = $3 AND e.effective_date > $2
+                                            AND l.account_id = $1), 0),
+                    a.held
+             FROM accounts a WHERE a.id = $1",
         )
         .bind(account_id)
         .bind(as_of)
+        .bind(company_id)
         .fetch_one(&mut *transaction)
         .await?;
         transaction.commit().await?;
@@ -114,47 +122,76 @@ impl LedgerApi {
         let company_id = ids::parse("company_id", &request.company_id)?;
         let as_of = date::effective_or_today("as_of", request.as_of.as_ref())?;
         let page = PageRequest::parse(request.page_size, &request.page_token)?;
-        let whole = self.whole_cap_table(company_id, as_of).await?;
-        Ok(Response::new(page_of(whole, &page)))
+        let after = page
+            .after
+            .as_deref()
+            .map(|text| {
+                RowKey::parse(text).ok_or_else(|| {
+                    ApiError::invalid("page_token", "is not a token this service issued")
+                })
+            })
+            .transpose()?;
+        if as_of == date::today() {
+            let table = self.current_cap_table(company_id, as_of).await?;
+            return Ok(Response::new(table.page(after, &page)));
+        }
+        // Past and future dates are computed each time: they are rarer, and
+        // the query reads the journal only after `as_of`.
+        let mut connection = self.pool.acquire().await?;
+        let table = cap_table::query::load(&mut connection, company_id, as_of).await?;
+        Ok(Response::new(page_of_table(&table, after, &page)))
     }
 
-    /// The whole table: from the cache for today's date, else from Postgres
-    /// (and then cached). Past dates are not cached: they are rarer and the
-    /// issue asks for the current table.
-    async fn whole_cap_table(
+    /// Today's table: from this process's memory while no change arrived
+    /// since it was loaded, else from Redis (shared by the replicas, keyed by
+    /// the company's versions), else from Postgres (then kept in both).
+    async fn current_cap_table(
         &self,
         company_id: uuid::Uuid,
         as_of: chrono::NaiveDate,
-    ) -> Result<proto::GetCapTableResponse, ApiError> {
+    ) -> Result<Arc<ServedTable>, ApiError> {
+        if let Some(table) = self.tables.get(company_id, as_of) {
+            return Ok(table);
+        }
+        // Taken before anything is read, so a change committed meanwhile
+        // keeps this load out of memory.
+        let stamp = self.tables.stamp(company_id);
         let mut connection = self.pool.acquire().await?;
-        let cacheable = as_of == date::today();
-        if cacheable {
-            let (ledger_sequence, projection_version) =
-                cap_table::query::confined_versions(&mut connection, company_id).await?;
-            let key = CacheKey {
-                company_id,
-                as_of,
-                ledger_sequence,
-                projection_version,
-            };
-            if let Some(cached) = self.cache.get(&key).await
-                && let Ok(decoded) = proto::GetCapTableResponse::decode(cached.as_slice())
-            {
-                return Ok(decoded);
+        let (ledger_sequence, projection_version) =
+            cap_table::query::confined_versions(&mut connection, company_id).await?;
+        let key = CacheKey {
+            company_id,
+            as_of,
+            ledger_sequence,
+            projection_version,
+        };
+        let shared = self
+            .cache
+            .get(&key)
+            .await
+            .and_then(|cached| proto::GetCapTableResponse::decode(cached.as_slice()).ok())
+            .and_then(ServedTable::from_response);
+        let table = match shared {
+            Some(table) => table,
+            None => {
+                let table = cap_table::query::load(&mut connection, company_id, as_of).await?;
+                drop(connection);
+                let served = ServedTable::from_table(&table);
+                let key = CacheKey {
+                    ledger_sequence: table.ledger_sequence,
+                    projection_version: table.projection_version,
+                    ..key
+                };
+                self.cache.put(&key, &served.response.encode_to_vec()).await;
+                served
             }
+        };
+        let table = Arc::new(table);
+        if let Some(stamp) = stamp {
+            self.tables
+                .put(company_id, stamp, as_of, table.keys.len(), table.clone());
         }
-        let table = cap_table::query::load(&mut connection, company_id, as_of).await?;
-        let whole = cap_table_to_proto(&table);
-        if cacheable {
-            let key = CacheKey {
-                company_id,
-                as_of,
-                ledger_sequence: table.ledger_sequence,
-                projection_version: table.projection_version,
-            };
-            self.cache.put(&key, &whole.encode_to_vec()).await;
-        }
-        Ok(whole)
+        Ok(table)
     }
 
     pub(super) async fn statement(
@@ -218,33 +255,84 @@ fn balance_response(balance: Decimal, held: Decimal) -> proto::GetBalanceRespons
     }
 }
 
-/// Rows after the token's key, at most a page; totals always cover the whole table.
-fn page_of(
-    mut whole: proto::GetCapTableResponse,
-    page: &PageRequest,
-) -> proto::GetCapTableResponse {
-    let key = |row: &proto::CapTableRow| {
-        let (kind, id) = if row.plan_id.is_empty() {
-            ("0", &row.stakeholder_id)
-        } else {
-            ("1", &row.plan_id)
-        };
-        format!("{}|{kind}|{id}", row.share_class_id)
-    };
-    let mut rows: Vec<proto::CapTableRow> = whole
-        .rows
-        .drain(..)
-        .filter(|row| page.after.as_ref().is_none_or(|after| key(row) > *after))
-        .take(page.fetch_limit() as usize)
-        .collect();
-    whole.next_page_token = page.finish(&mut rows, key);
-    whole.rows = rows;
-    whole
+/// A whole cap table ready to serve a page at a time: the response with
+/// every row in key order (converted once, not per read) and the rows' keys
+/// to find where a page starts.
+#[derive(Debug)]
+pub(crate) struct ServedTable {
+    response: proto::GetCapTableResponse,
+    keys: Vec<RowKey>,
 }
 
-fn cap_table_to_proto(table: &CapTable) -> proto::GetCapTableResponse {
-    let rows = table
-        .rows
+impl ServedTable {
+    fn from_table(table: &CapTable) -> Self {
+        Self {
+            response: cap_table_to_proto(table, &table.rows),
+            keys: table.rows.iter().map(|row| row.position.key()).collect(),
+        }
+    }
+
+    /// `None` when a row does not read back (a value from another version).
+    fn from_response(response: proto::GetCapTableResponse) -> Option<Self> {
+        let keys = response
+            .rows
+            .iter()
+            .map(|row| RowKey::parse(&proto_row_key(row)))
+            .collect::<Option<Vec<_>>>()?;
+        keys.is_sorted().then_some(Self { response, keys })
+    }
+
+    /// Rows after `after`, at most a page; totals always cover the whole table.
+    fn page(&self, after: Option<RowKey>, page: &PageRequest) -> proto::GetCapTableResponse {
+        let start = after.map_or(0, |after| self.keys.partition_point(|key| *key <= after));
+        let end = start
+            .saturating_add(page.fetch_limit() as usize)
+            .min(self.keys.len());
+        let mut rows = self.response.rows[start..end].to_vec();
+        let next_page_token = page.finish(&mut rows, proto_row_key);
+        let whole = &self.response;
+        proto::GetCapTableResponse {
+            rows,
+            next_page_token,
+            totals: whole.totals.clone(),
+            ledger_sequence: whole.ledger_sequence,
+            projection_version: whole.projection_version,
+            as_of: whole.as_of,
+        }
+    }
+}
+
+/// The text of a row's key, as [`RowKey::to_text`] writes it.
+fn proto_row_key(row: &proto::CapTableRow) -> String {
+    let (kind, id) = if row.plan_id.is_empty() {
+        ("0", &row.stakeholder_id)
+    } else {
+        ("1", &row.plan_id)
+    };
+    format!("{}|{kind}|{id}", row.share_class_id)
+}
+
+/// One page of a table computed for this read: only its rows are converted.
+fn page_of_table(
+    table: &CapTable,
+    after: Option<RowKey>,
+    page: &PageRequest,
+) -> proto::GetCapTableResponse {
+    let start = after.map_or(0, |after| {
+        table
+            .rows
+            .partition_point(|row| row.position.key() <= after)
+    });
+    let end = start
+        .saturating_add(page.fetch_limit() as usize)
+        .min(table.rows.len());
+    let mut response = cap_table_to_proto(table, &table.rows[start..end]);
+    response.next_page_token = page.finish(&mut response.rows, proto_row_key);
+    response
+}
+
+fn cap_table_to_proto(table: &CapTable, rows: &[cap_table::Row]) -> proto::GetCapTableResponse {
+    let rows = rows
         .iter()
         .map(|row| {
             let (stakeholder_id, plan_id) = match row.position.holder {

@@ -55,7 +55,7 @@ pub async fn post(
         mark_hold_consumed(connection, hold_id, posted.id).await?;
     }
     update_balances(connection, &locked).await?;
-    check_history(connection, &entry, &line_account_ids, &locked).await?;
+    check_history(connection, company_id, &entry, &line_account_ids, &locked).await?;
     events::enqueue_entry_posted(connection, subjects, &posted).await?;
     Ok(posted)
 }
@@ -278,6 +278,7 @@ async fn update_balances(
 /// a transfer may not be dated before the issuance it spends.
 async fn check_history(
     connection: &mut PgConnection,
+    company_id: Uuid,
     entry: &NewEntry,
     line_account_ids: &[Uuid],
     locked: &BTreeMap<Uuid, LockedAccount>,
@@ -287,32 +288,55 @@ async fn check_history(
         if !constrained || line.amount.is_sign_positive() {
             continue;
         }
-        if let Some(date) =
-            first_negative_date(connection, *account_id, entry.effective_date).await?
-        {
+        let account = AccountAfter {
+            company_id,
+            account_id: *account_id,
+            balance: locked[account_id].balance,
+        };
+        if let Some(date) = first_negative_date(connection, &account, entry.effective_date).await? {
             return Err(PostingError::NegativeOnDate { date });
         }
     }
     Ok(())
 }
 
+/// An account and its balance once the entry is applied.
+struct AccountAfter {
+    company_id: Uuid,
+    account_id: Uuid,
+    balance: Decimal,
+}
+
+/// The first date on or after `from` whose closing balance is negative.
+/// The balance only changes on dates with lines, and on a date `d` it is
+/// the final balance less what later-dated lines move; so only lines dated
+/// after `from` are read (usually none), never the account's whole history
+/// (an authorized-unissued account has a line per issuance).
 async fn first_negative_date(
     connection: &mut PgConnection,
-    account_id: Uuid,
+    account: &AccountAfter,
     from: NaiveDate,
 ) -> sqlx::Result<Option<NaiveDate>> {
     sqlx::query_scalar(
-        "WITH daily AS (
+        "WITH later AS (
              SELECT e.effective_date, SUM(l.amount) AS delta
-             FROM journal_lines l JOIN journal_entries e ON e.id = l.entry_id
-             WHERE l.account_id = $1 GROUP BY e.effective_date),
-         running AS (
-             SELECT effective_date, SUM(delta) OVER (ORDER BY effective_date) AS balance FROM daily)
-         SELECT effective_date FROM running WHERE effective_date >= $2 AND balance < 0
-         ORDER BY effective_date LIMIT 1",
+             FROM journal_entries e JOIN journal_lines l ON l.entry_id = e.id
+             WHERE e.company_id = $1 AND e.effective_date > $3 AND l.account_id = $2
+             GROUP BY e.effective_date),
+         closing AS (
+             SELECT $3::date AS effective_date,
+                    $4::numeric - COALESCE((SELECT SUM(delta) FROM later), 0) AS balance
+             UNION ALL
+             SELECT effective_date,
+                    $4::numeric - COALESCE(SUM(delta) OVER (ORDER BY effective_date DESC
+                        ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0)
+             FROM later)
+         SELECT effective_date FROM closing WHERE balance < 0 ORDER BY effective_date LIMIT 1",
     )
-    .bind(account_id)
+    .bind(account.company_id)
+    .bind(account.account_id)
     .bind(from)
+    .bind(account.balance)
     .fetch_optional(&mut *connection)
     .await
 }

@@ -40,6 +40,43 @@ impl TestLedger {
         Self::around(service).await
     }
 
+    /// A second process on this ledger's database and namespace (a replica),
+    /// serving the same company.
+    pub(crate) async fn replica(&self) -> Self {
+        let service = RunningService::start_with(
+            ServiceName::Ledger,
+            self.service.database.share(),
+            self.service.namespace.share(),
+            qapmap_ledger::build,
+        )
+        .await;
+        Self {
+            company_id: self.company_id,
+            ..Self::around(service).await
+        }
+    }
+
+    /// One page of the cap table.
+    pub(crate) async fn cap_table_page(
+        &self,
+        as_of: Option<common::Date>,
+        page_size: i32,
+        page_token: String,
+    ) -> Result<proto::GetCapTableResponse, tonic::Status> {
+        let request = proto::GetCapTableRequest {
+            company_id: self.company_id.to_string(),
+            as_of,
+            page_size,
+            page_token,
+        };
+        Ok(self
+            .client
+            .clone()
+            .get_cap_table(request)
+            .await?
+            .into_inner())
+    }
+
     async fn around(service: RunningService) -> Self {
         let client = LedgerServiceClient::new(service.channel());
         let pool = service.database_pool().await;
