@@ -1,56 +1,74 @@
 //! Durable pull consumers whose handlers take effect once per message.
 //!
-//! For every message, in stream order:
-//! 1. a transaction begins and the message id is recorded in the inbox; a
-//!    message seen before is acknowledged without running the handler (and
-//!    a command's stored reply is put back in the outbox);
+//! Messages are handled in batches, in stream order: a pull returns what is
+//! ready (waiting up to [`FETCH_EXPIRY`] for the first), and every group of
+//! messages that is ready at once (up to [`FETCH_BATCH_SIZE`]) shares one
+//! transaction, so a busy consumer pays one commit per batch, not one per
+//! message. For every message of a batch:
+//! 1. a savepoint is set and the message id is recorded in the inbox; a
+//!    message seen before changes nothing (a command's stored reply is put
+//!    back in the outbox);
 //! 2. the handler runs with the transaction, writing its effect and any
 //!    follow-up messages to the outbox (never publishing directly); a reply
 //!    it returns is enqueued and stored with the inbox row;
-//! 3. the transaction commits, and only then is the message acknowledged.
+//! 3. the savepoint is released, or on a handler error rolled back, so a
+//!    failed message leaves nothing behind and the batch goes on.
+//!
+//! The transaction then commits, and only then are the messages
+//! acknowledged (a failed commit retries the whole batch).
 //!
 //! A handler asks for a retry ([`HandlerError::Retry`], e.g. a transient
 //! database error): the message is nak'ed with the backoff delay of its
-//! attempt. After [`ConsumerConfig::max_deliveries`] attempts, or at once
-//! when the handler says [`HandlerError::Poison`], it is stored as a dead
-//! letter and acknowledged, so the messages behind it keep flowing.
+//! attempt, and so are the later messages of its partition key in the batch,
+//! unhandled, so they do not overtake it. After
+//! [`ConsumerConfig::max_deliveries`] attempts, or at once when the handler
+//! says [`HandlerError::Poison`], it is stored as a dead letter and
+//! acknowledged, so the messages behind it keep flowing.
 //!
 //! JetStream's own `max_deliver` is set [`SPARE_DELIVERIES`] above ours: a
 //! delivery past our limit only arrives when an earlier one ended without a
-//! verdict (the worker died, or the ack wait expired), and it is dead-
-//! lettered without running the handler again.
+//! verdict (the worker died, the ack wait expired, or it waited behind an
+//! earlier message of its key), and it is dead-lettered without running the
+//! handler again.
 //!
 //! Per-key order: one worker at a time handles a consumer's messages, in
 //! stream order, so effects follow the relay's per-key order. Every replica
 //! may run the consumer: a worker is active only while it holds a Postgres
 //! session advisory lock on the consumer name; the others stand by and take
-//! over when its session ends. Order can bend around a retried or
-//! dead-lettered message, and around a takeover (the messages the old worker
-//! had fetched come back only after the ack wait); the inbox keeps effects
-//! exactly-once in every case.
+//! over when its session ends. The active worker's batches run on that same
+//! session, so a batch can only commit while the lock is held, and the
+//! session needs no separate liveness probe while messages flow. Order can
+//! bend around a dead-lettered message, and around a takeover (the messages
+//! the old worker had fetched come back only after the ack wait); the inbox
+//! keeps effects exactly-once in every case.
+//!
+//! A handler's transaction-local settings (the company confinement, the
+//! audit's event ids) are reset before the next message of the batch, so a
+//! message never runs in the previous one's confinement.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use async_nats::jetstream::{self, AckKind, consumer::PullConsumer, consumer::pull};
 use bytes::Bytes;
 use futures::StreamExt;
-use sqlx::{PgConnection, PgPool};
+use sqlx::{Connection, PgConnection, PgPool};
 use tracing::Instrument;
 
 use crate::dead_letter;
 use crate::inbox::{self, NATS_MESSAGE_ID_HEADER, ORIGINAL_MESSAGE_ID_HEADER};
 use crate::messaging::{StreamKind, Subjects};
 use crate::metrics::MessagingMetrics;
-use crate::outbox::{self, OutboxMessage};
+use crate::outbox::{self, OutboxMessage, PARTITION_KEY_HEADER};
 use crate::server::{Application, StopSignal};
 
-/// Messages asked for per pull.
-pub const FETCH_BATCH_SIZE: usize = 100;
-/// How long a pull waits for messages before asking again.
+/// Messages asked for per pull, and the most handled in one transaction.
+pub const FETCH_BATCH_SIZE: usize = 64;
+/// How long a pull waits for a first message before asking again (it
+/// returns as soon as one is there).
 pub const FETCH_EXPIRY: Duration = Duration::from_secs(1);
 /// Default time JetStream waits for an ack before redelivering.
 pub const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(30);
@@ -218,8 +236,17 @@ impl ConsumerConfig {
 enum Verdict {
     Applied,
     Duplicate,
-    Retry { delay: Duration, error: String },
-    DeadLetter { error: String },
+    Retry {
+        delay: Duration,
+        error: String,
+    },
+    /// Not handled: an earlier message of its key in the batch will retry.
+    Deferred {
+        delay: Duration,
+    },
+    DeadLetter {
+        error: String,
+    },
 }
 
 /// A consumer of one durable, with its handler.
@@ -295,11 +322,12 @@ impl<H: MessageHandler> Consumer<H> {
             }
         };
         while !stop.is_stopped() {
-            let Some(lock) = self.become_active(&mut stop).await else {
+            let Some(session) = self.become_active(&mut stop).await else {
                 break;
             };
             tracing::info!(consumer = %self.config.name, "consumer worker active");
-            self.consume_while_active(&consumer, lock, &mut stop).await;
+            self.consume_while_active(&consumer, session, &mut stop)
+                .await;
         }
         Ok(())
     }
@@ -348,21 +376,35 @@ impl<H: MessageHandler> Consumer<H> {
     async fn consume_while_active(
         &self,
         consumer: &PullConsumer,
-        mut lock: PgConnection,
+        mut session: PgConnection,
         stop: &mut StopSignal,
     ) {
         let mut failures: u32 = 0;
+        // A session idle this long is probed before the next pull; a busy one
+        // proves itself with every batch.
+        let mut last_used = Instant::now();
+        let mut suspect = false;
         while !stop.is_stopped() {
-            if !lock_still_held(&mut lock).await {
-                tracing::warn!(consumer = %self.config.name, "consumer lock session lost; standing by");
-                return;
+            if suspect || last_used.elapsed() >= FETCH_EXPIRY {
+                if !lock_still_held(&mut session).await {
+                    tracing::warn!(consumer = %self.config.name, "consumer lock session lost; standing by");
+                    return;
+                }
+                suspect = false;
+                last_used = Instant::now();
             }
             let pulled = tokio::select! {
                 _ = stop.stopped() => break,
-                pulled = self.pull_and_handle(consumer) => pulled,
+                pulled = self.pull_and_handle(consumer, &mut session) => pulled,
             };
             match pulled {
-                Ok(()) => failures = 0,
+                Ok(pull) => {
+                    failures = 0;
+                    if pull.batches > 0 {
+                        last_used = Instant::now();
+                    }
+                    suspect = pull.session_failed;
+                }
                 Err(error) => {
                     tracing::warn!(consumer = %self.config.name, error.message = %format!("{error:#}"), "pull failed; retrying");
                     failures += 1;
@@ -375,72 +417,207 @@ impl<H: MessageHandler> Consumer<H> {
         }
     }
 
-    /// Pulls one batch and handles it in stream order.
-    async fn pull_and_handle(&self, consumer: &PullConsumer) -> anyhow::Result<()> {
-        let mut batch = consumer
+    /// Pulls once and handles what arrives, batch by batch: each batch is
+    /// what is ready at once, so a lone message is not held back.
+    async fn pull_and_handle(
+        &self,
+        consumer: &PullConsumer,
+        session: &mut PgConnection,
+    ) -> anyhow::Result<Pull> {
+        let batch = consumer
             .fetch()
             .max_messages(FETCH_BATCH_SIZE)
             .expires(FETCH_EXPIRY)
             .messages()
             .await
             .context("pulling messages")?;
-        while let Some(message) = batch.next().await {
-            let message = message
-                .map_err(|error| anyhow::anyhow!(error))
-                .context("receiving a message")?;
-            self.process(message).await;
+        let mut ready = batch.ready_chunks(FETCH_BATCH_SIZE);
+        let mut pull = Pull::default();
+        while let Some(chunk) = ready.next().await {
+            let mut messages = Vec::with_capacity(chunk.len());
+            let mut failure = None;
+            for message in chunk {
+                match message {
+                    Ok(message) => messages.push(message),
+                    Err(error) => failure = Some(error),
+                }
+            }
+            if !messages.is_empty() {
+                pull.batches += 1;
+                if !self.process_batch(session, messages).await {
+                    pull.session_failed = true;
+                }
+            }
+            if let Some(error) = failure {
+                return Err(anyhow::anyhow!(error)).context("receiving a message");
+            }
         }
-        Ok(())
+        Ok(pull)
     }
 
-    /// Decides on one message and tells JetStream.
-    async fn process(&self, message: jetstream::Message) {
-        let received = match decode(&message) {
-            Ok(received) => received,
-            Err(error) => {
-                tracing::error!(error.message = %error, "message without delivery info; leaving it to redelivery");
-                return;
+    /// Decides on a batch in one transaction on `session` and tells
+    /// JetStream. False when the transaction could not begin or commit (the
+    /// session may be gone).
+    async fn process_batch(
+        &self,
+        session: &mut PgConnection,
+        messages: Vec<jetstream::Message>,
+    ) -> bool {
+        let mut batch = Vec::with_capacity(messages.len());
+        for message in messages {
+            match decode(&message) {
+                Ok(received) => batch.push((message, received)),
+                Err(error) => {
+                    tracing::error!(error.message = %error, "message without delivery info; leaving it to redelivery");
+                }
             }
-        };
-        let verdict = self.verdict(&received).await;
-        let ack = match verdict {
-            Verdict::Applied => {
-                self.metrics.record_handled();
-                AckKind::Ack
-            }
-            Verdict::Duplicate => {
-                self.metrics.record_duplicate();
-                AckKind::Ack
-            }
-            Verdict::Retry { delay, error } => {
-                tracing::warn!(consumer = %self.config.name, message_id = %received.message_id, delivery = received.delivery_count, error.message = %error, "handler will retry");
-                AckKind::Nak(Some(delay))
-            }
-            Verdict::DeadLetter { error } => self.dead_letter(&received, &error).await,
-        };
-        if let Err(error) = message.ack_with(ack).await {
-            // Redelivery follows; the inbox makes it harmless.
-            tracing::warn!(consumer = %self.config.name, error.message = %error, "ack failed");
         }
-    }
-
-    async fn verdict(&self, received: &ReceivedMessage) -> Verdict {
-        let max = u64::from(self.config.max_deliveries);
-        if received.delivery_count > max {
-            return Verdict::DeadLetter {
-                error: format!(
-                    "delivery {} is past the limit of {max}: an earlier attempt ended without a verdict (worker stopped or ack wait expired)",
-                    received.delivery_count
-                ),
+        let received: Vec<&ReceivedMessage> = batch.iter().map(|(_, received)| received).collect();
+        let (verdicts, committed) = self.verdicts(session, &received).await;
+        // Every verdict (and its count) first, then the acks.
+        let mut acks = Vec::with_capacity(batch.len());
+        for ((_, received), verdict) in batch.iter().zip(verdicts) {
+            let ack = match verdict {
+                Verdict::Applied => {
+                    self.metrics.record_handled();
+                    AckKind::Ack
+                }
+                Verdict::Duplicate => {
+                    self.metrics.record_duplicate();
+                    AckKind::Ack
+                }
+                Verdict::Retry { delay, error } => {
+                    tracing::warn!(consumer = %self.config.name, message_id = %received.message_id, delivery = received.delivery_count, error.message = %error, "handler will retry");
+                    AckKind::Nak(Some(delay))
+                }
+                Verdict::Deferred { delay } => {
+                    tracing::debug!(consumer = %self.config.name, message_id = %received.message_id, "waits for an earlier message of its key");
+                    AckKind::Nak(Some(delay))
+                }
+                Verdict::DeadLetter { error } => self.dead_letter(received, &error).await,
             };
+            acks.push(ack);
         }
-        let span = crate::trace_context::message_span(
-            &self.config.name,
-            &received.subject,
-            &received.message_id,
-            &received.headers,
-        );
-        match self.handle_in_transaction(received).instrument(span).await {
+        for ((message, _), ack) in batch.iter().zip(acks) {
+            if let Err(error) = message.ack_with(ack).await {
+                // Redelivery follows; the inbox makes it harmless.
+                tracing::warn!(consumer = %self.config.name, error.message = %error, "ack failed");
+            }
+        }
+        committed
+    }
+
+    /// The verdicts on a batch, in its order, and whether its transaction
+    /// began and committed.
+    async fn verdicts(
+        &self,
+        session: &mut PgConnection,
+        batch: &[&ReceivedMessage],
+    ) -> (Vec<Verdict>, bool) {
+        let max = u64::from(self.config.max_deliveries);
+        let began = tokio::time::timeout(LOCK_PROBE_TIMEOUT, session.begin()).await;
+        let mut transaction = match began {
+            Ok(Ok(transaction)) => transaction,
+            Ok(Err(error)) => {
+                let error = HandlerError::Retry(error.into());
+                return (self.all_failed(batch, &error), false);
+            }
+            Err(_elapsed) => {
+                let error =
+                    HandlerError::Retry(anyhow::anyhow!("the consumer session did not answer"));
+                return (self.all_failed(batch, &error), false);
+            }
+        };
+        let mut verdicts = Vec::with_capacity(batch.len());
+        // Keys with a message to retry: their later messages wait for it.
+        let mut held_back: HashMap<&str, Duration> = HashMap::new();
+        let mut doomed = false;
+        for received in batch {
+            if received.delivery_count > max {
+                verdicts.push(Verdict::DeadLetter {
+                    error: format!(
+                        "delivery {} is past the limit of {max}: an earlier attempt ended without a verdict (worker stopped, ack wait expired, or it waited behind an earlier message of its key)",
+                        received.delivery_count
+                    ),
+                });
+                continue;
+            }
+            let key = received
+                .headers
+                .get(PARTITION_KEY_HEADER)
+                .map(String::as_str);
+            if let Some(delay) = key.and_then(|key| held_back.get(key)) {
+                verdicts.push(Verdict::Deferred { delay: *delay });
+                continue;
+            }
+            let span = crate::trace_context::message_span(
+                &self.config.name,
+                &received.subject,
+                &received.message_id,
+                &received.headers,
+            );
+            let (outcome, intact) = self
+                .handle_in_savepoint(&mut transaction, received)
+                .instrument(span)
+                .await;
+            let verdict = self.verdict(received, outcome);
+            if let (Verdict::Retry { delay, .. }, Some(key)) = (&verdict, key) {
+                held_back.insert(key, *delay);
+            }
+            verdicts.push(verdict);
+            if !intact {
+                doomed = true;
+                break;
+            }
+        }
+        let committed = if doomed {
+            // Ends by rollback (drop).
+            Err(HandlerError::Retry(anyhow::anyhow!(
+                "the batch's transaction failed outside a message's savepoint"
+            )))
+        } else {
+            transaction.commit().await.map_err(HandlerError::from)
+        };
+        if let Err(error) = committed {
+            // Nothing of the batch took effect: every message handled or
+            // still to handle retries.
+            verdicts.resize_with(batch.len(), || Verdict::Deferred {
+                delay: Duration::ZERO,
+            });
+            let verdicts = batch
+                .iter()
+                .zip(verdicts)
+                .map(|(received, verdict)| match verdict {
+                    Verdict::Applied | Verdict::Duplicate | Verdict::Deferred { .. } => self
+                        .verdict(
+                            received,
+                            Err(HandlerError::Retry(anyhow::anyhow!("{error}"))),
+                        ),
+                    other => other,
+                })
+                .collect();
+            return (verdicts, false);
+        }
+        (verdicts, true)
+    }
+
+    /// The same failure for every message of a batch.
+    fn all_failed(&self, batch: &[&ReceivedMessage], error: &HandlerError) -> Vec<Verdict> {
+        batch
+            .iter()
+            .map(|received| {
+                self.verdict(
+                    received,
+                    Err(HandlerError::Retry(anyhow::anyhow!("{error}"))),
+                )
+            })
+            .collect()
+    }
+
+    /// The verdict on a message the handler saw (or failed to see).
+    fn verdict(&self, received: &ReceivedMessage, outcome: Result<bool, HandlerError>) -> Verdict {
+        let max = u64::from(self.config.max_deliveries);
+        match outcome {
             Ok(true) => Verdict::Applied,
             Ok(false) => Verdict::Duplicate,
             Err(HandlerError::Poison(error)) => Verdict::DeadLetter {
@@ -481,16 +658,54 @@ impl<H: MessageHandler> Consumer<H> {
         }
     }
 
-    /// Runs the handler with the inbox in one transaction. Ok(false): the
-    /// message was handled before and nothing changed.
-    async fn handle_in_transaction(
+    /// Runs the handler with the inbox under a savepoint of the batch's
+    /// transaction. Ok(false): the message was handled before and nothing
+    /// changed. On an error nothing of the message is left. The flag says
+    /// whether the transaction is still usable: when the savepoint could not
+    /// be set or rolled back, it is not, and must not be committed (a COMMIT
+    /// of an aborted transaction rolls back without an error).
+    async fn handle_in_savepoint(
         &self,
+        transaction: &mut PgConnection,
+        received: &ReceivedMessage,
+    ) -> (Result<bool, HandlerError>, bool) {
+        if let Err(error) = sqlx::raw_sql(MESSAGE_SAVEPOINT)
+            .execute(&mut *transaction)
+            .await
+        {
+            return (Err(error.into()), false);
+        }
+        let outcome = match self.handle_message(transaction, received).await {
+            // Fails if the handler swallowed a database error; the rollback
+            // below then restores the transaction.
+            Ok(applied) => sqlx::raw_sql("RELEASE SAVEPOINT qapmap_message")
+                .execute(&mut *transaction)
+                .await
+                .map(|_| applied)
+                .map_err(HandlerError::from),
+            Err(error) => Err(error),
+        };
+        if outcome.is_ok() {
+            return (outcome, true);
+        }
+        let rollback =
+            sqlx::raw_sql("ROLLBACK TO SAVEPOINT qapmap_message; RELEASE SAVEPOINT qapmap_message")
+                .execute(&mut *transaction)
+                .await;
+        if let Err(error) = &rollback {
+            tracing::warn!(consumer = %self.config.name, error.message = %error, "rolling back a message failed");
+        }
+        (outcome, rollback.is_ok())
+    }
+
+    async fn handle_message(
+        &self,
+        transaction: &mut PgConnection,
         received: &ReceivedMessage,
     ) -> Result<bool, HandlerError> {
         let name = self.config.name.as_str();
-        let mut transaction = self.pool.begin().await?;
         if !inbox::record(
-            &mut transaction,
+            &mut *transaction,
             name,
             &received.message_id,
             &received.subject,
@@ -498,24 +713,38 @@ impl<H: MessageHandler> Consumer<H> {
         .await?
         {
             if let Some(reply) =
-                inbox::stored_reply(&mut transaction, name, &received.message_id).await?
+                inbox::stored_reply(&mut *transaction, name, &received.message_id).await?
             {
-                inbox::resend_reply(&mut transaction, &reply).await?;
+                inbox::resend_reply(&mut *transaction, &reply).await?;
             }
-            transaction.commit().await?;
             return Ok(false);
         }
-        match self.handler.handle(received, &mut transaction).await? {
+        match self.handler.handle(received, &mut *transaction).await? {
             Handled::Done => {}
             Handled::Reply(reply) => {
-                outbox::enqueue(&mut transaction, &reply).await?;
-                inbox::store_reply(&mut transaction, name, &received.message_id, &reply).await?;
+                outbox::enqueue(&mut *transaction, &reply).await?;
+                inbox::store_reply(&mut *transaction, name, &received.message_id, &reply).await?;
             }
         }
-        transaction.commit().await?;
         Ok(true)
     }
 }
+
+/// What one pull did.
+#[derive(Debug, Default)]
+struct Pull {
+    batches: usize,
+    /// A batch's transaction did not begin or commit.
+    session_failed: bool,
+}
+
+/// Sets a message's savepoint, first undoing the transaction-local settings
+/// the previous message's handler left (its confinement to a company and
+/// its audit's event ids), so each message starts as the first did.
+const MESSAGE_SAVEPOINT: &str = "SELECT set_config('role', 'none', true),
+        set_config('qapmap.company_id', '', true),
+        set_config('qapmap.event_ids', '', true);
+    SAVEPOINT qapmap_message";
 
 /// The handler's view of a JetStream message.
 fn decode(message: &jetstream::Message) -> Result<ReceivedMessage, async_nats::Error> {

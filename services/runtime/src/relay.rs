@@ -1,35 +1,43 @@
 //! The outbox relay: publishes committed outbox rows to JetStream.
 //!
-//! One round:
-//! 1. **Claim** (a short transaction): lease up to [`CLAIM_BATCH_SIZE`]
-//!    unpublished rows in id order, skipping rows leased by another live
-//!    relay and every later row of a partition key whose earlier row is
-//!    leased elsewhere. Claims are serialised by a transaction advisory
-//!    lock, so two relays never lease rows of one key at the same time;
-//!    publishing itself runs in parallel.
+//! One round is one transaction:
+//! 1. **Claim**: take the round lock (a transaction advisory lock, tried
+//!    without waiting; a relay that does not get it ends its round, since
+//!    the holder's next round also covers what this one was woken for), then
+//!    read up to [`CLAIM_BATCH_SIZE`] unpublished rows in id order.
 //! 2. **Publish** in waves: wave *n* holds the *n*-th claimed row of every
 //!    key, published pipelined (all sends, then all acks). A key whose row
 //!    fails drops out of the later waves, so a key's later row is never sent
 //!    before its earlier row was acknowledged.
-//! 3. **Mark** (one statement): acknowledged rows get `published_at`; the
-//!    leases of the others are released for the next round.
+//! 3. **Mark** the acknowledged rows with `published_at` and commit.
 //!
-//! A row is marked only after JetStream acknowledged it. A relay that dies
-//! after publishing and before marking leaves its lease to expire; the rows
-//! are then published again with the same `Nats-Msg-Id` and JetStream drops
-//! the duplicates. Rows are selected by `published_at IS NULL`, never by "ids
-//! above the last one published", so a row that commits after a higher id
-//! was already published is still found.
+//! One commit per round, none for a round that found nothing (it rolls
+//! back). Rounds of all relays of a database are serialised by the lock, so
+//! two relays never publish rows of one key at the same time, and a relay
+//! that dies mid-round takes its lock with its transaction: nothing waits
+//! for a lease to expire.
+//!
+//! A row is marked only after JetStream acknowledged it, in the transaction
+//! that commits the round. A relay that dies after publishing and before
+//! committing leaves the rows unmarked; the next round publishes them again
+//! with the same `Nats-Msg-Id` and JetStream drops the duplicates. Rows are
+//! selected by `published_at IS NULL`, never by "ids above the last one
+//! published", so a row that commits after a higher id was already published
+//! is still found.
 //!
 //! Per-key order is id order among committed rows: the relay cannot see a
 //! row that has not committed, so writers of one key must commit in id
 //! order (they do when each takes its aggregate's row lock before enqueueing).
 //!
-//! Retry horizon: a published-but-unmarked row is published again at the
-//! latest after [`DEFAULT_LEASE`] while any relay runs. That is far inside
-//! JetStream's 15-minute duplicate window ([`crate::messaging::DUPLICATE_WINDOW`]);
-//! only an outage of every relay longer than the window lets a duplicate
-//! through, and the consumers' inboxes drop that one.
+//! Retry horizon: a published-but-unmarked row is published again by the
+//! next round, within [`DEFAULT_POLL_INTERVAL`] while any relay runs. That is
+//! far inside JetStream's 15-minute duplicate window
+//! ([`crate::messaging::DUPLICATE_WINDOW`]); only an outage of every relay
+//! longer than the window lets a duplicate through, and the consumers'
+//! inboxes drop that one.
+//!
+//! (The `lease_owner`/`lease_expires_at` columns are no longer written; the
+//! round's transaction does what the leases did.)
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -47,13 +55,13 @@ use crate::metrics::MessagingMetrics;
 use crate::outbox::{NOTIFY_CHANNEL, PARTITION_KEY_HEADER};
 use crate::server::{Application, StopSignal};
 
-/// Rows leased per round. Bounded by the JetStream context's in-flight ack
+/// Rows claimed per round. Bounded by the JetStream context's in-flight ack
 /// limit (5,000 by default) since one wave may hold a row of every key.
 pub const CLAIM_BATCH_SIZE: i64 = 500;
-/// How long a claimed row stays reserved for its relay.
-pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+/// How long a round may go on publishing waves before it marks and commits.
+pub const DEFAULT_ROUND_LIMIT: Duration = Duration::from_secs(15);
 /// The safety-net poll when no NOTIFY arrives (a lost listener connection,
-/// an expired lease of a dead relay).
+/// a relay that died mid-round).
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(2);
 /// How long published rows are kept (for inspection) before pruning.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
@@ -70,15 +78,15 @@ const NOTIFICATION_DRAIN_WAIT: Duration = Duration::from_millis(1);
 /// Backoff after a failed round: first and largest pause.
 const FAILURE_BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const FAILURE_BACKOFF_MAX: Duration = Duration::from_secs(5);
-/// Key of the transaction advisory lock that serialises claims.
-const CLAIM_LOCK_KEY: i64 = 0x7161_706d_6170_0001;
+/// Key of the transaction advisory lock that serialises rounds.
+const ROUND_LOCK_KEY: i64 = 0x7161_706d_6170_0001;
 
 const _: () = assert!(CLAIM_BATCH_SIZE > 0 && CLAIM_BATCH_SIZE <= 5_000);
 
-/// Tunables; the defaults suit production, tests shorten the lease.
+/// Tunables; the defaults suit production.
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
-    pub lease: Duration,
+    pub round_limit: Duration,
     pub poll_interval: Duration,
     pub retention: Duration,
 }
@@ -86,7 +94,7 @@ pub struct RelayConfig {
 impl Default for RelayConfig {
     fn default() -> Self {
         Self {
-            lease: DEFAULT_LEASE,
+            round_limit: DEFAULT_ROUND_LIMIT,
             poll_interval: DEFAULT_POLL_INTERVAL,
             retention: DEFAULT_RETENTION,
         }
@@ -131,8 +139,6 @@ pub struct Relay {
     pool: PgPool,
     jetstream: jetstream::Context,
     config: RelayConfig,
-    /// Names this relay's leases.
-    relay_id: Uuid,
     metrics: Arc<MessagingMetrics>,
 }
 
@@ -142,13 +148,15 @@ impl Relay {
             pool,
             jetstream,
             config: RelayConfig::default(),
-            relay_id: Uuid::now_v7(),
             metrics: Arc::new(MessagingMetrics::new()),
         }
     }
 
     pub fn with_config(mut self, config: RelayConfig) -> Self {
-        assert!(!config.lease.is_zero(), "a relay lease must be positive");
+        assert!(
+            !config.round_limit.is_zero(),
+            "a relay round limit must be positive"
+        );
         self.config = config;
         self
     }
@@ -163,14 +171,23 @@ impl Relay {
     /// at least every poll interval, and again at once while rounds find work.
     /// Database and NATS failures are retried with backoff, never returned.
     pub async fn run(self, mut stop: StopSignal) -> anyhow::Result<()> {
-        let mut listener = PgListener::connect_with(&self.pool)
-            .await
-            .context("connecting the outbox listener")?;
-        listener
-            .listen(NOTIFY_CHANNEL)
-            .await
-            .context("listening for outbox notifications")?;
         let mut failures: u32 = 0;
+        // Postgres may be away at start too (a restart, a test stopping it):
+        // wait for it like for any later failure instead of ending the task.
+        let mut listener = loop {
+            match self.listen().await {
+                Ok(listener) => break listener,
+                Err(error) => {
+                    tracing::warn!(error.message = %format!("{error:#}"), "outbox listener unavailable; retrying");
+                    failures += 1;
+                    tokio::select! {
+                        _ = stop.stopped() => return Ok(()),
+                        _ = tokio::time::sleep(failure_backoff(failures)) => {}
+                    }
+                }
+            }
+        };
+        failures = 0;
         let mut last_prune: Option<Instant> = None;
         while !stop.is_stopped() {
             if last_prune.is_none_or(|at| at.elapsed() >= PRUNE_INTERVAL) {
@@ -207,6 +224,17 @@ impl Relay {
         Ok(())
     }
 
+    async fn listen(&self) -> anyhow::Result<PgListener> {
+        let mut listener = PgListener::connect_with(&self.pool)
+            .await
+            .context("connecting the outbox listener")?;
+        listener
+            .listen(NOTIFY_CHANNEL)
+            .await
+            .context("listening for outbox notifications")?;
+        Ok(listener)
+    }
+
     /// Sleeps `pause` after a failure; otherwise waits for a notification (or
     /// the poll interval) and drains the ones queued behind it.
     async fn wait_for_work(&self, listener: &mut PgListener, pause: Option<Duration>) {
@@ -232,66 +260,56 @@ impl Relay {
         }
     }
 
-    /// Claims, publishes and marks one batch.
+    /// Claims, publishes and marks one batch, in one transaction.
     pub async fn relay_once(&self) -> Result<RelayRound, RelayError> {
-        let rows = self.claim().await?;
+        let mut transaction = self.pool.begin().await?;
+        // A separate statement, so the claim's snapshot (taken after the
+        // lock) sees the marks the previous holder committed.
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+            .bind(ROUND_LOCK_KEY)
+            .fetch_one(&mut *transaction)
+            .await?;
+        if !locked {
+            // Another relay is in a round; its next one covers our wake-up.
+            // Ends by rollback (drop): nothing was written.
+            return Ok(RelayRound::default());
+        }
+        let rows = sqlx::query_as::<_, ClaimedRow>(
+            "SELECT id, message_id, subject, payload, headers, partition_key
+             FROM outbox WHERE published_at IS NULL
+             ORDER BY id LIMIT $1",
+        )
+        .bind(CLAIM_BATCH_SIZE)
+        .fetch_all(&mut *transaction)
+        .await?;
         if rows.is_empty() {
             return Ok(RelayRound::default());
         }
-        let claimed_ids: Vec<i64> = rows.iter().map(|row| row.id).collect();
+        let claimed = rows.len();
         let published_ids = self.publish_in_key_order(rows).await?;
-        self.mark(&claimed_ids, &published_ids).await?;
-        let failed = claimed_ids.len() - published_ids.len();
+        if !published_ids.is_empty() {
+            sqlx::query("UPDATE outbox SET published_at = now() WHERE id = ANY($1)")
+                .bind(&published_ids)
+                .execute(&mut *transaction)
+                .await?;
+            transaction.commit().await?;
+        }
+        let failed = claimed - published_ids.len();
         self.metrics.record_published(published_ids.len() as u64);
         self.metrics.record_publish_failures(failed as u64);
         Ok(RelayRound {
-            claimed: claimed_ids.len(),
+            claimed,
             published: published_ids.len(),
             failed,
         })
     }
 
-    /// Leases the next batch (see the module docs for the rules).
-    async fn claim(&self) -> Result<Vec<ClaimedRow>, sqlx::Error> {
-        let mut transaction = self.pool.begin().await?;
-        // A separate statement, so the claim's snapshot (taken after the
-        // lock) sees the leases the previous claimer committed.
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(CLAIM_LOCK_KEY)
-            .execute(&mut *transaction)
-            .await?;
-        let rows = sqlx::query_as::<_, ClaimedRow>(
-            "UPDATE outbox AS o
-             SET lease_owner = $1, lease_expires_at = now() + make_interval(secs => $2)
-             FROM (
-                 SELECT c.id FROM outbox AS c
-                 WHERE c.published_at IS NULL
-                   AND (c.lease_expires_at IS NULL OR c.lease_expires_at < now() OR c.lease_owner = $1)
-                   AND NOT EXISTS (
-                       SELECT 1 FROM outbox AS e
-                       WHERE e.partition_key = c.partition_key AND e.id < c.id
-                         AND e.published_at IS NULL
-                         AND e.lease_expires_at >= now() AND e.lease_owner <> $1)
-                 ORDER BY c.id
-                 LIMIT $3
-             ) AS picked
-             WHERE o.id = picked.id
-             RETURNING o.id, o.message_id, o.subject, o.payload, o.headers, o.partition_key",
-        )
-        .bind(self.relay_id)
-        .bind(self.config.lease.as_secs_f64())
-        .bind(CLAIM_BATCH_SIZE)
-        .fetch_all(&mut *transaction)
-        .await?;
-        transaction.commit().await?;
-        Ok(rows)
-    }
-
     /// Publishes `rows` in waves and returns the ids JetStream acknowledged.
     async fn publish_in_key_order(&self, rows: Vec<ClaimedRow>) -> Result<Vec<i64>, RelayError> {
         let mut queues = queues_by_key(rows);
-        // Leave the lease time to mark; later waves wait for the next round.
-        let deadline = Instant::now() + self.config.lease / 2;
+        // Bounds how long a round holds its lock; later waves wait for the
+        // next round.
+        let deadline = Instant::now() + self.config.round_limit;
         let mut published = Vec::new();
         while Instant::now() < deadline {
             let wave: Vec<ClaimedRow> = queues
@@ -338,23 +356,6 @@ impl Relay {
             (row, outcome.is_ok())
         });
         Ok(join_all(acks).await)
-    }
-
-    /// Marks the acknowledged rows published and releases the other leases.
-    async fn mark(&self, claimed_ids: &[i64], published_ids: &[i64]) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "UPDATE outbox SET
-                 published_at = CASE WHEN id = ANY($2) THEN COALESCE(published_at, now())
-                                     ELSE published_at END,
-                 lease_owner = NULL, lease_expires_at = NULL
-             WHERE id = ANY($1) AND (id = ANY($2) OR lease_owner = $3)",
-        )
-        .bind(claimed_ids)
-        .bind(published_ids)
-        .bind(self.relay_id)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
     }
 
     /// Deletes published rows older than the retention, in bounded batches.

@@ -14,8 +14,8 @@ const UNPUBLISHED: &str = "SELECT count(*) FROM outbox WHERE published_at IS NUL
 /// before it marked the rows must not cause a second effect.
 /// Method: a trigger refuses the marking, so the first relay publishes and
 /// can never mark; we check JetStream holds every message, abort that relay,
-/// lift the trigger, and let a second relay take the rows over when the
-/// lease expires. It publishes them again under the same ids.
+/// lift the trigger, and let a second relay take the rows over (the first
+/// one's rounds never committed). It publishes them again under the same ids.
 #[tokio::test]
 async fn a_relay_that_dies_between_publishing_and_marking_causes_each_effect_once() {
     let harness = Harness::start().await;

@@ -26,8 +26,6 @@ use uuid::Uuid;
 /// Generous: a loaded 2-core CI machine runs other tests beside these, and
 /// waiting ends as soon as the count is reached.
 pub(crate) const FLOW_TIMEOUT: Duration = Duration::from_secs(240);
-/// A short lease, so a dead relay's rows are taken over quickly.
-pub(crate) const TEST_LEASE: Duration = Duration::from_secs(1);
 
 /// One test's database, namespace and JetStream.
 #[derive(Debug)]
@@ -123,7 +121,6 @@ impl Harness {
     pub(crate) fn relay(&self) -> Relay {
         Relay::new(self.pool.clone(), self.jetstream.clone())
             .with_config(RelayConfig {
-                lease: TEST_LEASE,
                 poll_interval: Duration::from_millis(500),
                 ..RelayConfig::default()
             })
