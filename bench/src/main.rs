@@ -26,6 +26,11 @@ mod vesting;
 
 use std::process::ExitCode;
 
+/// The load generator shares the two cores with the services: its
+/// allocations should cost as little as theirs (mimalloc there too).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use sqlx::{Connection, PgConnection};
 
 #[tokio::main]

@@ -382,21 +382,35 @@ pub(crate) async fn run(config: &Config) -> anyhow::Result<bool> {
             size.holders as f64 / holders.elapsed.as_secs_f64()
         );
         sampler.take_peaks();
-        for (label, as_of) in [
-            ("cached (today: Redis)", None),
-            ("uncached (as_of 2025-06-01: Postgres)", date(2025, 6, 1)),
+        // The third run is not judged: one caller at a time shows the
+        // uncached read's own latency, without 63 others queued before it.
+        for (label, as_of, concurrency) in [
+            (
+                "cached (today: the ledger's memory)",
+                None,
+                size.read_concurrency,
+            ),
+            (
+                "uncached (as_of 2025-06-01: Postgres)",
+                date(2025, 6, 1),
+                size.read_concurrency,
+            ),
+            (
+                "uncached (as_of 2025-06-01: Postgres), one caller",
+                date(2025, 6, 1),
+                1,
+            ),
         ] {
             let reads = cap_table::read_load(
                 &system,
                 &holders.company_id,
                 as_of,
-                size.read_concurrency,
+                concurrency,
                 size.read_duration,
             )
             .await?;
             println!(
-                "{label}, {} concurrent, {} s, page of {} rows:",
-                size.read_concurrency,
+                "{label}, {concurrency} concurrent, {} s, page of {} rows:",
                 size.read_duration.as_secs_f64(),
                 reads.rows
             );
@@ -415,6 +429,9 @@ pub(crate) async fn run(config: &Config) -> anyhow::Result<bool> {
             print_memory("peak", config, &peak);
             max_each(&mut read_peak, &peak);
             ok &= reads.errors == 0;
+            if concurrency == 1 {
+                continue;
+            }
             if as_of.is_none() {
                 floors.add(
                     "cached cap table throughput",

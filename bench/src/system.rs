@@ -136,6 +136,11 @@ impl System {
         LedgerServiceClient::new(self.ledger[index % CHANNELS].clone())
     }
 
+    /// A raw channel to the ledger, for calls with a codec of the caller's own.
+    pub(crate) fn ledger_channel(&self, index: usize) -> AuthenticatedChannel {
+        self.ledger[index % CHANNELS].clone()
+    }
+
     pub(crate) fn sagas(&self, index: usize) -> SagaServiceClient<AuthenticatedChannel> {
         SagaServiceClient::new(self.orchestrator[index % CHANNELS].clone())
     }

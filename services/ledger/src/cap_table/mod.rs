@@ -178,14 +178,22 @@ pub fn round_to_hundred(percents: &[Decimal]) -> Vec<Decimal> {
     }
     let hundredth = Decimal::new(1, 2);
     let missing = (Decimal::ONE_HUNDRED - rounded.iter().copied().sum::<Decimal>()) / hundredth;
-    let missing = missing.round().to_usize().unwrap_or(0);
+    let missing = missing.round().to_usize().unwrap_or(0).min(percents.len());
+    if missing == 0 {
+        return rounded;
+    }
+    // Each remainder computed once; only the `missing` largest need finding
+    // (a selection, not a sort: 10,000 holders are common).
+    let remainders: Vec<Decimal> = percents
+        .iter()
+        .zip(&rounded)
+        .map(|(exact, truncated)| exact - truncated)
+        .collect();
     let mut order: Vec<usize> = (0..percents.len()).collect();
-    order.sort_by(|&a, &b| {
-        (percents[b] - rounded[b])
-            .cmp(&(percents[a] - rounded[a]))
-            .then(a.cmp(&b))
+    order.select_nth_unstable_by(missing - 1, |&a, &b| {
+        remainders[b].cmp(&remainders[a]).then(a.cmp(&b))
     });
-    for index in order.into_iter().take(missing) {
+    for &index in &order[..missing] {
         rounded[index] += hundredth;
     }
     rounded
@@ -212,6 +220,48 @@ mod tests {
         let rounded = round_to_hundred(&[d("10.004"), d("20.009"), d("69.987")]);
         assert_eq!(rounded, [d("10.00"), d("20.01"), d("69.99")]);
         assert_eq!(rounded.iter().copied().sum::<Decimal>(), d("100"));
+    }
+
+    /// The selection gives the same column as sorting every remainder.
+    #[test]
+    fn largest_remainder_selection_equals_the_full_sort() {
+        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+        for size in [1usize, 2, 3, 7, 50, 333] {
+            let weights: Vec<Decimal> = (0..size)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    Decimal::from(seed % 1000 + 1)
+                })
+                .collect();
+            let total: Decimal = weights.iter().copied().sum();
+            let percents: Vec<Decimal> = weights
+                .iter()
+                .map(|w| *w * Decimal::ONE_HUNDRED / total)
+                .collect();
+            let mut expected: Vec<Decimal> = percents
+                .iter()
+                .map(|p| p.round_dp_with_strategy(2, RoundingStrategy::ToZero))
+                .collect();
+            let missing = ((Decimal::ONE_HUNDRED - expected.iter().copied().sum::<Decimal>())
+                / Decimal::new(1, 2))
+            .round()
+            .to_usize()
+            .unwrap_or(0);
+            let mut order: Vec<usize> = (0..size).collect();
+            order.sort_by(|&a, &b| {
+                (percents[b] - expected[b])
+                    .cmp(&(percents[a] - expected[a]))
+                    .then(a.cmp(&b))
+            });
+            for index in order.into_iter().take(missing) {
+                expected[index] += Decimal::new(1, 2);
+            }
+            let rounded = round_to_hundred(&percents);
+            assert_eq!(rounded, expected, "{size} rows");
+            assert_eq!(rounded.iter().copied().sum::<Decimal>(), d("100"));
+        }
     }
 
     #[test]
