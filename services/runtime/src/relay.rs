@@ -4,37 +4,41 @@
 //! 1. **Claim**: take the round lock (a transaction advisory lock, tried
 //!    without waiting; a relay that does not get it ends its round, since
 //!    the holder's next round also covers what this one was woken for), then
-//!    read up to [`CLAIM_BATCH_SIZE`] unpublished rows in id order.
+//!    read up to [`CLAIM_BATCH_SIZE`] unpublished rows in id order, leaving
+//!    out the rows this relay published whose marks are still pending.
 //! 2. **Publish** in waves: wave *n* holds the *n*-th claimed row of every
 //!    key, published pipelined (all sends, then all acks). A key whose row
 //!    fails drops out of the later waves, so a key's later row is never sent
 //!    before its earlier row was acknowledged.
-//! 3. **Mark** the acknowledged rows with `published_at` and commit.
+//! 3. **Mark**: the acknowledged rows join the pending marks; once the oldest
+//!    has waited [`MARK_DELAY`], the round sets `published_at` on all of them
+//!    and commits. Otherwise it rolls back: nothing was written.
 //!
-//! One commit per round, none for a round that found nothing (it rolls
-//! back). Rounds of all relays of a database are serialised by the lock, so
-//! two relays never publish rows of one key at the same time, and a relay
+//! So the relay commits at most a few times a second however many rounds it
+//! runs (the marks' commit is asynchronous too: losing one only publishes
+//! again). Rounds of all relays of a database are serialised by the lock,
+//! so two relays never publish rows of one key at the same time, and a relay
 //! that dies mid-round takes its lock with its transaction: nothing waits
 //! for a lease to expire.
 //!
-//! A row is marked only after JetStream acknowledged it, in the transaction
-//! that commits the round. A relay that dies after publishing and before
-//! committing leaves the rows unmarked; the next round publishes them again
-//! with the same `Nats-Msg-Id` and JetStream drops the duplicates. Rows are
-//! selected by `published_at IS NULL`, never by "ids above the last one
-//! published", so a row that commits after a higher id was already published
-//! is still found.
+//! A row is marked only after JetStream acknowledged it. A relay that dies
+//! before its marks commit leaves the rows unmarked; the next round (of any
+//! relay) publishes them again with the same `Nats-Msg-Id` and JetStream
+//! drops the duplicates; so does another relay's round that finds rows whose
+//! marks are pending elsewhere. Rows are selected by `published_at IS NULL`,
+//! never by "ids above the last one published", so a row that commits after
+//! a higher id was already published is still found.
 //!
 //! Per-key order is id order among committed rows: the relay cannot see a
 //! row that has not committed, so writers of one key must commit in id
 //! order (they do when each takes its aggregate's row lock before enqueueing).
 //!
 //! Retry horizon: a published-but-unmarked row is published again by the
-//! next round, within [`DEFAULT_POLL_INTERVAL`] while any relay runs. That is
-//! far inside JetStream's 15-minute duplicate window
-//! ([`crate::messaging::DUPLICATE_WINDOW`]); only an outage of every relay
-//! longer than the window lets a duplicate through, and the consumers'
-//! inboxes drop that one.
+//! next round of another relay, or within [`DEFAULT_POLL_INTERVAL`] of a
+//! restart, while any relay runs. That is far inside JetStream's 15-minute
+//! duplicate window ([`crate::messaging::DUPLICATE_WINDOW`]); only an outage
+//! of every relay longer than the window lets a duplicate through, and the
+//! consumers' inboxes drop that one.
 //!
 //! (The `lease_owner`/`lease_expires_at` columns are no longer written; the
 //! round's transaction does what the leases did.)
@@ -45,6 +49,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use async_nats::jetstream::{self, message::PublishMessage};
+use futures::FutureExt;
 use futures::future::join_all;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
@@ -73,11 +78,16 @@ pub const PRUNE_BATCH_SIZE: i64 = 5_000;
 pub const PRUNE_ROUNDS_MAX: u32 = 20;
 /// Notifications drained after a wake-up; the round that follows covers them all.
 const NOTIFICATIONS_DRAINED_MAX: u32 = 1_024;
-/// How long a drain waits for a further queued notification.
-const NOTIFICATION_DRAIN_WAIT: Duration = Duration::from_millis(1);
 /// Backoff after a failed round: first and largest pause.
 const FAILURE_BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const FAILURE_BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How long published rows may wait for their marks, so that the marks of
+/// many rounds share one commit. A relay that dies meanwhile only leaves
+/// them to be published again (JetStream drops the duplicates); the relay's
+/// own later rounds skip them.
+pub const MARK_DELAY: Duration = Duration::from_millis(250);
+/// Pending marks that make a round commit at once.
+const PENDING_MARKS_MAX: usize = 5_000;
 /// Key of the transaction advisory lock that serialises rounds.
 const ROUND_LOCK_KEY: i64 = 0x7161_706d_6170_0001;
 
@@ -189,12 +199,13 @@ impl Relay {
         };
         failures = 0;
         let mut last_prune: Option<Instant> = None;
+        let mut marks = PendingMarks::default();
         while !stop.is_stopped() {
             if last_prune.is_none_or(|at| at.elapsed() >= PRUNE_INTERVAL) {
                 self.prune_logged().await;
                 last_prune = Some(Instant::now());
             }
-            let pause = match self.relay_once().await {
+            let pause = match self.relay_once(&mut marks).await {
                 Ok(round) if round.failed == 0 => {
                     failures = 0;
                     if round.claimed > 0 {
@@ -218,7 +229,7 @@ impl Relay {
             };
             tokio::select! {
                 _ = stop.stopped() => break,
-                _ = self.wait_for_work(&mut listener, pause) => {}
+                _ = self.wait_for_work(&mut listener, pause, marks.due_in()) => {}
             }
         }
         Ok(())
@@ -237,16 +248,26 @@ impl Relay {
 
     /// Sleeps `pause` after a failure; otherwise waits for a notification (or
     /// the poll interval) and drains the ones queued behind it.
-    async fn wait_for_work(&self, listener: &mut PgListener, pause: Option<Duration>) {
+    async fn wait_for_work(
+        &self,
+        listener: &mut PgListener,
+        pause: Option<Duration>,
+        marks_due_in: Option<Duration>,
+    ) {
         if let Some(pause) = pause {
             tokio::time::sleep(pause).await;
             return;
         }
-        match tokio::time::timeout(self.config.poll_interval, listener.recv()).await {
+        let wait = marks_due_in.map_or(self.config.poll_interval, |due_in| {
+            due_in.min(self.config.poll_interval)
+        });
+        match tokio::time::timeout(wait, listener.recv()).await {
             Ok(Ok(_)) => {
+                // Only what is already here: waiting for more would delay
+                // the round on the saga path.
                 for _ in 0..NOTIFICATIONS_DRAINED_MAX {
-                    match tokio::time::timeout(NOTIFICATION_DRAIN_WAIT, listener.recv()).await {
-                        Ok(Ok(_)) => {}
+                    match listener.recv().now_or_never() {
+                        Some(Ok(_)) => {}
                         _ => break,
                     }
                 }
@@ -260,15 +281,20 @@ impl Relay {
         }
     }
 
-    /// Claims, publishes and marks one batch, in one transaction.
-    pub async fn relay_once(&self) -> Result<RelayRound, RelayError> {
+    /// Claims and publishes one batch, and commits the marks when they are
+    /// due, in one transaction; a round that commits nothing rolls back.
+    async fn relay_once(&self, marks: &mut PendingMarks) -> Result<RelayRound, RelayError> {
         let mut transaction = self.pool.begin().await?;
         // A separate statement, so the claim's snapshot (taken after the
         // lock) sees the marks the previous holder committed.
-        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
-            .bind(ROUND_LOCK_KEY)
-            .fetch_one(&mut *transaction)
-            .await?;
+        // The marks need no fsync of their own: a mark lost in a crash only
+        // publishes its rows again, and JetStream drops those duplicates.
+        let locked: bool = sqlx::query_scalar(
+            "SELECT pg_try_advisory_xact_lock($1) FROM set_config('synchronous_commit', 'off', true)",
+        )
+        .bind(ROUND_LOCK_KEY)
+        .fetch_one(&mut *transaction)
+        .await?;
         if !locked {
             // Another relay is in a round; its next one covers our wake-up.
             // Ends by rollback (drop): nothing was written.
@@ -276,30 +302,38 @@ impl Relay {
         }
         let rows = sqlx::query_as::<_, ClaimedRow>(
             "SELECT id, message_id, subject, payload, headers, partition_key
-             FROM outbox WHERE published_at IS NULL
+             FROM outbox WHERE published_at IS NULL AND id <> ALL($2)
              ORDER BY id LIMIT $1",
         )
         .bind(CLAIM_BATCH_SIZE)
+        .bind(&marks.ids)
         .fetch_all(&mut *transaction)
         .await?;
-        if rows.is_empty() {
-            return Ok(RelayRound::default());
-        }
         let claimed = rows.len();
-        let published_ids = self.publish_in_key_order(rows).await?;
-        if !published_ids.is_empty() {
-            sqlx::query("UPDATE outbox SET published_at = now() WHERE id = ANY($1)")
-                .bind(&published_ids)
-                .execute(&mut *transaction)
-                .await?;
+        let published = if rows.is_empty() {
+            0
+        } else {
+            let published_ids = self.publish_in_key_order(rows).await?;
+            let published = published_ids.len();
+            marks.add(published_ids);
+            published
+        };
+        if marks.due() {
+            sqlx::query(
+                "UPDATE outbox SET published_at = COALESCE(published_at, now()) WHERE id = ANY($1)",
+            )
+            .bind(&marks.ids)
+            .execute(&mut *transaction)
+            .await?;
             transaction.commit().await?;
+            *marks = PendingMarks::default();
         }
-        let failed = claimed - published_ids.len();
-        self.metrics.record_published(published_ids.len() as u64);
+        let failed = claimed - published;
+        self.metrics.record_published(published as u64);
         self.metrics.record_publish_failures(failed as u64);
         Ok(RelayRound {
             claimed,
-            published: published_ids.len(),
+            published,
             failed,
         })
     }
@@ -386,6 +420,33 @@ impl Relay {
             Ok(deleted) => tracing::info!(deleted, "pruned published outbox rows"),
             Err(error) => tracing::warn!(error.message = %error, "pruning the outbox failed"),
         }
+    }
+}
+
+/// Rows this relay published whose marks wait for a later round's commit.
+#[derive(Debug, Default)]
+struct PendingMarks {
+    ids: Vec<i64>,
+    /// When the oldest of them was published.
+    since: Option<Instant>,
+}
+
+impl PendingMarks {
+    fn add(&mut self, ids: Vec<i64>) {
+        if !ids.is_empty() {
+            self.since.get_or_insert_with(Instant::now);
+            self.ids.extend(ids);
+        }
+    }
+
+    fn due(&self) -> bool {
+        self.ids.len() >= PENDING_MARKS_MAX || self.due_in().is_some_and(|due_in| due_in.is_zero())
+    }
+
+    /// How long until the marks are due; `None` when there are none.
+    fn due_in(&self) -> Option<Duration> {
+        self.since
+            .map(|since| MARK_DELAY.saturating_sub(since.elapsed()))
     }
 }
 

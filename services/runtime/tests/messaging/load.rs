@@ -7,6 +7,9 @@ use qapmap_runtime::metrics::MessagingMetrics;
 
 use crate::support::{Harness, Running, wait_for_count};
 
+/// How long a worker's counters may trail the commits they count.
+const METRICS_SETTLE: std::time::Duration = std::time::Duration::from_secs(10);
+
 const KEYS: i32 = 100;
 const MESSAGES_PER_KEY: i32 = 100;
 const TOTAL: i64 = (KEYS * MESSAGES_PER_KEY) as i64;
@@ -97,6 +100,11 @@ async fn two_replicas_of_one_consumer_keep_order_and_the_standby_takes_over() {
 
     enqueue_rounds(&harness, 20, 1..=50).await;
     wait_for_count(&harness, "SELECT count(*) FROM effects", 1_000).await;
+    // A batch's count follows its commit, which the effects show first.
+    qapmap_testkit::eventually(METRICS_SETTLE, || async {
+        workers.iter().map(|(m, _)| m.handled_total()).sum::<u64>() >= 1_000
+    })
+    .await;
     let handled: Vec<u64> = workers.iter().map(|(m, _)| m.handled_total()).collect();
     assert!(
         handled.contains(&0) && handled.contains(&1_000),
@@ -111,6 +119,10 @@ async fn two_replicas_of_one_consumer_keep_order_and_the_standby_takes_over() {
 
     enqueue_rounds(&harness, 20, 51..=100).await;
     wait_for_count(&harness, "SELECT count(*) FROM effects", 2_000).await;
+    qapmap_testkit::eventually(METRICS_SETTLE, || async {
+        workers[0].0.handled_total() >= 1_000
+    })
+    .await;
     assert_eq!(workers[0].0.handled_total(), 1_000, "the standby took over");
     assert_eq!(harness.effect_audit("shared").await, (2_000, 2_000, 0));
     relay.stop().await;
