@@ -28,7 +28,6 @@ pub mod saga_operations;
 pub mod saga_tombstones;
 pub mod statement;
 
-use qapmap_proto::ledger::v1::ledger_service_server::LedgerServiceServer;
 use qapmap_runtime::Settings;
 use qapmap_runtime::consumer::spawn_consumer;
 use qapmap_runtime::dead_letter::DeadLetterAdmin;
@@ -60,7 +59,7 @@ pub async fn build(settings: Settings) -> anyhow::Result<Application> {
     let dead_letters = DeadLetterAdmin::new(infrastructure.pool.clone()).into_service();
     let application = Application::bind(infrastructure)
         .await?
-        .add_service(LedgerServiceServer::new(api))
+        .add_service(grpc::LedgerRoutes::new(api))
         .add_service(dead_letters);
     // One set of counters for the relay and both consumers, exported at /metrics.
     let metrics = application.messaging_metrics();

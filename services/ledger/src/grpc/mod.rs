@@ -2,9 +2,11 @@
 //! domain values, run the command in one transaction with request-id
 //! idempotency, convert results back. Domain errors become `ApiError` here.
 
+mod cap_table_route;
 mod mutations;
 mod queries;
 
+use prost::Message;
 use qapmap_proto::ledger::v1 as proto;
 use qapmap_proto::ledger::v1::ledger_service_server::LedgerService;
 use qapmap_runtime::ApiError;
@@ -19,6 +21,7 @@ use crate::cap_table::current::CurrentTables;
 use crate::commands::CommandError;
 use crate::holds::HoldError;
 use crate::journal::PostingError;
+pub(crate) use cap_table_route::LedgerRoutes;
 pub(crate) use queries::ServedTable;
 
 /// The service state shared by every call.
@@ -138,7 +141,12 @@ impl LedgerService for LedgerApi {
         &self,
         request: Request<proto::GetCapTableRequest>,
     ) -> Result<Response<proto::GetCapTableResponse>, Status> {
-        Ok(self.cap_table(request.into_inner()).await?)
+        // Served by `cap_table_route`; this path (unused by the server)
+        // answers the same by decoding its bytes.
+        let encoded = self.cap_table_encoded(request.into_inner()).await?;
+        proto::GetCapTableResponse::decode(encoded)
+            .map(Response::new)
+            .map_err(|error| Status::internal(error.to_string()))
     }
     async fn get_statement(
         &self,

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use prost::Message;
+use prost::bytes::{BufMut, Bytes};
 use qapmap_proto::ledger::v1 as proto;
 use qapmap_runtime::auth::AuthorizedCall;
 use qapmap_runtime::pagination::PageRequest;
@@ -115,10 +116,12 @@ impl LedgerApi {
         Ok(Response::new(balance_response(balance, held)))
     }
 
-    pub(super) async fn cap_table(
+    /// The response's protobuf encoding (see `cap_table_route`): a page of
+    /// today's table is copied from memory, other dates are computed.
+    pub(super) async fn cap_table_encoded(
         &self,
         request: proto::GetCapTableRequest,
-    ) -> ApiResponse<proto::GetCapTableResponse> {
+    ) -> Result<Bytes, ApiError> {
         let company_id = ids::parse("company_id", &request.company_id)?;
         let as_of = date::effective_or_today("as_of", request.as_of.as_ref())?;
         let page = PageRequest::parse(request.page_size, &request.page_token)?;
@@ -133,13 +136,13 @@ impl LedgerApi {
             .transpose()?;
         if as_of == date::today() {
             let table = self.current_cap_table(company_id, as_of).await?;
-            return Ok(Response::new(table.page(after, &page)));
+            return Ok(table.encode_page(after, &page));
         }
         // Past and future dates are computed each time: they are rarer, and
         // the query reads the journal only after `as_of`.
         let mut connection = self.pool.acquire().await?;
         let table = cap_table::query::load(&mut connection, company_id, as_of).await?;
-        Ok(Response::new(page_of_table(&table, after, &page)))
+        Ok(page_of_table(&table, after, &page).encode_to_vec().into())
     }
 
     /// Today's table: from this process's memory while no change arrived
@@ -182,7 +185,7 @@ impl LedgerApi {
                     projection_version: table.projection_version,
                     ..key
                 };
-                self.cache.put(&key, &served.response.encode_to_vec()).await;
+                self.cache.put(&key, &served.encode_whole()).await;
                 served
             }
         };
@@ -255,21 +258,25 @@ fn balance_response(balance: Decimal, held: Decimal) -> proto::GetBalanceRespons
     }
 }
 
-/// A whole cap table ready to serve a page at a time: the response with
-/// every row in key order (converted once, not per read) and the rows' keys
-/// to find where a page starts.
+/// A whole cap table ready to serve a page at a time: every row's
+/// protobuf encoding (as field 1 of the response) back to back, converted
+/// once per change, so a page is one contiguous copy; the rows' keys to
+/// find where a page starts; the other fields of the response.
 #[derive(Debug)]
 pub(crate) struct ServedTable {
-    response: proto::GetCapTableResponse,
+    /// The response without rows.
+    header: proto::GetCapTableResponse,
     keys: Vec<RowKey>,
+    encoded_rows: Bytes,
+    /// Row `i` is `encoded_rows[offsets[i]..offsets[i + 1]]`.
+    offsets: Vec<usize>,
 }
 
 impl ServedTable {
     fn from_table(table: &CapTable) -> Self {
-        Self {
-            response: cap_table_to_proto(table, &table.rows),
-            keys: table.rows.iter().map(|row| row.position.key()).collect(),
-        }
+        let whole = cap_table_to_proto(table, &table.rows);
+        let keys = table.rows.iter().map(|row| row.position.key()).collect();
+        Self::with_keys(whole, keys)
     }
 
     /// `None` when a row does not read back (a value from another version).
@@ -279,26 +286,66 @@ impl ServedTable {
             .iter()
             .map(|row| RowKey::parse(&proto_row_key(row)))
             .collect::<Option<Vec<_>>>()?;
-        keys.is_sorted().then_some(Self { response, keys })
+        keys.is_sorted().then(|| Self::with_keys(response, keys))
+    }
+
+    fn with_keys(mut whole: proto::GetCapTableResponse, keys: Vec<RowKey>) -> Self {
+        let rows = std::mem::take(&mut whole.rows);
+        let mut encoded = prost::bytes::BytesMut::new();
+        let mut offsets = Vec::with_capacity(rows.len() + 1);
+        offsets.push(0);
+        for row in &rows {
+            prost::encoding::message::encode(1, row, &mut encoded);
+            offsets.push(encoded.len());
+        }
+        whole.next_page_token = String::new();
+        Self {
+            header: whole,
+            keys,
+            encoded_rows: encoded.freeze(),
+            offsets,
+        }
+    }
+
+    /// The whole table's encoding (the value shared in Redis).
+    fn encode_whole(&self) -> Vec<u8> {
+        self.encode(0, self.keys.len(), "").to_vec()
     }
 
     /// Rows after `after`, at most a page; totals always cover the whole table.
-    fn page(&self, after: Option<RowKey>, page: &PageRequest) -> proto::GetCapTableResponse {
+    fn encode_page(&self, after: Option<RowKey>, page: &PageRequest) -> Bytes {
         let start = after.map_or(0, |after| self.keys.partition_point(|key| *key <= after));
-        let end = start
+        let fetched = start
             .saturating_add(page.fetch_limit() as usize)
             .min(self.keys.len());
-        let mut rows = self.response.rows[start..end].to_vec();
-        let next_page_token = page.finish(&mut rows, proto_row_key);
-        let whole = &self.response;
-        proto::GetCapTableResponse {
-            rows,
-            next_page_token,
-            totals: whole.totals.clone(),
-            ledger_sequence: whole.ledger_sequence,
-            projection_version: whole.projection_version,
-            as_of: whole.as_of,
+        let mut keys = self.keys[start..fetched].to_vec();
+        let next_page_token = page.finish(&mut keys, RowKey::to_text);
+        self.encode(start, start + keys.len(), &next_page_token)
+    }
+
+    /// Fields in number order, defaults left out, as prost writes them.
+    fn encode(&self, start: usize, end: usize, next_page_token: &str) -> Bytes {
+        use prost::encoding::{int64, message, string};
+        let header = &self.header;
+        let rows = &self.encoded_rows[self.offsets[start]..self.offsets[end]];
+        let mut buffer = prost::bytes::BytesMut::with_capacity(rows.len() + 512);
+        buffer.put_slice(rows);
+        if let Some(totals) = &header.totals {
+            message::encode(2, totals, &mut buffer);
         }
+        if header.ledger_sequence != 0 {
+            int64::encode(3, &header.ledger_sequence, &mut buffer);
+        }
+        if !next_page_token.is_empty() {
+            string::encode(4, &next_page_token.to_owned(), &mut buffer);
+        }
+        if header.projection_version != 0 {
+            int64::encode(5, &header.projection_version, &mut buffer);
+        }
+        if let Some(as_of) = &header.as_of {
+            message::encode(6, as_of, &mut buffer);
+        }
+        buffer.freeze()
     }
 }
 
@@ -367,5 +414,60 @@ fn cap_table_to_proto(table: &CapTable, rows: &[cap_table::Row]) -> proto::GetCa
         next_page_token: String::new(),
         projection_version: table.projection_version,
         as_of: Some(date::to_proto(table.as_of)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::NaiveDate;
+    use rust_decimal::Decimal;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::cap_table::{Position, compute};
+
+    fn table(holders: u128) -> CapTable {
+        let positions = (1..=holders)
+            .map(|i| Position {
+                holder: if i % 4 == 0 {
+                    Holder::Pool(Uuid::from_u128(i * 7919))
+                } else {
+                    Holder::Stakeholder(Uuid::from_u128(i * 7919))
+                },
+                share_class_id: Uuid::from_u128(i % 2),
+                shares: Decimal::from(i as u64 * 10),
+                options_outstanding: Decimal::from(i as u64),
+                pool_available: Decimal::ZERO,
+            })
+            .collect();
+        let as_of = NaiveDate::from_ymd_opt(2026, 1, 2).expect("date");
+        compute(as_of, 12, 3, positions)
+    }
+
+    /// A page copied from memory is byte for byte what prost would encode
+    /// for the same page, and its token leads to the next page.
+    #[test]
+    fn an_encoded_page_equals_prosts_encoding_of_that_page() {
+        let table = table(7);
+        let served = ServedTable::from_table(&table);
+        let whole = cap_table_to_proto(&table, &table.rows);
+        let page = PageRequest::parse(3, "").expect("page");
+        let first = served.encode_page(None, &page);
+        let expected = page_of_table(&table, None, &page);
+        assert_eq!(first.as_ref(), expected.encode_to_vec().as_slice());
+        assert_eq!(expected.rows, whole.rows[..3]);
+
+        let next = PageRequest::parse(3, &expected.next_page_token).expect("token");
+        let after = next.after.as_deref().and_then(RowKey::parse);
+        let second =
+            proto::GetCapTableResponse::decode(served.encode_page(after, &next)).expect("decodes");
+        assert_eq!(second.rows, whole.rows[3..6]);
+        assert_eq!(second.totals, whole.totals);
+
+        let shared =
+            proto::GetCapTableResponse::decode(served.encode_whole().as_slice()).expect("decodes");
+        assert_eq!(shared, whole);
+        let again = ServedTable::from_response(shared).expect("reads back");
+        assert_eq!(again.encode_page(None, &page), first);
     }
 }
