@@ -27,6 +27,17 @@ impl Counter {
         })
     }
 
+    /// Server processes connected to the bench's databases now: every pool
+    /// connection, listener and consumer lock session of the four processes.
+    pub(crate) async fn connections(&mut self) -> anyhow::Result<i64> {
+        Ok(
+            sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = ANY($1)")
+                .bind(&self.databases)
+                .fetch_one(&mut self.connection)
+                .await?,
+        )
+    }
+
     /// Per database, in the order given.
     pub(crate) async fn commits_each(&mut self) -> anyhow::Result<Vec<i64>> {
         let mut each = Vec::with_capacity(self.databases.len());
