@@ -23,6 +23,7 @@ pub mod private;
 pub mod process;
 pub mod runtime_checks;
 pub mod saga_bus;
+pub mod tenancy;
 
 /// A short random lowercase id for names of databases, namespaces, streams.
 pub fn unique_suffix() -> String {
