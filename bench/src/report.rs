@@ -400,14 +400,21 @@ pub(crate) async fn run(config: &Config) -> anyhow::Result<bool> {
                 1,
             ),
         ] {
-            let reads = cap_table::read_load(
-                &system,
-                &holders.company_id,
-                as_of,
-                concurrency,
+            let (reader_config, company_id, duration) = (
+                config.clone(),
+                holders.company_id.clone(),
                 size.read_duration,
-            )
-            .await?;
+            );
+            let reads = tokio::task::spawn_blocking(move || {
+                cap_table::read_load_on_one_thread(
+                    &reader_config,
+                    &company_id,
+                    as_of,
+                    concurrency,
+                    duration,
+                )
+            })
+            .await??;
             println!(
                 "{label}, {concurrency} concurrent, {} s, page of {} rows:",
                 size.read_duration.as_secs_f64(),

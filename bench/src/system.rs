@@ -69,6 +69,17 @@ async fn channels(endpoint: &str) -> anyhow::Result<Vec<Channel>> {
     Ok(channels)
 }
 
+/// Channels to the ledger made on the current runtime (the cap-table reads
+/// run on a runtime of their own), carrying the bench's token.
+pub(crate) async fn ledger_channels(config: &Config) -> anyhow::Result<Vec<AuthenticatedChannel>> {
+    let token = crate::keys::platform_token(&config.key_dir)?;
+    let channels = channels(&config.process("ledger").endpoint).await?;
+    Ok(channels
+        .into_iter()
+        .map(|channel| authenticated(channel, &token))
+        .collect())
+}
+
 /// Waits (at most a minute) until the process reports SERVING (health needs
 /// no token), then wraps its channels so each call carries `token`.
 async fn serving(
@@ -134,11 +145,6 @@ impl System {
 
     pub(crate) fn ledger(&self, index: usize) -> LedgerServiceClient<AuthenticatedChannel> {
         LedgerServiceClient::new(self.ledger[index % CHANNELS].clone())
-    }
-
-    /// A raw channel to the ledger, for calls with a codec of the caller's own.
-    pub(crate) fn ledger_channel(&self, index: usize) -> AuthenticatedChannel {
-        self.ledger[index % CHANNELS].clone()
     }
 
     pub(crate) fn sagas(&self, index: usize) -> SagaServiceClient<AuthenticatedChannel> {
