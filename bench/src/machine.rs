@@ -89,7 +89,7 @@ pub(crate) async fn print(config: &Config) {
     println!("NATS:            {}", or_error(nats_version(config).await));
     println!("Redis:           {}", or_error(redis_version(config).await));
     println!(
-        "pools:           QAPMAP_DATABASE_MAX_CONNECTIONS={} x 4 processes = {} Postgres connections",
+        "pools:           QAPMAP_DATABASE_MAX_CONNECTIONS={} x 4 processes = {} pooled connections (all backends: see \"Postgres connections\")",
         config.pool_per_process,
         config.pool_per_process * 4
     );
