@@ -25,8 +25,16 @@ case "${1:-}" in
   *) echo "usage: bench/run.sh [--tiny]" >&2; exit 2 ;;
 esac
 
-# Small pools: the issue found a total of 8-16 Postgres connections best here.
-POOL="${QAPMAP_BENCH_POOL:-3}"
+# Small pools: the issue found a total of 8-16 Postgres connections best
+# here. Per process (equity shareholder ledger orchestrator): the ledger
+# answers past-date cap-table reads from Postgres, the others' pools serve
+# only gRPC commands and their relay (consumers run on their lock sessions);
+# QAPMAP_BENCH_POOL=N gives every process N.
+if [ -n "${QAPMAP_BENCH_POOL:-}" ]; then
+  POOLS=("$QAPMAP_BENCH_POOL" "$QAPMAP_BENCH_POOL" "$QAPMAP_BENCH_POOL" "$QAPMAP_BENCH_POOL")
+else
+  POOLS=(2 2 3 2)
+fi
 SUFFIX="$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n')"
 NAMESPACE="qbench${SUFFIX}"
 SERVICES=(equity shareholder ledger orchestrator)
@@ -87,7 +95,7 @@ listening_port() {
 for index in 0 1 2 3; do
   service=${SERVICES[$index]}
   QAPMAP_DATABASE_URL="${QAPMAP_PG_ADMIN_URL%/*}/${DATABASES[$index]}" \
-  QAPMAP_DATABASE_MAX_CONNECTIONS="$POOL" \
+  QAPMAP_DATABASE_MAX_CONNECTIONS="${POOLS[$index]}" \
   QAPMAP_NATS_URL="$QAPMAP_NATS_URL_BASE" \
   QAPMAP_NATS_NAMESPACE="$NAMESPACE" \
   QAPMAP_REDIS_URL="$QAPMAP_REDIS_URL_BASE" \
@@ -118,7 +126,7 @@ for index in 0 1 2 3; do
     sleep 0.2
   done
   PORTS+=("$port")
-  echo "started $service (pid ${SERVICE_PIDS[$index]}) on 127.0.0.1:$port, pool $POOL"
+  echo "started $service (pid ${SERVICE_PIDS[$index]}) on 127.0.0.1:$port, pool ${POOLS[$index]}"
 done
 
 echo
@@ -132,7 +140,7 @@ status=0
 QAPMAP_BENCH_SIZE="$size" \
 QAPMAP_BENCH_ONLY="${QAPMAP_BENCH_ONLY:-}" \
 QAPMAP_BENCH_KEY_DIR="$KEY_DIR" \
-QAPMAP_DATABASE_MAX_CONNECTIONS="$POOL" \
+QAPMAP_BENCH_POOLS="${POOLS[*]}" \
 QAPMAP_BENCH_SCRATCH_URL="${QAPMAP_PG_ADMIN_URL%/*}/$SCRATCH_DB" \
 QAPMAP_BENCH_EQUITY_PID="${SERVICE_PIDS[0]}" QAPMAP_BENCH_EQUITY_PORT="${PORTS[0]}" \
 QAPMAP_BENCH_EQUITY_DATABASE="${DATABASES[0]}" \

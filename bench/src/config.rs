@@ -97,7 +97,8 @@ pub(crate) struct Config {
     pub(crate) nats_url: String,
     pub(crate) redis_url: String,
     /// QAPMAP_DATABASE_MAX_CONNECTIONS of each process.
-    pub(crate) pool_per_process: u32,
+    /// `QAPMAP_DATABASE_MAX_CONNECTIONS` of equity, shareholder, ledger, orchestrator.
+    pub(crate) pools: Vec<u32>,
     /// Where `qapmap-bench keys` put the signing key the processes trust.
     pub(crate) key_dir: PathBuf,
 }
@@ -148,9 +149,11 @@ impl Config {
             scratch_url: var("QAPMAP_BENCH_SCRATCH_URL")?,
             nats_url: var("QAPMAP_NATS_URL_BASE")?,
             redis_url: var("QAPMAP_REDIS_URL_BASE")?,
-            pool_per_process: var("QAPMAP_DATABASE_MAX_CONNECTIONS")?
-                .parse()
-                .context("QAPMAP_DATABASE_MAX_CONNECTIONS")?,
+            pools: var("QAPMAP_BENCH_POOLS")?
+                .split_whitespace()
+                .map(str::parse)
+                .collect::<Result<Vec<u32>, _>>()
+                .context("QAPMAP_BENCH_POOLS")?,
             key_dir: PathBuf::from(var("QAPMAP_BENCH_KEY_DIR")?),
         })
     }
@@ -158,6 +161,16 @@ impl Config {
     /// Whether this run measures `part` (all parts unless `QAPMAP_BENCH_ONLY` names one).
     pub(crate) fn runs(&self, part: Part) -> bool {
         self.only.is_none_or(|only| only == part)
+    }
+
+    pub(crate) fn pool_total(&self) -> u32 {
+        self.pools.iter().sum()
+    }
+
+    /// "2+2+3+2 = 9": the pools as configured.
+    pub(crate) fn pools_line(&self) -> String {
+        let parts: Vec<String> = self.pools.iter().map(u32::to_string).collect();
+        format!("{} = {}", parts.join("+"), self.pool_total())
     }
 
     pub(crate) fn process(&self, name: &str) -> &Process {

@@ -89,9 +89,8 @@ pub(crate) async fn print(config: &Config) {
     println!("NATS:            {}", or_error(nats_version(config).await));
     println!("Redis:           {}", or_error(redis_version(config).await));
     println!(
-        "pools:           QAPMAP_DATABASE_MAX_CONNECTIONS={} x 4 processes = {} pooled connections (all backends: see \"Postgres connections\")",
-        config.pool_per_process,
-        config.pool_per_process * 4
+        "pools:           QAPMAP_DATABASE_MAX_CONNECTIONS (equity+shareholder+ledger+orchestrator) {} pooled connections (all backends: see \"Postgres connections\")",
+        config.pools_line()
     );
     println!("size:            {}", config.size.name);
 }

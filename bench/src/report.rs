@@ -334,7 +334,7 @@ pub(crate) async fn run(config: &Config) -> anyhow::Result<bool> {
             "<= 12",
             open_raw <= 12.0,
         );
-        let pool_total = config.pool_per_process * 4;
+        let pool_total = config.pool_total();
 
         // (b) the durable-commit bound.
         println!(
@@ -492,13 +492,12 @@ pub(crate) async fn run(config: &Config) -> anyhow::Result<bool> {
     }
 
     if peak_connections > 0 {
-        // Pools are 4 x QAPMAP_DATABASE_MAX_CONNECTIONS; besides them each
+        // Pools are each process's QAPMAP_DATABASE_MAX_CONNECTIONS; besides them each
         // relay's LISTEN session holds a pool connection, each consumer a
         // lock session of its own, and the ledger a change listener.
         println!(
-            "\n== Postgres connections ==\npools {} (4 x {}); backends on the four databases, most seen after a loaded phase: {peak_connections}",
-            config.pool_per_process * 4,
-            config.pool_per_process
+            "\n== Postgres connections ==\npools {}; backends on the four databases, most seen after a loaded phase: {peak_connections}",
+            config.pools_line()
         );
         floors.add(
             "Postgres connections, all four processes",
