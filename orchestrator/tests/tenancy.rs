@@ -13,6 +13,7 @@ use qapmap_runtime::ServiceName;
 use qapmap_runtime::auth::client::AuthenticatedChannel;
 use qapmap_testkit::auth::{PLATFORM_SUBJECT, admin_token, employee_token};
 use qapmap_testkit::in_process::RunningService;
+use qapmap_testkit::tenancy::visible_rows;
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
@@ -82,31 +83,6 @@ async fn listed_ids(client: &Client, company: Uuid) -> Vec<String> {
         .collect();
     ids.sort();
     ids
-}
-
-/// Counts rows of `table` as `qapmap_app` with no WHERE clause: (all
-/// visible, visible of `company`). `company` = None sets no company.
-async fn visible_rows(pool: &PgPool, table: &str, company: Option<Uuid>) -> (i64, i64) {
-    let mut transaction = pool.begin().await.expect("begin");
-    sqlx::query("SET LOCAL ROLE qapmap_app")
-        .execute(&mut *transaction)
-        .await
-        .expect("become the application role");
-    if let Some(company) = company {
-        sqlx::query("SELECT set_config('qapmap.company_id', $1, true)")
-            .bind(company.to_string())
-            .execute(&mut *transaction)
-            .await
-            .expect("set the company");
-    }
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT count(*), count(*) FILTER (WHERE company_id = $1) FROM {table}"
-    )))
-    .bind(company.unwrap_or_default())
-    .fetch_one(&mut *transaction)
-    .await
-    .expect("count");
-    (row.get(0), row.get(1))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,13 +3,12 @@
 //! company in `qapmap.company_id`), and the catalogue check that every
 //! tenant table carries the policy.
 
-use sqlx::PgPool;
+use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
-/// Rows of `table`, counted by a transaction confined like the service's:
-/// as `qapmap_app`, with `company` in `qapmap.company_id` (none: unset).
-/// The query names no company: only the policies filter.
-pub async fn confined_count(pool: &PgPool, company: Option<Uuid>, table: &str) -> i64 {
+/// A transaction confined like the service's: as `qapmap_app`, with
+/// `company` in `qapmap.company_id` (none: unset). Dropped, it rolls back.
+async fn confined(pool: &PgPool, company: Option<Uuid>) -> Transaction<'static, Postgres> {
     let mut transaction = pool.begin().await.expect("begin");
     sqlx::query("SET LOCAL ROLE qapmap_app")
         .execute(&mut *transaction)
@@ -22,12 +21,30 @@ pub async fn confined_count(pool: &PgPool, company: Option<Uuid>, table: &str) -
             .await
             .expect("set company");
     }
-    let count = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+    transaction
+}
+
+/// Rows of `table`, counted by a [`confined`] transaction. The query names
+/// no company: only the policies filter.
+pub async fn confined_count(pool: &PgPool, company: Option<Uuid>, table: &str) -> i64 {
+    let mut transaction = confined(pool, company).await;
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
         .fetch_one(&mut *transaction)
         .await
-        .expect("confined count");
-    transaction.rollback().await.expect("rollback");
-    count
+        .expect("confined count")
+}
+
+/// (rows visible, of which `company`'s) in `table` to a [`confined`]
+/// transaction, with no WHERE clause; `company` None sets no company.
+pub async fn visible_rows(pool: &PgPool, table: &str, company: Option<Uuid>) -> (i64, i64) {
+    let mut transaction = confined(pool, company).await;
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*), count(*) FILTER (WHERE company_id = $1) FROM {table}"
+    )))
+    .bind(company.unwrap_or_default())
+    .fetch_one(&mut *transaction)
+    .await
+    .expect("count")
 }
 
 /// Rows of `table` that belong to `company`, counted by the owner.

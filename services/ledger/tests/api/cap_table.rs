@@ -224,6 +224,19 @@ async fn alice_shares(ledger: &TestLedger, alice: Uuid, class: Uuid) -> String {
         .unwrap_or_default()
 }
 
+/// Waits (at most 10 s) until `ledger`'s cap table shows `shares` for alice.
+async fn shows_eventually(ledger: &TestLedger, alice: Uuid, class: Uuid, shares: &str, why: &str) {
+    let shown = eventually(Duration::from_secs(10), || async {
+        alice_shares(ledger, alice, class).await == shares
+    })
+    .await;
+    assert!(
+        shown,
+        "{why}: alice shows {:?}, expected {shares}",
+        alice_shares(ledger, alice, class).await
+    );
+}
+
 async fn set_change_trigger(ledger: &TestLedger, enabled: bool) {
     let verb = if enabled { "ENABLE" } else { "DISABLE" };
     sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -251,14 +264,14 @@ async fn a_replicas_table_in_memory_follows_changes_made_through_another() {
         .issue(class, alice, "300", date(2024, 1, 10))
         .await
         .expect("issue");
-    let patience = Duration::from_secs(10);
-    assert!(
-        eventually(patience, || async {
-            alice_shares(&second, alice, class).await == "300"
-        })
-        .await,
-        "the second replica sees the first one's write"
-    );
+    shows_eventually(
+        &second,
+        alice,
+        class,
+        "300",
+        "the second replica sees the first one's write",
+    )
+    .await;
 
     // Without notifications, the second replica keeps serving its table from
     // memory (proof that it does), while the writer itself reads its write.
@@ -284,13 +297,14 @@ async fn a_replicas_table_in_memory_follows_changes_made_through_another() {
         .issue(class, alice, "1", date(2024, 1, 12))
         .await
         .expect("issue announced");
-    assert!(
-        eventually(patience, || async {
-            alice_shares(&second, alice, class).await == "302"
-        })
-        .await,
-        "the notification dropped the second replica's table"
-    );
+    shows_eventually(
+        &second,
+        alice,
+        class,
+        "302",
+        "the notification dropped the second replica's table",
+    )
+    .await;
 
     // A change made while the listeners are cut off is unheard: losing the
     // connection must have dropped what memory held.
@@ -307,12 +321,13 @@ async fn a_replicas_table_in_memory_follows_changes_made_through_another() {
         .issue(class, alice, "1", date(2024, 1, 13))
         .await
         .expect("issue while cut off");
-    assert!(
-        eventually(patience, || async {
-            alice_shares(&second, alice, class).await == "303"
-        })
-        .await,
-        "a lost listener never leaves a stale table in memory"
-    );
+    shows_eventually(
+        &second,
+        alice,
+        class,
+        "303",
+        "a lost listener never leaves a stale table in memory",
+    )
+    .await;
     set_change_trigger(&first, true).await;
 }

@@ -11,7 +11,8 @@ use qapmap_proto::ops::v1::audit_service_client::AuditServiceClient;
 use qapmap_runtime::auth::client::AuthenticatedChannel;
 use qapmap_runtime::tenancy;
 use qapmap_testkit::auth::admin_token;
-use sqlx::{PgPool, Row};
+use qapmap_testkit::tenancy::visible_rows;
+use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::bus::Bus;
@@ -123,31 +124,6 @@ async fn company_with_rows(client: &Client, pool: &PgPool) -> Company {
         holder,
         entry_id: Uuid::parse_str(&issued.id).expect("entry id"),
     }
-}
-
-/// (rows visible, of which `company`'s) in `table` as `qapmap_app`, with no
-/// WHERE clause; `company` None sets no company at all.
-async fn visible_rows(pool: &PgPool, table: &str, company: Option<Uuid>) -> (i64, i64) {
-    let mut transaction = pool.begin().await.expect("begin");
-    sqlx::query("SET LOCAL ROLE qapmap_app")
-        .execute(&mut *transaction)
-        .await
-        .expect("become the application role");
-    if let Some(company) = company {
-        sqlx::query("SELECT set_config('qapmap.company_id', $1, true)")
-            .bind(company.to_string())
-            .execute(&mut *transaction)
-            .await
-            .expect("set the company");
-    }
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT count(*), count(*) FILTER (WHERE company_id = $1) FROM {table}"
-    )))
-    .bind(company.unwrap_or_default())
-    .fetch_one(&mut *transaction)
-    .await
-    .expect("count");
-    (row.get(0), row.get(1))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
