@@ -3,11 +3,11 @@
 //! messages commit together or not at all. Several orchestrators can run at
 //! once: every transition holds the saga's row lock.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Timelike, Utc};
 use qapmap_proto::messaging::v1::{self as messaging, ReplyOutcome, SagaCommand, SagaReply};
 use qapmap_runtime::audit::{self, Actor};
 use qapmap_runtime::messaging::Subjects;
-use qapmap_runtime::outbox::{self, OutboxMessage};
+use qapmap_runtime::outbox::OutboxMessage;
 use qapmap_runtime::trace_context;
 use sqlx::{PgConnection, PgPool};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -105,7 +105,7 @@ impl Engine {
                 created: false,
             });
         }
-        let now = Utc::now();
+        let now = stored_precision(Utc::now());
         let (mut saga, send) = Saga::start(request.definition, request.context, now, &self.timing);
         let trace = qapmap_runtime::trace_context::current();
         let new = NewSaga {
@@ -124,9 +124,8 @@ impl Engine {
             initiator: new.initiator,
             traceparent: new.traceparent,
         };
-        self.send(&mut transaction, &envelope, &mut saga, send, now)
-            .await?;
-        store::insert(&mut transaction, &new, &saga, now).await?;
+        let command = self.command(&envelope, &mut saga, send, now);
+        store::insert(&mut transaction, &new, &saga, command.as_ref(), now).await?;
         // Last, so the record names the first command's message id.
         let actor = Actor {
             subject: request.initiator.subject.clone(),
@@ -140,9 +139,18 @@ impl Engine {
             request.request_id,
         )
         .await?;
-        let saga = store::load(&mut transaction, new.id, false)
-            .await?
-            .ok_or(EngineError::NotFound(new.id))?;
+        // What was just written; reading it back would cost a round trip.
+        let saga = StoredSaga {
+            id: new.id,
+            company_id: new.company_id,
+            request_id: new.request_id.to_owned(),
+            initiator: request.initiator.clone(),
+            trace_id: trace.trace_id.clone(),
+            traceparent: trace.traceparent.clone(),
+            created_at: now,
+            updated_at: now,
+            saga,
+        };
         transaction.commit().await?;
         self.metrics.record_started(&saga.saga);
         Ok(Started {
@@ -248,7 +256,7 @@ impl Engine {
         let now = Utc::now();
         let before = stored.saga.clone();
         let send = stored.saga.apply(event, now, &self.timing)?;
-        if let Some(send) = send {
+        let command = send.and_then(|send| {
             let header = SagaHeader {
                 id: stored.id,
                 company_id: stored.company_id,
@@ -256,29 +264,35 @@ impl Engine {
                 initiator: &stored.initiator,
                 traceparent: &stored.traceparent,
             };
-            self.send(connection, &header, &mut stored.saga, send, now)
-                .await?;
-        }
-        store::save(connection, saga_id, &stored.saga, now).await?;
+            self.command(&header, &mut stored.saga, send, now)
+        });
+        store::save(
+            connection,
+            saga_id,
+            (&before, &stored.saga),
+            command.as_ref(),
+            now,
+        )
+        .await?;
         // Counted before the caller commits: a rollback may over-count by one
         // transition, which a counter used for rates tolerates.
         self.metrics.record_transition(&before, &stored.saga, now);
         Ok(())
     }
 
-    /// Writes the command for `send` to the outbox; parks the saga if the
-    /// command cannot be built (a step returned less than the next needs).
-    async fn send(
+    /// The outbox message carrying the command for `send` (the store writes
+    /// it with the saga); parks the saga instead if the command cannot be
+    /// built (a step returned less than the next needs).
+    fn command(
         &self,
-        connection: &mut PgConnection,
         header: &SagaHeader<'_>,
         saga: &mut Saga,
         send: Send,
         now: DateTime<Utc>,
-    ) -> Result<(), EngineError> {
+    ) -> Option<OutboxMessage> {
         let Some(view) = saga.definition.step(send.step) else {
             saga.park(format!("step {} does not exist", send.step));
-            return Ok(());
+            return None;
         };
         let action = if send.compensation {
             view.compensation
@@ -287,13 +301,13 @@ impl Engine {
         };
         let Some(action) = action else {
             saga.park(format!("step {} has no compensation", view.info.name));
-            return Ok(());
+            return None;
         };
         let command = match (action.build)(&saga.context) {
             Ok(command) => command,
             Err(error) => {
                 saga.park(format!("cannot build {}: {error}", action.command));
-                return Ok(());
+                return None;
             }
         };
         let deadline = saga.wake_at.unwrap_or(now);
@@ -333,9 +347,15 @@ impl Engine {
         if let Some(traceparent) = trace_context::traceparent_of(&step_span) {
             message = message.with_header("traceparent", traceparent);
         }
-        outbox::enqueue(connection, &message).await?;
-        Ok(())
+        Some(message)
     }
+}
+
+/// `time` as Postgres stores it (microseconds), so what `start` returns
+/// equals what a later read returns.
+fn stored_precision(time: DateTime<Utc>) -> DateTime<Utc> {
+    time.with_nanosecond(time.timestamp_subsec_micros() * 1_000)
+        .unwrap_or(time)
 }
 
 /// A span for sending one step's command (or its compensation).

@@ -2,6 +2,7 @@
 //! connection, so a transition and the commands it sends commit together.
 
 use chrono::{DateTime, Utc};
+use qapmap_runtime::outbox::{NOTIFY_CHANNEL, OutboxMessage};
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
@@ -66,116 +67,228 @@ pub struct NewSaga<'a> {
     pub traceparent: &'a str,
 }
 
+/// Writes a new saga, its steps and its first command (if any): one
+/// statement.
 pub async fn insert(
     connection: &mut PgConnection,
     new: &NewSaga<'_>,
     saga: &Saga,
+    command: Option<&OutboxMessage>,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     let context = serde_json::to_value(&saga.context)
         .map_err(|error| StoreError::Corrupt(error.to_string()))?;
-    sqlx::query(
-        "INSERT INTO sagas (id, company_id, saga_type, state, state_reason, request_id, request, context,
-                            cursor_step, attempts, awaiting, wake_at, initiator, initiator_roles,
-                            initiator_stakeholder_id, trace_id, traceparent, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $18)",
-    )
-    .bind(new.id)
-    .bind(new.company_id)
-    .bind(saga.definition.saga_type)
-    .bind(saga.state.as_str())
-    .bind(&saga.state_reason)
-    .bind(new.request_id)
-    .bind(new.request)
-    .bind(context)
-    .bind(cursor_as_i32(saga.cursor))
-    .bind(i32::try_from(saga.attempts).unwrap_or(i32::MAX))
-    .bind(saga.awaiting.as_str())
-    .bind(saga.wake_at)
-    .bind(&new.initiator.subject)
-    .bind(&new.initiator.roles)
-    .bind(new.initiator.stakeholder_id)
-    .bind(new.trace_id)
-    .bind(new.traceparent)
-    .bind(now)
-    .execute(&mut *connection)
-    .await?;
-    for view in saga.definition.steps() {
-        sqlx::query(
-            "INSERT INTO saga_steps (saga_id, company_id, step_index, name, service, kind, status)
-             VALUES ($1, $2, $3, $4, $5, $6, 'pending')",
-        )
+    let views: Vec<_> = saga.definition.steps().collect();
+    let steps = StepColumns::of(saga.steps.iter().enumerate());
+    // One statement: the saga, all its steps and its command (every
+    // statement costs CPU on both sides, and the machine's CPU is what
+    // bounds the saga rate).
+    let sql = format!(
+        "WITH saga AS (
+             INSERT INTO sagas (id, company_id, saga_type, state, state_reason, request_id, request,
+                                context, cursor_step, attempts, awaiting, wake_at, initiator,
+                                initiator_roles, initiator_stakeholder_id, trace_id, traceparent,
+                                created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $18)
+         ), steps AS (
+             INSERT INTO saga_steps (saga_id, company_id, step_index, name, service, kind, status,
+                                     attempts, started_at, finished_at, last_error)
+             SELECT $1, $2, step.*
+             FROM unnest($19::int[], $20::text[], $21::text[], $22::text[], $23::text[], $24::int[],
+                         $25::timestamptz[], $26::timestamptz[], $27::text[])
+                  AS step (step_index, name, service, kind, status, attempts, started_at,
+                           finished_at, last_error)
+         ), {}",
+        command_sql(28)
+    );
+    let query = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(new.id)
         .bind(new.company_id)
-        .bind(cursor_as_i32(view.index))
-        .bind(view.info.name)
-        .bind(view.info.service)
-        .bind(view.kind.as_str())
+        .bind(saga.definition.saga_type)
+        .bind(saga.state.as_str())
+        .bind(&saga.state_reason)
+        .bind(new.request_id)
+        .bind(new.request)
+        .bind(context)
+        .bind(cursor_as_i32(saga.cursor))
+        .bind(i32::try_from(saga.attempts).unwrap_or(i32::MAX))
+        .bind(saga.awaiting.as_str())
+        .bind(saga.wake_at)
+        .bind(&new.initiator.subject)
+        .bind(&new.initiator.roles)
+        .bind(new.initiator.stakeholder_id)
+        .bind(new.trace_id)
+        .bind(new.traceparent)
+        .bind(now)
+        .bind(&steps.index)
+        .bind(views.iter().map(|view| view.info.name).collect::<Vec<_>>())
+        .bind(
+            views
+                .iter()
+                .map(|view| view.info.service)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            views
+                .iter()
+                .map(|view| view.kind.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(&steps.status)
+        .bind(&steps.attempts)
+        .bind(&steps.started_at)
+        .bind(&steps.finished_at)
+        .bind(&steps.last_error);
+    bind_command(query, command)?
         .execute(&mut *connection)
         .await?;
-    }
-    save_steps(connection, new.id, saga).await
+    Ok(())
 }
 
-/// Writes the saga's mutable state and its steps.
+/// Writes the saga's mutable state, the steps that differ from the saga as
+/// loaded (`before`), and the command to send (if any), in one statement.
 pub async fn save(
     connection: &mut PgConnection,
     id: Uuid,
-    saga: &Saga,
+    (before, saga): (&Saga, &Saga),
+    command: Option<&OutboxMessage>,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     let context = serde_json::to_value(&saga.context)
         .map_err(|error| StoreError::Corrupt(error.to_string()))?;
-    sqlx::query(
-        "UPDATE sagas SET state = $2, state_reason = $3, context = $4, cursor_step = $5, attempts = $6,
-                          awaiting = $7, wake_at = $8, updated_at = $9
-         WHERE id = $1",
-    )
-    .bind(id)
-    .bind(saga.state.as_str())
-    .bind(&saga.state_reason)
-    .bind(context)
-    .bind(cursor_as_i32(saga.cursor))
-    .bind(i32::try_from(saga.attempts).unwrap_or(i32::MAX))
-    .bind(saga.awaiting.as_str())
-    .bind(saga.wake_at)
-    .bind(now)
-    .execute(&mut *connection)
-    .await?;
-    save_steps(connection, id, saga).await
-}
-
-async fn save_steps(
-    connection: &mut PgConnection,
-    id: Uuid,
-    saga: &Saga,
-) -> Result<(), StoreError> {
-    for (index, step) in saga.steps.iter().enumerate() {
-        sqlx::query(
-            "UPDATE saga_steps SET status = $3, attempts = $4, started_at = $5, finished_at = $6, last_error = $7
-             WHERE saga_id = $1 AND step_index = $2",
-        )
+    let changed = StepColumns::of(
+        saga.steps
+            .iter()
+            .enumerate()
+            .filter(|(index, step)| before.steps.get(*index) != Some(*step)),
+    );
+    let sql = format!(
+        "WITH saga AS (
+             UPDATE sagas SET state = $2, state_reason = $3, context = $4, cursor_step = $5,
+                              attempts = $6, awaiting = $7, wake_at = $8, updated_at = $9
+             WHERE id = $1
+         ), steps AS (
+             UPDATE saga_steps SET status = step.status, attempts = step.attempts,
+                                   started_at = step.started_at, finished_at = step.finished_at,
+                                   last_error = step.last_error
+             FROM unnest($10::int[], $11::text[], $12::int[], $13::timestamptz[],
+                         $14::timestamptz[], $15::text[])
+                  AS step (step_index, status, attempts, started_at, finished_at, last_error)
+             WHERE saga_steps.saga_id = $1 AND saga_steps.step_index = step.step_index
+         ), {}",
+        command_sql(16)
+    );
+    let query = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(id)
-        .bind(cursor_as_i32(index))
-        .bind(step.status.as_str())
-        .bind(i32::try_from(step.attempts).unwrap_or(i32::MAX))
-        .bind(step.started_at)
-        .bind(step.finished_at)
-        .bind(&step.last_error)
+        .bind(saga.state.as_str())
+        .bind(&saga.state_reason)
+        .bind(context)
+        .bind(cursor_as_i32(saga.cursor))
+        .bind(i32::try_from(saga.attempts).unwrap_or(i32::MAX))
+        .bind(saga.awaiting.as_str())
+        .bind(saga.wake_at)
+        .bind(now)
+        .bind(&changed.index)
+        .bind(&changed.status)
+        .bind(&changed.attempts)
+        .bind(&changed.started_at)
+        .bind(&changed.finished_at)
+        .bind(&changed.last_error);
+    bind_command(query, command)?
         .execute(&mut *connection)
         .await?;
-    }
     Ok(())
+}
+
+/// The end of a saga statement that also enqueues its command (parameters
+/// from `$first` on, bound by [`bind_command`]): what
+/// [`qapmap_runtime::outbox::enqueue`] does (the row, the relay's NOTIFY,
+/// the message id noted for the audit record), and nothing when the
+/// message id is NULL.
+fn command_sql(first: usize) -> String {
+    let [id, company, subject, payload, headers, key, channel] =
+        std::array::from_fn(|offset| first + offset);
+    format!(
+        "command AS (
+             INSERT INTO outbox (message_id, company_id, subject, payload, headers, partition_key)
+             SELECT ${id}::uuid, ${company}::uuid, ${subject}::text, ${payload}::bytea,
+                    ${headers}::jsonb, ${key}::text
+             WHERE ${id}::uuid IS NOT NULL
+         )
+         SELECT pg_notify(${channel}::text, ''),
+                set_config('qapmap.event_ids',
+                           concat_ws(',', nullif(current_setting('qapmap.event_ids', true), ''),
+                                     ${id}::text),
+                           true)
+         WHERE ${id}::uuid IS NOT NULL"
+    )
+}
+
+type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+/// Binds the parameters of [`command_sql`].
+fn bind_command<'q>(
+    query: PgQuery<'q>,
+    command: Option<&'q OutboxMessage>,
+) -> Result<PgQuery<'q>, StoreError> {
+    let headers = command
+        .map(|command| serde_json::to_value(&command.headers))
+        .transpose()
+        .map_err(|error| StoreError::Corrupt(error.to_string()))?;
+    Ok(query
+        .bind(command.map(|command| command.message_id))
+        .bind(command.and_then(|command| command.company_id))
+        .bind(command.map(|command| command.subject.as_str()))
+        .bind(command.map(|command| command.payload.as_slice()))
+        .bind(headers)
+        .bind(command.map(|command| command.partition_key.as_str()))
+        .bind(NOTIFY_CHANNEL))
+}
+
+/// Step records as column arrays, for `unnest`.
+#[derive(Debug, Default)]
+struct StepColumns {
+    index: Vec<i32>,
+    status: Vec<&'static str>,
+    attempts: Vec<i32>,
+    started_at: Vec<Option<DateTime<Utc>>>,
+    finished_at: Vec<Option<DateTime<Utc>>>,
+    last_error: Vec<String>,
+}
+
+impl StepColumns {
+    fn of<'a>(steps: impl Iterator<Item = (usize, &'a StepRecord)>) -> Self {
+        let mut columns = Self::default();
+        for (index, step) in steps {
+            columns.index.push(cursor_as_i32(index));
+            columns.status.push(step.status.as_str());
+            columns
+                .attempts
+                .push(i32::try_from(step.attempts).unwrap_or(i32::MAX));
+            columns.started_at.push(step.started_at);
+            columns.finished_at.push(step.finished_at);
+            columns.last_error.push(step.last_error.clone());
+        }
+        columns
+    }
 }
 
 fn cursor_as_i32(index: usize) -> i32 {
     i32::try_from(index).unwrap_or(i32::MAX)
 }
 
-const SAGA_COLUMNS: &str =
-    "id, company_id, saga_type, state, state_reason, request_id, context, cursor_step,
-    attempts, awaiting, wake_at, initiator, initiator_roles, initiator_stakeholder_id, trace_id,
-    traceparent, created_at, updated_at";
+/// A saga row with its steps as arrays in step order (`sagas` as `s`), so
+/// a saga loads in one round trip.
+const SAGA_SELECT: &str = "SELECT s.id, s.company_id, s.saga_type, s.state, s.state_reason,
+        s.request_id, s.context, s.cursor_step, s.attempts, s.awaiting, s.wake_at, s.initiator,
+        s.initiator_roles, s.initiator_stakeholder_id, s.trace_id, s.traceparent, s.created_at,
+        s.updated_at,
+        ARRAY(SELECT status FROM saga_steps WHERE saga_id = s.id ORDER BY step_index) AS step_status,
+        ARRAY(SELECT attempts FROM saga_steps WHERE saga_id = s.id ORDER BY step_index) AS step_attempts,
+        ARRAY(SELECT started_at FROM saga_steps WHERE saga_id = s.id ORDER BY step_index) AS step_started_at,
+        ARRAY(SELECT finished_at FROM saga_steps WHERE saga_id = s.id ORDER BY step_index) AS step_finished_at,
+        ARRAY(SELECT last_error FROM saga_steps WHERE saga_id = s.id ORDER BY step_index) AS step_last_error
+    FROM sagas s";
 
 /// Loads one saga; `for_update` locks its row until the transaction ends.
 pub async fn load(
@@ -183,14 +296,14 @@ pub async fn load(
     id: Uuid,
     for_update: bool,
 ) -> Result<Option<StoredSaga>, StoreError> {
-    let lock = if for_update { " FOR UPDATE" } else { "" };
-    let sql = format!("SELECT {SAGA_COLUMNS} FROM sagas WHERE id = $1{lock}");
+    let lock = if for_update { " FOR UPDATE OF s" } else { "" };
+    let sql = format!("{SAGA_SELECT} WHERE s.id = $1{lock}");
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(id)
         .fetch_optional(&mut *connection)
         .await?;
     match row {
-        Some(row) => Ok(Some(from_row(connection, &row).await?)),
+        Some(row) => Ok(Some(from_row(&row)?)),
         None => Ok(None),
     }
 }
@@ -248,15 +361,15 @@ pub async fn list(
     filter: &ListFilter,
 ) -> Result<Vec<StoredSaga>, StoreError> {
     let sql = format!(
-        "SELECT {SAGA_COLUMNS} FROM sagas
-         WHERE company_id = $1
-           AND ($2::text IS NULL OR state = $2)
-           AND ($3::text IS NULL OR saga_type = $3)
-           AND ($4::timestamptz IS NULL OR created_at >= $4)
-           AND ($5::timestamptz IS NULL OR created_at < $5)
-           AND ($6::timestamptz IS NULL OR (created_at, id) < ($6, $7))
-           AND ($9::uuid IS NULL OR initiator_stakeholder_id = $9)
-         ORDER BY created_at DESC, id DESC
+        "{SAGA_SELECT}
+         WHERE s.company_id = $1
+           AND ($2::text IS NULL OR s.state = $2)
+           AND ($3::text IS NULL OR s.saga_type = $3)
+           AND ($4::timestamptz IS NULL OR s.created_at >= $4)
+           AND ($5::timestamptz IS NULL OR s.created_at < $5)
+           AND ($6::timestamptz IS NULL OR (s.created_at, s.id) < ($6, $7))
+           AND ($9::uuid IS NULL OR s.initiator_stakeholder_id = $9)
+         ORDER BY s.created_at DESC, s.id DESC
          LIMIT $8"
     );
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -271,19 +384,11 @@ pub async fn list(
         .bind(filter.initiator_stakeholder_id)
         .fetch_all(&mut *connection)
         .await?;
-    let mut sagas = Vec::with_capacity(rows.len());
-    for row in &rows {
-        sagas.push(from_row(connection, row).await?);
-    }
-    Ok(sagas)
+    rows.iter().map(from_row).collect()
 }
 
-async fn from_row(
-    connection: &mut PgConnection,
-    row: &sqlx::postgres::PgRow,
-) -> Result<StoredSaga, StoreError> {
+fn from_row(row: &sqlx::postgres::PgRow) -> Result<StoredSaga, StoreError> {
     let corrupt = |what: &str| StoreError::Corrupt(what.to_owned());
-    let id: Uuid = row.try_get("id")?;
     let saga_type: String = row.try_get("saga_type")?;
     let definition = sagas::by_type(&saga_type).ok_or_else(|| corrupt("saga_type"))?;
     let context: SagaContext = serde_json::from_value(row.try_get("context")?)
@@ -301,13 +406,13 @@ async fn from_row(
         attempts: u32::try_from(attempts).map_err(|_| corrupt("attempts"))?,
         awaiting: Awaiting::parse(&awaiting).ok_or_else(|| corrupt("awaiting"))?,
         wake_at: row.try_get("wake_at")?,
-        steps: load_steps(connection, id).await?,
+        steps: steps_of(row)?,
     };
     if saga.steps.len() != definition.step_count() {
         return Err(corrupt("step count"));
     }
     Ok(StoredSaga {
-        id,
+        id: row.try_get("id")?,
         company_id: row.try_get("company_id")?,
         request_id: row.try_get("request_id")?,
         initiator: Initiator {
@@ -323,29 +428,41 @@ async fn from_row(
     })
 }
 
-async fn load_steps(
-    connection: &mut PgConnection,
-    id: Uuid,
-) -> Result<Vec<StepRecord>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT status, attempts, started_at, finished_at, last_error FROM saga_steps
-         WHERE saga_id = $1 ORDER BY step_index",
-    )
-    .bind(id)
-    .fetch_all(&mut *connection)
-    .await?;
-    rows.iter()
-        .map(|row| {
-            let status: String = row.try_get("status")?;
-            let attempts: i32 = row.try_get("attempts")?;
-            Ok(StepRecord {
-                status: StepStatus::parse(&status)
-                    .ok_or_else(|| StoreError::Corrupt("step status".to_owned()))?,
-                attempts: u32::try_from(attempts).unwrap_or_default(),
-                started_at: row.try_get("started_at")?,
-                finished_at: row.try_get("finished_at")?,
-                last_error: row.try_get("last_error")?,
-            })
-        })
+/// The steps of a [`SAGA_SELECT`] row, in step order.
+fn steps_of(row: &sqlx::postgres::PgRow) -> Result<Vec<StepRecord>, StoreError> {
+    let status: Vec<String> = row.try_get("step_status")?;
+    let attempts: Vec<i32> = row.try_get("step_attempts")?;
+    let started_at: Vec<Option<DateTime<Utc>>> = row.try_get("step_started_at")?;
+    let finished_at: Vec<Option<DateTime<Utc>>> = row.try_get("step_finished_at")?;
+    let last_error: Vec<String> = row.try_get("step_last_error")?;
+    let count = status.len();
+    if [
+        attempts.len(),
+        started_at.len(),
+        finished_at.len(),
+        last_error.len(),
+    ]
+    .iter()
+    .any(|len| *len != count)
+    {
+        return Err(StoreError::Corrupt("step columns".to_owned()));
+    }
+    status
+        .into_iter()
+        .zip(attempts)
+        .zip(started_at.into_iter().zip(finished_at))
+        .zip(last_error)
+        .map(
+            |(((status, attempts), (started_at, finished_at)), last_error)| {
+                Ok(StepRecord {
+                    status: StepStatus::parse(&status)
+                        .ok_or_else(|| StoreError::Corrupt("step status".to_owned()))?,
+                    attempts: u32::try_from(attempts).unwrap_or_default(),
+                    started_at,
+                    finished_at,
+                    last_error,
+                })
+            },
+        )
         .collect()
 }

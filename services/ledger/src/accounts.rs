@@ -169,16 +169,28 @@ pub struct LockedAccount {
     pub held: Decimal,
 }
 
-/// The id of the account, creating its row (at zero) when it is new.
+/// The id of the account, creating its row (at zero) when it is new. One
+/// statement when the account exists or is created here (every posting
+/// ensures each of its accounts, on the serial saga consumer); a second only
+/// when another transaction created it at the same moment.
 pub async fn ensure(
     connection: &mut PgConnection,
     company_id: Uuid,
     key: &AccountKey,
 ) -> sqlx::Result<Uuid> {
-    sqlx::query(
-        "INSERT INTO accounts (id, company_id, owner_kind, stakeholder_id, share_class_id,
-                               currency, must_stay_non_negative)
-         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+    let found: Option<Uuid> = sqlx::query_scalar(
+        "WITH existing AS (
+             SELECT id FROM accounts
+             WHERE company_id = $2 AND owner_kind = $3 AND stakeholder_id IS NOT DISTINCT FROM $4
+               AND share_class_id IS NOT DISTINCT FROM $5 AND currency IS NOT DISTINCT FROM $6
+         ), inserted AS (
+             INSERT INTO accounts (id, company_id, owner_kind, stakeholder_id, share_class_id,
+                                   currency, must_stay_non_negative)
+             SELECT $1, $2, $3, $4, $5, $6, $7 WHERE NOT EXISTS (SELECT 1 FROM existing)
+             ON CONFLICT DO NOTHING
+             RETURNING id
+         )
+         SELECT id FROM existing UNION ALL SELECT id FROM inserted",
     )
     .bind(Uuid::now_v7())
     .bind(company_id)
@@ -187,8 +199,13 @@ pub async fn ensure(
     .bind(key.share_class_id())
     .bind(key.currency())
     .bind(key.must_stay_non_negative())
-    .execute(&mut *connection)
+    .fetch_optional(&mut *connection)
     .await?;
+    if let Some(id) = found {
+        return Ok(id);
+    }
+    // A concurrent insert won the conflict after this statement's snapshot
+    // was taken; a new statement sees it.
     find(connection, company_id, key)
         .await?
         .ok_or(sqlx::Error::RowNotFound)

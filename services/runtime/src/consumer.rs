@@ -62,7 +62,7 @@ use crate::dead_letter;
 use crate::inbox::{self, NATS_MESSAGE_ID_HEADER, ORIGINAL_MESSAGE_ID_HEADER};
 use crate::messaging::{StreamKind, Subjects};
 use crate::metrics::MessagingMetrics;
-use crate::outbox::{self, OutboxMessage, PARTITION_KEY_HEADER};
+use crate::outbox::{OutboxMessage, PARTITION_KEY_HEADER};
 use crate::server::{Application, StopSignal};
 
 /// Messages asked for per pull, and the most handled in one transaction.
@@ -515,7 +515,8 @@ impl<H: MessageHandler> Consumer<H> {
         batch: &[&ReceivedMessage],
     ) -> (Vec<Verdict>, bool) {
         let max = u64::from(self.config.max_deliveries);
-        let began = tokio::time::timeout(LOCK_PROBE_TIMEOUT, session.begin()).await;
+        // BEGIN and the first message's savepoint share one round trip.
+        let began = tokio::time::timeout(LOCK_PROBE_TIMEOUT, session.begin_with(BATCH_BEGIN)).await;
         let mut transaction = match began {
             Ok(Ok(transaction)) => transaction,
             Ok(Err(error)) => {
@@ -532,6 +533,7 @@ impl<H: MessageHandler> Consumer<H> {
         // Keys with a message to retry: their later messages wait for it.
         let mut held_back: HashMap<&str, Duration> = HashMap::new();
         let mut doomed = false;
+        let mut savepoint = Savepoint::Fresh;
         for received in batch {
             if received.delivery_count > max {
                 verdicts.push(Verdict::DeadLetter {
@@ -557,7 +559,7 @@ impl<H: MessageHandler> Consumer<H> {
                 &received.headers,
             );
             let (outcome, intact) = self
-                .handle_in_savepoint(&mut transaction, received)
+                .handle_in_savepoint(&mut transaction, received, &mut savepoint)
                 .instrument(span)
                 .await;
             let verdict = self.verdict(received, outcome);
@@ -569,6 +571,18 @@ impl<H: MessageHandler> Consumer<H> {
                 doomed = true;
                 break;
             }
+        }
+        // The last message's savepoint is released on its own before COMMIT:
+        // a COMMIT of an aborted transaction (a handler that swallowed a
+        // database error) rolls back without an error, a RELEASE fails.
+        if !doomed
+            && savepoint == Savepoint::Held
+            && sqlx::raw_sql("RELEASE SAVEPOINT qapmap_message")
+                .execute(&mut *transaction)
+                .await
+                .is_err()
+        {
+            doomed = true;
         }
         let committed = if doomed {
             // Ends by rollback (drop).
@@ -661,33 +675,35 @@ impl<H: MessageHandler> Consumer<H> {
     /// Runs the handler with the inbox under a savepoint of the batch's
     /// transaction. Ok(false): the message was handled before and nothing
     /// changed. On an error nothing of the message is left. The flag says
-    /// whether the transaction is still usable: when the savepoint could not
-    /// be set or rolled back, it is not, and must not be committed (a COMMIT
-    /// of an aborted transaction rolls back without an error).
+    /// whether the transaction is still usable: when a savepoint could not
+    /// be set, released or rolled back, it is not, and must not be committed
+    /// (a COMMIT of an aborted transaction rolls back without an error).
+    ///
+    /// A message that succeeds keeps its savepoint ([`Savepoint::Held`]):
+    /// the next message releases it in the same round trip that sets its
+    /// own and records its inbox row, so a message costs its handler's
+    /// round trips plus two (that one and its reply).
     async fn handle_in_savepoint(
         &self,
         transaction: &mut PgConnection,
         received: &ReceivedMessage,
+        savepoint: &mut Savepoint,
     ) -> (Result<bool, HandlerError>, bool) {
-        if let Err(error) = sqlx::raw_sql(MESSAGE_SAVEPOINT)
-            .execute(&mut *transaction)
-            .await
-        {
-            return (Err(error.into()), false);
-        }
-        let outcome = match self.handle_message(transaction, received).await {
-            // Fails if the handler swallowed a database error; the rollback
-            // below then restores the transaction.
-            Ok(applied) => sqlx::raw_sql("RELEASE SAVEPOINT qapmap_message")
-                .execute(&mut *transaction)
-                .await
-                .map(|_| applied)
-                .map_err(HandlerError::from),
-            Err(error) => Err(error),
+        let recorded = match self.open_message(transaction, received, *savepoint).await {
+            Ok(recorded) => recorded,
+            // Which of the round trip's statements failed is unknown, so the
+            // transaction is not trusted: the whole batch retries.
+            Err(error) => {
+                *savepoint = Savepoint::None;
+                return (Err(error.into()), false);
+            }
         };
+        *savepoint = Savepoint::Held;
+        let outcome = self.handle_message(transaction, received, recorded).await;
         if outcome.is_ok() {
             return (outcome, true);
         }
+        *savepoint = Savepoint::None;
         let rollback =
             sqlx::raw_sql("ROLLBACK TO SAVEPOINT qapmap_message; RELEASE SAVEPOINT qapmap_message")
                 .execute(&mut *transaction)
@@ -698,20 +714,57 @@ impl<H: MessageHandler> Consumer<H> {
         (outcome, rollback.is_ok())
     }
 
-    async fn handle_message(
+    /// Gives the message a fresh savepoint (releasing the previous message's)
+    /// and records it in the inbox, in one round trip where the ids allow.
+    /// True when it was not handled before.
+    async fn open_message(
         &self,
         transaction: &mut PgConnection,
         received: &ReceivedMessage,
-    ) -> Result<bool, HandlerError> {
+        savepoint: Savepoint,
+    ) -> sqlx::Result<bool> {
         let name = self.config.name.as_str();
-        if !inbox::record(
+        let prefix = match savepoint {
+            // BATCH_BEGIN set it up.
+            Savepoint::Fresh => None,
+            Savepoint::Held => Some(RELEASE_RESET_AND_SAVEPOINT),
+            Savepoint::None => Some(RESET_AND_SAVEPOINT),
+        };
+        let Some(prefix) = prefix else {
+            return inbox::record(
+                &mut *transaction,
+                name,
+                &received.message_id,
+                &received.subject,
+            )
+            .await;
+        };
+        if let Some(record) =
+            inbox::inline_record_sql(name, &received.message_id, &received.subject)
+        {
+            let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("{prefix}; {record}")))
+                .fetch_all(&mut *transaction)
+                .await?;
+            return Ok(!rows.is_empty());
+        }
+        sqlx::raw_sql(prefix).execute(&mut *transaction).await?;
+        inbox::record(
             &mut *transaction,
             name,
             &received.message_id,
             &received.subject,
         )
-        .await?
-        {
+        .await
+    }
+
+    async fn handle_message(
+        &self,
+        transaction: &mut PgConnection,
+        received: &ReceivedMessage,
+        recorded: bool,
+    ) -> Result<bool, HandlerError> {
+        let name = self.config.name.as_str();
+        if !recorded {
             if let Some(reply) =
                 inbox::stored_reply(&mut *transaction, name, &received.message_id).await?
             {
@@ -722,12 +775,22 @@ impl<H: MessageHandler> Consumer<H> {
         match self.handler.handle(received, &mut *transaction).await? {
             Handled::Done => {}
             Handled::Reply(reply) => {
-                outbox::enqueue(&mut *transaction, &reply).await?;
-                inbox::store_reply(&mut *transaction, name, &received.message_id, &reply).await?;
+                inbox::enqueue_reply(&mut *transaction, name, &received.message_id, &reply).await?;
             }
         }
         Ok(true)
     }
+}
+
+/// The state of the batch's message savepoint between messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Savepoint {
+    /// Set (with the settings reset) and nothing done in it yet.
+    Fresh,
+    /// Holds a handled message's work, still to be released.
+    Held,
+    /// None open.
+    None,
 }
 
 /// What one pull did.
@@ -738,13 +801,26 @@ struct Pull {
     session_failed: bool,
 }
 
-/// Sets a message's savepoint, first undoing the transaction-local settings
-/// the previous message's handler left (its confinement to a company and
-/// its audit's event ids), so each message starts as the first did.
-const MESSAGE_SAVEPOINT: &str = "SELECT set_config('role', 'none', true),
-        set_config('qapmap.company_id', '', true),
-        set_config('qapmap.event_ids', '', true);
-    SAVEPOINT qapmap_message";
+/// Undoes the transaction-local settings the previous message's handler
+/// left (its confinement to a company and its audit's event ids), so each
+/// message starts as the first did. SET statements return no rows, so an
+/// inbox insert's RETURNING after them is the only result of a round trip.
+macro_rules! reset_settings {
+    () => {
+        "SET LOCAL ROLE NONE; SET LOCAL qapmap.company_id = ''; SET LOCAL qapmap.event_ids = ''"
+    };
+}
+
+/// Begins a batch's transaction with the first message's savepoint.
+const BATCH_BEGIN: &str = concat!("BEGIN; ", reset_settings!(), "; SAVEPOINT qapmap_message");
+/// A message's savepoint when none is open.
+const RESET_AND_SAVEPOINT: &str = concat!(reset_settings!(), "; SAVEPOINT qapmap_message");
+/// A message's savepoint after a handled message's, which it releases.
+const RELEASE_RESET_AND_SAVEPOINT: &str = concat!(
+    "RELEASE SAVEPOINT qapmap_message; ",
+    reset_settings!(),
+    "; SAVEPOINT qapmap_message"
+);
 
 /// The handler's view of a JetStream message.
 fn decode(message: &jetstream::Message) -> Result<ReceivedMessage, async_nats::Error> {

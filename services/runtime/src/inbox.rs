@@ -45,26 +45,61 @@ pub async fn record(
     Ok(inserted.rows_affected() == 1)
 }
 
-/// Stores the reply sent for a message recorded in this transaction.
-pub async fn store_reply(
+/// The statement [`record`] runs, with its values written into the SQL
+/// (`RETURNING 1` when the message is new), so it can share a round trip
+/// with the consumer's savepoint statements, which take no parameters.
+/// `None` unless all three values consist only of characters that cannot
+/// end or escape a quoted literal (letters, digits and `.:-_*>`, which
+/// cover outbox message ids, `stream:sequence` ids and NATS subjects); the
+/// caller then runs [`record`] with bound parameters instead.
+pub fn inline_record_sql(consumer: &str, message_id: &str, subject: &str) -> Option<String> {
+    let plain = |value: &str| {
+        !value.is_empty()
+            && value.len() <= 512
+            && value
+                .bytes()
+                .all(|byte| byte.is_ascii_alphanumeric() || b".:-_*>".contains(&byte))
+    };
+    (plain(consumer) && plain(message_id) && plain(subject)).then(|| {
+        format!(
+            "INSERT INTO inbox (consumer, message_id, subject) VALUES ('{consumer}', '{message_id}', '{subject}') \
+             ON CONFLICT (consumer, message_id) DO NOTHING RETURNING 1"
+        )
+    })
+}
+
+/// Enqueues the reply to a message recorded in this transaction (as
+/// [`crate::outbox::enqueue`] does) and stores it with the message's inbox
+/// row, in one statement.
+pub async fn enqueue_reply(
     transaction: &mut PgConnection,
     consumer: &str,
     message_id: &str,
     reply: &OutboxMessage,
 ) -> sqlx::Result<()> {
     sqlx::query(
-        "UPDATE inbox SET reply_message_id = $3, reply_subject = $4, reply_payload = $5,
-             reply_headers = $6, reply_partition_key = $7, reply_company_id = $8
-         WHERE consumer = $1 AND message_id = $2",
+        "WITH inserted AS (
+             INSERT INTO outbox (message_id, company_id, subject, payload, headers, partition_key)
+             VALUES ($1, $2, $3, $4, $5, $6)
+         ), stored AS (
+             UPDATE inbox SET reply_message_id = $1, reply_subject = $3, reply_payload = $4,
+                 reply_headers = $5, reply_partition_key = $6, reply_company_id = $2
+             WHERE consumer = $8 AND message_id = $9
+         )
+         SELECT pg_notify($7, ''),
+                set_config('qapmap.event_ids',
+                           concat_ws(',', nullif(current_setting('qapmap.event_ids', true), ''), $1::text),
+                           true)",
     )
-    .bind(consumer)
-    .bind(message_id)
     .bind(reply.message_id)
+    .bind(reply.company_id)
     .bind(&reply.subject)
     .bind(&reply.payload)
     .bind(headers_json(&reply.headers)?)
     .bind(&reply.partition_key)
-    .bind(reply.company_id)
+    .bind(NOTIFY_CHANNEL)
+    .bind(consumer)
+    .bind(message_id)
     .execute(&mut *transaction)
     .await?;
     Ok(())
