@@ -2,10 +2,11 @@
 //!
 //! One round is one transaction:
 //! 1. **Claim**: take the round lock (a transaction advisory lock, tried
-//!    without waiting; a relay that does not get it ends its round, since
-//!    the holder's next round also covers what this one was woken for), then
-//!    read up to [`CLAIM_BATCH_SIZE`] unpublished rows in id order, leaving
-//!    out the rows this relay published whose marks are still pending.
+//!    without waiting, in the claim statement; a relay that does not get it
+//!    claims nothing and ends its round, since the holder's next round also
+//!    covers what this one was woken for) and read up to
+//!    [`CLAIM_BATCH_SIZE`] unpublished rows in id order, leaving out the
+//!    rows this relay published whose marks are still pending.
 //! 2. **Publish** in waves: wave *n* holds the *n*-th claimed row of every
 //!    key, published pipelined (all sends, then all acks). A key whose row
 //!    fails drops out of the later waves, so a key's later row is never sent
@@ -284,29 +285,29 @@ impl Relay {
     /// Claims and publishes one batch, and commits the marks when they are
     /// due, in one transaction; a round that commits nothing rolls back.
     async fn relay_once(&self, marks: &mut PendingMarks) -> Result<RelayRound, RelayError> {
-        let mut transaction = self.pool.begin().await?;
-        // A separate statement, so the claim's snapshot (taken after the
-        // lock) sees the marks the previous holder committed.
         // The marks need no fsync of their own: a mark lost in a crash only
         // publishes its rows again, and JetStream drops those duplicates.
-        let locked: bool = sqlx::query_scalar(
-            "SELECT pg_try_advisory_xact_lock($1) FROM set_config('synchronous_commit', 'off', true)",
-        )
-        .bind(ROUND_LOCK_KEY)
-        .fetch_one(&mut *transaction)
-        .await?;
-        if !locked {
-            // Another relay is in a round; its next one covers our wake-up.
-            // Ends by rollback (drop): nothing was written.
-            return Ok(RelayRound::default());
-        }
+        let mut transaction = self
+            .pool
+            .begin_with("BEGIN; SET LOCAL synchronous_commit TO off")
+            .await?;
+        // The round lock is taken by the claim itself (its InitPlan runs
+        // once, before any row is read), saving a round trip per round. A
+        // relay that does not get it claims nothing: another relay is in a
+        // round, and its next one covers our wake-up. The claim's snapshot
+        // may predate the marks the previous holder committed just before;
+        // rows it then claims again are published again under their
+        // `Nats-Msg-Id`, and JetStream drops them.
         let rows = sqlx::query_as::<_, ClaimedRow>(
             "SELECT id, message_id, subject, payload, headers, partition_key
-             FROM outbox WHERE published_at IS NULL AND id <> ALL($2)
+             FROM outbox
+             WHERE (SELECT pg_try_advisory_xact_lock($3))
+               AND published_at IS NULL AND id <> ALL($2)
              ORDER BY id LIMIT $1",
         )
         .bind(CLAIM_BATCH_SIZE)
         .bind(&marks.ids)
+        .bind(ROUND_LOCK_KEY)
         .fetch_all(&mut *transaction)
         .await?;
         let claimed = rows.len();
