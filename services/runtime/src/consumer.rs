@@ -115,6 +115,11 @@ pub enum Handled {
     /// enqueued in the same transaction and sent again if the command is
     /// delivered again.
     Reply(OutboxMessage),
+    /// The command is refused: nothing the handler wrote is kept (the
+    /// consumer rolls the message back to its savepoint and records it
+    /// again), and this reply is sent as for [`Handled::Reply`]. A handler
+    /// needs no savepoint of its own around an operation that may refuse.
+    Refused(OutboxMessage),
 }
 
 /// Why a handler did not finish.
@@ -775,6 +780,21 @@ impl<H: MessageHandler> Consumer<H> {
         match self.handler.handle(received, &mut *transaction).await? {
             Handled::Done => {}
             Handled::Reply(reply) => {
+                inbox::enqueue_reply(&mut *transaction, name, &received.message_id, &reply).await?;
+            }
+            Handled::Refused(reply) => {
+                // Undoes the handler's writes and settings and the inbox row;
+                // the savepoint stays, holding what follows.
+                sqlx::raw_sql("ROLLBACK TO SAVEPOINT qapmap_message")
+                    .execute(&mut *transaction)
+                    .await?;
+                inbox::record(
+                    &mut *transaction,
+                    name,
+                    &received.message_id,
+                    &received.subject,
+                )
+                .await?;
                 inbox::enqueue_reply(&mut *transaction, name, &received.message_id, &reply).await?;
             }
         }

@@ -19,13 +19,14 @@
 //! - undecodable, malformed envelope, or a command this service does not
 //!   handle -> [`HandlerError::Poison`] (dead letter).
 //!
-//! Security: the whole transaction (the operation, the inbox row, the reply)
-//! is confined to the command's company before anything else runs (row-level
-//! security, see `qapmap_runtime::tenancy`). When an employee started the
+//! Security: the transaction is confined to the command's company before
+//! the operation runs (row-level security, see `qapmap_runtime::tenancy`).
+//! A refusal ([`Handled::Refused`]) is rolled back by the consumer, the
+//! confinement with it, before its reply and inbox row (tables without row
+//! security) are written. When an employee started the
 //! saga for themselves (the initiator names their stakeholder), reserving
 //! anyone else's award is REJECTED [`saga_operations::NOT_OWN_AWARD`]. Each
-//! applied command writes an audit record inside the savepoint, after its
-//! events: subject and roles of the initiator, method `saga:<command>`,
+//! applied command writes an audit record after its events: subject and roles of the initiator, method `saga:<command>`,
 //! request id `<saga_id>/<step>[/compensation]`. A refused one writes none.
 //!
 //! [`saga_operations::NOT_OWN_AWARD`]: crate::saga_operations::NOT_OWN_AWARD
@@ -48,7 +49,7 @@ use qapmap_runtime::consumer::{
 use qapmap_runtime::messaging::{StreamKind, Subjects};
 use qapmap_runtime::saga_reply as reply;
 use qapmap_runtime::{audit, tenancy};
-use sqlx::{Connection, PgConnection};
+use sqlx::PgConnection;
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -100,16 +101,15 @@ impl CommandHandler {
             self.subjects.command(SERVICE, name)
         })
         .map_err(|error| HandlerError::Poison(error.into()))?;
-        // Before the savepoint: a refusal's rollback must not undo it.
         tenancy::confine(transaction, envelope.step.company_id).await?;
         let answer = |reply| {
-            Handled::Reply(reply::message(
+            reply::message(
                 &self.subjects,
                 command,
                 envelope.step.company_id,
                 &reply,
                 &message.headers,
-            ))
+            )
         };
         let parsed =
             parse::command(command).and_then(|parsed| Ok((parsed, parse::initiator(command)?)));
@@ -118,19 +118,13 @@ impl CommandHandler {
             Err(invalid) => {
                 tracing::info!(command = envelope.name, "saga command has invalid fields");
                 let reply = reply::rejected(command, parse::INVALID_COMMAND, invalid.to_string());
-                return Ok(answer(reply));
+                return Ok(Handled::Reply(answer(reply)));
             }
         };
-        // The savepoint isolates the operation from the consumer's inbox row:
-        // a refusal rolls back only what the operation wrote.
-        let mut savepoint = transaction.begin().await?;
+        // A refusal keeps nothing the operation wrote: the consumer rolls
+        // the message back before sending the reply (`Handled::Refused`).
         let applied = self
-            .apply(
-                &mut savepoint,
-                envelope.step,
-                parsed,
-                initiator.stakeholder_id,
-            )
+            .apply(transaction, envelope.step, parsed, initiator.stakeholder_id)
             .await;
         match applied {
             Ok(result) => {
@@ -146,30 +140,32 @@ impl CommandHandler {
                     }
                 );
                 audit::record(
-                    &mut savepoint,
+                    transaction,
                     envelope.step.company_id,
                     &initiator.actor,
                     &format!("saga:{}", envelope.name),
                     &request_id,
                 )
                 .await?;
-                savepoint.commit().await?;
                 tracing::info!(command = envelope.name, "saga command applied");
-                Ok(answer(reply::succeeded(command, result)))
+                Ok(Handled::Reply(answer(reply::succeeded(command, result))))
             }
             Err(SagaError::Rejected {
                 reason,
                 description,
             }) => {
-                savepoint.rollback().await?;
                 tracing::info!(
                     command = envelope.name,
                     reason_code = reason,
                     "saga command rejected"
                 );
-                Ok(answer(reply::rejected(command, reason, description)))
+                Ok(Handled::Refused(answer(reply::rejected(
+                    command,
+                    reason,
+                    description,
+                ))))
             }
-            // The consumer drops the whole transaction, savepoint included.
+            // The consumer rolls the message back and retries it.
             Err(SagaError::Database(error)) => Err(HandlerError::Retry(error.into())),
         }
     }

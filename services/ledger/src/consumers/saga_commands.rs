@@ -1,9 +1,9 @@
 //! The orchestrator's commands to the ledger (`<ns>.cmd.ledger.<command>`),
 //! each answered with a `SagaReply` on `<ns>.reply.<saga type>`.
 //!
-//! The step runs under a savepoint of the consumer's transaction: a business
-//! refusal rolls it back (a refused step writes nothing) while the reply is
-//! still enqueued and committed with the inbox row. Idempotency is the saga
+//! A business refusal writes nothing: the handler answers
+//! [`Handled::Refused`], and the consumer rolls the message back to its own
+//! savepoint before it enqueues the reply and records the inbox row. Idempotency is the saga
 //! operations' own, by (saga id, step): a command re-sent under a new message
 //! id finds the hold or entry placed the first time and answers the same.
 //!
@@ -12,8 +12,9 @@
 //! command are refused with `invalid_argument`, so the saga can move on.
 //!
 //! The transaction is confined to the command's company (row-level security)
-//! before the savepoint: a setting made inside a savepoint would be undone
-//! with it. A saga an employee started for themselves may move only their
+//! before the step runs; a refusal's rollback undoes that too, and its reply
+//! and inbox row (tables without row security) are written as the consumer
+//! writes any message's. A saga an employee started for themselves may move only their
 //! own shares (`not_own_shares`; equity checked the award first, this is the
 //! second line). Each applied step leaves an audit record naming the saga's
 //! initiator.
@@ -34,7 +35,7 @@ use qapmap_runtime::saga_initiator::{self, SagaInitiator};
 use qapmap_runtime::saga_reply;
 use qapmap_runtime::{ApiError, date, ids, tenancy};
 use rust_decimal::Decimal;
-use sqlx::{Connection, PgConnection};
+use sqlx::PgConnection;
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -102,13 +103,15 @@ impl MessageHandler for SagaCommandHandler {
             if let Outcome::Rejected { reason_code, .. } = &outcome {
                 tracing::info!(reason_code, "saga step refused");
             }
-            Ok(Handled::Reply(reply(
-                &self.subjects,
-                message,
-                &command,
-                company_id,
-                outcome,
-            )))
+            // A refusal keeps nothing the step wrote: the consumer rolls
+            // the message back before sending the reply.
+            let refused = matches!(outcome, Outcome::Rejected { .. });
+            let reply = reply(&self.subjects, message, &command, company_id, outcome);
+            Ok(if refused {
+                Handled::Refused(reply)
+            } else {
+                Handled::Reply(reply)
+            })
         }
         .instrument(span)
         .await
@@ -116,7 +119,8 @@ impl MessageHandler for SagaCommandHandler {
 }
 
 impl SagaCommandHandler {
-    /// Runs the step under a savepoint, rolled back when it is refused.
+    /// Runs the step. What a refused step wrote is undone by the consumer
+    /// ([`Handled::Refused`]), so the step needs no savepoint of its own.
     async fn run(
         &self,
         transaction: &mut PgConnection,
@@ -124,22 +128,15 @@ impl SagaCommandHandler {
         saga: SagaStep,
         step: Step,
     ) -> Result<Outcome, HandlerError> {
-        let mut savepoint = transaction.begin().await?;
         match step
-            .execute(&mut savepoint, &self.subjects, company_id, saga)
+            .execute(transaction, &self.subjects, company_id, saga)
             .await
         {
-            Ok(result) => {
-                savepoint.commit().await?;
-                Ok(Outcome::Succeeded(result))
-            }
+            Ok(result) => Ok(Outcome::Succeeded(result)),
             Err(SagaError::Rejected {
                 reason,
                 description,
-            }) => {
-                savepoint.rollback().await?;
-                Ok(Outcome::rejected(reason, description))
-            }
+            }) => Ok(Outcome::rejected(reason, description)),
             Err(SagaError::Database(error)) => Err(HandlerError::Retry(error.into())),
         }
     }

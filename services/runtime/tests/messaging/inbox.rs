@@ -94,3 +94,87 @@ async fn a_redelivered_command_changes_nothing_and_its_reply_is_sent_again() {
     relay.stop().await;
     consumer.stop().await;
 }
+
+/// Goal: a refused command keeps nothing its handler wrote, yet its reply is
+/// sent and stored, and the command after it in the same batch takes effect.
+/// Method: a refused and an accepted command are published before the
+/// consumer starts, so one pull hands both to one batch transaction.
+#[tokio::test]
+async fn a_refused_command_keeps_no_effect_and_still_replies() {
+    let harness = Harness::start().await;
+    let subject = harness.subjects.command("test", "do_it");
+    let refused_id = Uuid::now_v7().to_string();
+    let accepted_id = Uuid::now_v7().to_string();
+    for (id, payload) in [(&refused_id, "refuse"), (&accepted_id, "do it")] {
+        harness
+            .jetstream
+            .send_publish(
+                subject.clone(),
+                async_nats::jetstream::message::PublishMessage::build()
+                    .payload(payload.into())
+                    .message_id(id.as_str()),
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("ack");
+    }
+    let relay = harness.relay();
+    let relay = Running::spawn(move |stop| relay.run(stop));
+    let config = ConsumerConfig::new(
+        "commands",
+        StreamKind::Commands,
+        harness.subjects.command("test", "*"),
+    );
+    let handler = CommandHandler {
+        reply_subject: harness.subjects.reply("test_saga"),
+    };
+    let consumer = Consumer::new(
+        harness.pool.clone(),
+        harness.jetstream.clone(),
+        harness.subjects.clone(),
+        config,
+        handler,
+    )
+    .with_metrics(harness.metrics.clone());
+    let consumer = Running::spawn(move |stop| consumer.run(stop));
+
+    wait_for_count(
+        &harness,
+        "SELECT count(*) FROM outbox WHERE subject LIKE '%.reply.%' AND published_at IS NOT NULL",
+        2,
+    )
+    .await;
+    let effects: Vec<String> = sqlx::query_scalar("SELECT message_id FROM effects")
+        .fetch_all(&harness.pool)
+        .await
+        .expect("effects");
+    assert_eq!(
+        effects,
+        vec![accepted_id.clone()],
+        "only the accepted command's effect"
+    );
+    let replies: Vec<String> = sqlx::query_scalar(
+        "SELECT convert_from(payload, 'UTF8') FROM outbox WHERE subject LIKE '%.reply.%' ORDER BY id",
+    )
+    .fetch_all(&harness.pool)
+    .await
+    .expect("replies");
+    assert_eq!(
+        replies,
+        vec![
+            format!("refused:{refused_id}"),
+            format!("done:{accepted_id}")
+        ]
+    );
+    assert_eq!(
+        harness
+            .count("SELECT count(*) FROM inbox WHERE consumer = 'commands' AND reply_message_id IS NOT NULL")
+            .await,
+        2,
+        "both commands are recorded with their replies, so a redelivery resends them"
+    );
+    assert_eq!(harness.metrics.handled_total(), 2);
+    relay.stop().await;
+    consumer.stop().await;
+}

@@ -291,7 +291,9 @@ pub(crate) async fn wait_for_count(harness: &Harness, sql: &'static str, expecte
     );
 }
 
-/// Answers every command with a reply naming it, after one effect row.
+/// Answers every command with a reply naming it, after one effect row; a
+/// command whose payload is `refuse` is refused ([`Handled::Refused`]), so
+/// its effect row must not survive.
 #[derive(Debug)]
 pub(crate) struct CommandHandler {
     pub(crate) reply_subject: String,
@@ -310,13 +312,24 @@ impl MessageHandler for CommandHandler {
         .bind(&message.message_id)
         .execute(&mut *transaction)
         .await?;
-        Ok(Handled::Reply(OutboxMessage {
+        let refused = message.payload.as_ref() == b"refuse";
+        let reply = OutboxMessage {
             message_id: Uuid::now_v7(),
             company_id: None,
             subject: self.reply_subject.clone(),
-            payload: format!("done:{}", message.message_id).into_bytes(),
+            payload: format!(
+                "{}:{}",
+                if refused { "refused" } else { "done" },
+                message.message_id
+            )
+            .into_bytes(),
             headers: Default::default(),
             partition_key: "saga-1".to_owned(),
-        }))
+        };
+        Ok(if refused {
+            Handled::Refused(reply)
+        } else {
+            Handled::Reply(reply)
+        })
     }
 }
