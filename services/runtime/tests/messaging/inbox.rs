@@ -15,14 +15,8 @@ async fn reply_published_at(harness: &Harness) -> Option<chrono::DateTime<chrono
         .expect("reply row")
 }
 
-/// Goal: the second delivery of a command is acknowledged without a second
-/// effect, and the reply stored the first time goes out again under the same
-/// message id (so JetStream, or the receiver's inbox, drops the copy).
-/// Method: the command is published straight to JetStream, then published
-/// again carrying the same inbox id (as a redelivery or a replay would).
-#[tokio::test]
-async fn a_redelivered_command_changes_nothing_and_its_reply_is_sent_again() {
-    let harness = Harness::start().await;
+/// Runs the relay and the `commands` consumer (with [`CommandHandler`]).
+fn relay_and_command_consumer(harness: &Harness) -> (Running, Running) {
     let relay = harness.relay();
     let relay = Running::spawn(move |stop| relay.run(stop));
     let config = ConsumerConfig::new(
@@ -41,7 +35,18 @@ async fn a_redelivered_command_changes_nothing_and_its_reply_is_sent_again() {
         handler,
     )
     .with_metrics(harness.metrics.clone());
-    let consumer = Running::spawn(move |stop| consumer.run(stop));
+    (relay, Running::spawn(move |stop| consumer.run(stop)))
+}
+
+/// Goal: the second delivery of a command is acknowledged without a second
+/// effect, and the reply stored the first time goes out again under the same
+/// message id (so JetStream, or the receiver's inbox, drops the copy).
+/// Method: the command is published straight to JetStream, then published
+/// again carrying the same inbox id (as a redelivery or a replay would).
+#[tokio::test]
+async fn a_redelivered_command_changes_nothing_and_its_reply_is_sent_again() {
+    let harness = Harness::start().await;
+    let (relay, consumer) = relay_and_command_consumer(&harness);
 
     let command_id = Uuid::now_v7().to_string();
     let subject = harness.subjects.command("test", "do_it");
@@ -119,25 +124,7 @@ async fn a_refused_command_keeps_no_effect_and_still_replies() {
             .await
             .expect("ack");
     }
-    let relay = harness.relay();
-    let relay = Running::spawn(move |stop| relay.run(stop));
-    let config = ConsumerConfig::new(
-        "commands",
-        StreamKind::Commands,
-        harness.subjects.command("test", "*"),
-    );
-    let handler = CommandHandler {
-        reply_subject: harness.subjects.reply("test_saga"),
-    };
-    let consumer = Consumer::new(
-        harness.pool.clone(),
-        harness.jetstream.clone(),
-        harness.subjects.clone(),
-        config,
-        handler,
-    )
-    .with_metrics(harness.metrics.clone());
-    let consumer = Running::spawn(move |stop| consumer.run(stop));
+    let (relay, consumer) = relay_and_command_consumer(&harness);
 
     wait_for_count(
         &harness,
