@@ -174,3 +174,33 @@ pub async fn resend_reply(
 fn headers_json(headers: &BTreeMap<String, String>) -> sqlx::Result<serde_json::Value> {
     serde_json::to_value(headers).map_err(|error| sqlx::Error::Encode(error.into()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_values_are_written_into_the_sql() {
+        let id = "0196f3c2-7a10-7c3e-9d2b-5f1e2a3b4c5d";
+        let sql = inline_record_sql("ledger-commands", id, "qapmap.cmd.ledger.hold_shares")
+            .expect("a uuid and a subject are plain");
+        assert!(sql.contains(&format!("'{id}'")));
+        assert!(inline_record_sql("c", "QAPMAP_COMMANDS:42", "ns.cmd.>").is_some());
+        for unsafe_id in [
+            "o'hara",
+            "a\\b",
+            "two words",
+            "semi;colon",
+            "dollar$$quote",
+            "",
+            &"x".repeat(513),
+        ] {
+            assert_eq!(
+                inline_record_sql("c", unsafe_id, "ns.cmd.x"),
+                None,
+                "{unsafe_id:?} must be bound, not written into the SQL"
+            );
+            assert_eq!(inline_record_sql("c", "id", unsafe_id), None);
+        }
+    }
+}

@@ -165,3 +165,68 @@ async fn a_refused_command_keeps_no_effect_and_still_replies() {
     relay.stop().await;
     consumer.stop().await;
 }
+
+/// Goal: a message id that is not plain (quotes, spaces, semicolons) is
+/// bound as a parameter, never written into the SQL: the command applies
+/// once, and its redelivery is recognised. Method: three commands in one
+/// batch, so the odd one is not the batch's first (which is always bound)
+/// but takes the path that shares a round trip with the savepoint.
+#[tokio::test]
+async fn an_odd_message_id_is_recorded_once_and_changes_no_sql() {
+    let harness = Harness::start().await;
+    let subject = harness.subjects.command("test", "do_it");
+    let odd_id = "o'hara'); DELETE FROM effects; --".to_owned();
+    let ids = [
+        Uuid::now_v7().to_string(),
+        odd_id.clone(),
+        Uuid::now_v7().to_string(),
+    ];
+    for id in &ids {
+        harness
+            .jetstream
+            .send_publish(
+                subject.clone(),
+                async_nats::jetstream::message::PublishMessage::build()
+                    .payload("do it".into())
+                    .message_id(id.as_str()),
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("ack");
+    }
+    let (relay, consumer) = relay_and_command_consumer(&harness);
+    wait_for_count(&harness, "SELECT count(*) FROM effects", 3).await;
+    let recorded: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM inbox WHERE consumer = 'commands' AND message_id = $1",
+    )
+    .bind(&odd_id)
+    .fetch_one(&harness.pool)
+    .await
+    .expect("inbox");
+    assert_eq!(recorded, 1, "the odd id is stored as it is");
+
+    // Its redelivery (same inbox id) is a duplicate.
+    harness
+        .jetstream
+        .send_publish(
+            subject,
+            async_nats::jetstream::message::PublishMessage::build()
+                .payload("do it".into())
+                .message_id(Uuid::now_v7().to_string())
+                .header(ORIGINAL_MESSAGE_ID_HEADER, odd_id.as_str()),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("ack");
+    let seen = qapmap_testkit::eventually(FLOW_TIMEOUT, || async {
+        harness.metrics.redelivered_duplicates_total() == 1
+    })
+    .await;
+    assert!(seen, "the redelivery was recognised as handled");
+    assert_eq!(harness.count("SELECT count(*) FROM effects").await, 3);
+    assert_eq!(harness.metrics.handled_total(), 3);
+    relay.stop().await;
+    consumer.stop().await;
+}
