@@ -67,10 +67,16 @@ command -v cargo >/dev/null || { infra_log "the Rust toolchain (cargo) is requir
 # QAPMAP_BENCH_PROFILE=debug only checks the harness itself quickly: its
 # figures say nothing about performance.
 PROFILE="${QAPMAP_BENCH_PROFILE:-release}"
-echo "== building ($PROFILE) =="
-if [ "$PROFILE" = release ]; then cargo build --release --bins; else cargo build --bins; fi
-TARGET_DIR="$(cargo metadata --no-deps --format-version 1 | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
-BIN="${TARGET_DIR:-target}/$PROFILE"
+if [ -n "${QAPMAP_BENCH_BIN_DIR:-}" ]; then
+  # A/B runs: binaries built (and copied aside) earlier, used without a build.
+  BIN="$QAPMAP_BENCH_BIN_DIR"
+  echo "== binaries from $BIN (no build) =="
+else
+  echo "== building ($PROFILE) =="
+  if [ "$PROFILE" = release ]; then cargo build --release --bins; else cargo build --bins; fi
+  TARGET_DIR="$(cargo metadata --no-deps --format-version 1 | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
+  BIN="${TARGET_DIR:-target}/$PROFILE"
+fi
 BENCH="$BIN/qapmap-bench"
 
 ensure_infra

@@ -2,7 +2,7 @@
 //! connection, so a transition and the commands it sends commit together.
 
 use chrono::{DateTime, Utc};
-use qapmap_runtime::outbox::{NOTIFY_CHANNEL, OutboxMessage};
+use qapmap_runtime::outbox::OutboxMessage;
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
@@ -202,12 +202,14 @@ pub async fn save(
 
 /// The end of a saga statement that also enqueues its command (parameters
 /// from `$first` on, bound by [`bind_command`]): what
-/// [`qapmap_runtime::outbox::enqueue`] does (the row, the relay's NOTIFY,
+/// [`qapmap_runtime::outbox::enqueue`] does (the row, the relay's NOTIFY
+/// unless the transaction wakes its relay locally,
 /// the message id noted for the audit record), and nothing when the
 /// message id is NULL.
 fn command_sql(first: usize) -> String {
-    let [id, company, subject, payload, headers, key, channel] =
+    let [id, company, subject, payload, headers, key] =
         std::array::from_fn(|offset| first + offset);
+    let notify = qapmap_runtime::notify_relay_sql!();
     format!(
         "command AS (
              INSERT INTO outbox (message_id, company_id, subject, payload, headers, partition_key)
@@ -215,7 +217,7 @@ fn command_sql(first: usize) -> String {
                     ${headers}::jsonb, ${key}::text
              WHERE ${id}::uuid IS NOT NULL
          )
-         SELECT pg_notify(${channel}::text, ''),
+         SELECT {notify},
                 set_config('qapmap.event_ids',
                            concat_ws(',', nullif(current_setting('qapmap.event_ids', true), ''),
                                      ${id}::text),
@@ -241,8 +243,7 @@ fn bind_command<'q>(
         .bind(command.map(|command| command.subject.as_str()))
         .bind(command.map(|command| command.payload.as_slice()))
         .bind(headers)
-        .bind(command.map(|command| command.partition_key.as_str()))
-        .bind(NOTIFY_CHANNEL))
+        .bind(command.map(|command| command.partition_key.as_str())))
 }
 
 /// Step records as column arrays, for `unnest`.

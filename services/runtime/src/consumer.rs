@@ -55,7 +55,7 @@ use anyhow::Context;
 use async_nats::jetstream::{self, AckKind, consumer::PullConsumer, consumer::pull};
 use bytes::Bytes;
 use futures::StreamExt;
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::{Connection, PgConnection, PgPool, Row};
 use tracing::Instrument;
 
 use crate::dead_letter;
@@ -63,6 +63,7 @@ use crate::inbox::{self, NATS_MESSAGE_ID_HEADER, ORIGINAL_MESSAGE_ID_HEADER};
 use crate::messaging::{StreamKind, Subjects};
 use crate::metrics::MessagingMetrics;
 use crate::outbox::{OutboxMessage, PARTITION_KEY_HEADER};
+use crate::relay;
 use crate::server::{Application, StopSignal};
 
 /// Messages asked for per pull, and the most handled in one transaction.
@@ -520,8 +521,16 @@ impl<H: MessageHandler> Consumer<H> {
         batch: &[&ReceivedMessage],
     ) -> (Vec<Verdict>, bool) {
         let max = u64::from(self.config.max_deliveries);
+        // With this database's relay in this process, the batch wakes it
+        // after its commit instead of NOTIFYing (see `relay::local_relay`).
+        let local_relay = relay::local_relay(&self.pool);
+        let begin = if local_relay.is_some() {
+            BATCH_BEGIN_WAKING_LOCALLY
+        } else {
+            BATCH_BEGIN
+        };
         // BEGIN and the first message's savepoint share one round trip.
-        let began = tokio::time::timeout(LOCK_PROBE_TIMEOUT, session.begin_with(BATCH_BEGIN)).await;
+        let began = tokio::time::timeout(LOCK_PROBE_TIMEOUT, session.begin_with(begin)).await;
         let mut transaction = match began {
             Ok(Ok(transaction)) => transaction,
             Ok(Err(error)) => {
@@ -579,15 +588,15 @@ impl<H: MessageHandler> Consumer<H> {
         }
         // The last message's savepoint is released on its own before COMMIT:
         // a COMMIT of an aborted transaction (a handler that swallowed a
-        // database error) rolls back without an error, a RELEASE fails.
-        if !doomed
-            && savepoint == Savepoint::Held
-            && sqlx::raw_sql("RELEASE SAVEPOINT qapmap_message")
-                .execute(&mut *transaction)
-                .await
-                .is_err()
-        {
-            doomed = true;
+        // database error) rolls back without an error, a RELEASE fails. The
+        // same round trip asks whether the batch enqueued anything for a
+        // local relay to publish.
+        let mut wake_relay = false;
+        if !doomed {
+            match batch_end(&mut transaction, savepoint, local_relay.is_some()).await {
+                Ok(enqueued) => wake_relay = enqueued,
+                Err(_) => doomed = true,
+            }
         }
         let committed = if doomed {
             // Ends by rollback (drop).
@@ -616,6 +625,9 @@ impl<H: MessageHandler> Consumer<H> {
                 })
                 .collect();
             return (verdicts, false);
+        }
+        if let Some(relay) = local_relay.filter(|_| wake_relay) {
+            relay.notify_one();
         }
         (verdicts, true)
     }
@@ -823,16 +835,63 @@ struct Pull {
 
 /// Undoes the transaction-local settings the previous message's handler
 /// left (its confinement to a company and its audit's event ids), so each
-/// message starts as the first did. SET statements return no rows, so an
-/// inbox insert's RETURNING after them is the only result of a round trip.
+/// message starts as the first did. One statement (it was three SETs, on
+/// every message); `concat` evaluates all three `set_config` calls, and the
+/// statement returns no row, so an inbox insert's RETURNING after it is the
+/// only result of a round trip.
 macro_rules! reset_settings {
     () => {
-        "SET LOCAL ROLE NONE; SET LOCAL qapmap.company_id = ''; SET LOCAL qapmap.event_ids = ''"
+        "SELECT 1 WHERE concat(set_config('role', 'none', true), \
+                              set_config('qapmap.company_id', '', true), \
+                              set_config('qapmap.event_ids', '', true)) IS NULL"
     };
 }
 
 /// Begins a batch's transaction with the first message's savepoint.
 const BATCH_BEGIN: &str = concat!("BEGIN; ", reset_settings!(), "; SAVEPOINT qapmap_message");
+/// [`BATCH_BEGIN`] for a batch that wakes its local relay itself: the
+/// outbox writes leave their NOTIFY out and note `pending` instead.
+const BATCH_BEGIN_WAKING_LOCALLY: &str = concat!(
+    "BEGIN; SET LOCAL qapmap.relay_wake = 'local'; ",
+    reset_settings!(),
+    "; SAVEPOINT qapmap_message"
+);
+/// Whether the batch's outbox writes left a local relay to wake.
+macro_rules! ask_relay_wake {
+    () => {
+        "SELECT current_setting('qapmap.relay_wake', true) = 'pending'"
+    };
+}
+const ASK_RELAY_WAKE: &str = ask_relay_wake!();
+const RELEASE_AND_ASK_RELAY_WAKE: &str =
+    concat!("RELEASE SAVEPOINT qapmap_message; ", ask_relay_wake!());
+
+/// Ends a batch before its COMMIT: releases the last message's savepoint
+/// when one is held and, when the batch wakes its relay locally, says
+/// whether it enqueued anything, in one round trip.
+async fn batch_end(
+    transaction: &mut PgConnection,
+    savepoint: Savepoint,
+    waking_locally: bool,
+) -> sqlx::Result<bool> {
+    let release = savepoint == Savepoint::Held;
+    if !waking_locally {
+        if release {
+            sqlx::raw_sql("RELEASE SAVEPOINT qapmap_message")
+                .execute(&mut *transaction)
+                .await?;
+        }
+        return Ok(false);
+    }
+    let sql = if release {
+        RELEASE_AND_ASK_RELAY_WAKE
+    } else {
+        ASK_RELAY_WAKE
+    };
+    let row = sqlx::raw_sql(sql).fetch_one(&mut *transaction).await?;
+    Ok(row.try_get::<Option<bool>, _>(0)?.unwrap_or(false))
+}
+
 /// A message's savepoint when none is open.
 const RESET_AND_SAVEPOINT: &str = concat!(reset_settings!(), "; SAVEPOINT qapmap_message");
 /// A message's savepoint after a handled message's, which it releases.

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::outbox::{NOTIFY_CHANNEL, OutboxMessage};
+use crate::outbox::OutboxMessage;
 
 /// JetStream's deduplication header; the relay sets it to the outbox message id.
 pub const NATS_MESSAGE_ID_HEADER: &str = "Nats-Msg-Id";
@@ -77,27 +77,28 @@ pub async fn enqueue_reply(
     message_id: &str,
     reply: &OutboxMessage,
 ) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query(concat!(
         "WITH inserted AS (
              INSERT INTO outbox (message_id, company_id, subject, payload, headers, partition_key)
              VALUES ($1, $2, $3, $4, $5, $6)
          ), stored AS (
              UPDATE inbox SET reply_message_id = $1, reply_subject = $3, reply_payload = $4,
                  reply_headers = $5, reply_partition_key = $6, reply_company_id = $2
-             WHERE consumer = $8 AND message_id = $9
+             WHERE consumer = $7 AND message_id = $8
          )
-         SELECT pg_notify($7, ''),
+         SELECT ",
+        crate::notify_relay_sql!(),
+        ",
                 set_config('qapmap.event_ids',
                            concat_ws(',', nullif(current_setting('qapmap.event_ids', true), ''), $1::text),
                            true)",
-    )
+    ))
     .bind(reply.message_id)
     .bind(reply.company_id)
     .bind(&reply.subject)
     .bind(&reply.payload)
     .bind(headers_json(&reply.headers)?)
     .bind(&reply.partition_key)
-    .bind(NOTIFY_CHANNEL)
     .bind(consumer)
     .bind(message_id)
     .execute(&mut *transaction)
@@ -164,8 +165,7 @@ pub async fn resend_reply(
     .bind(&reply.partition_key)
     .execute(&mut *transaction)
     .await?;
-    sqlx::query("SELECT pg_notify($1, '')")
-        .bind(NOTIFY_CHANNEL)
+    sqlx::query(concat!("SELECT ", crate::notify_relay_sql!()))
         .execute(&mut *transaction)
         .await?;
     Ok(())

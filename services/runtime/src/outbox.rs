@@ -9,6 +9,21 @@ use uuid::Uuid;
 
 /// The channel the relay LISTENs on; NOTIFY is delivered at commit.
 pub const NOTIFY_CHANNEL: &str = "qapmap_outbox";
+/// The NOTIFY that wakes relays at commit, as a boolean scalar for a
+/// statement's select list. A transaction that set `qapmap.relay_wake` to
+/// `local` gets no NOTIFY: the expression sets it to `pending` instead, and
+/// the writer, seeing that before its commit, wakes this process's relay
+/// itself after it ([`crate::relay::local_relay`]). That spares the
+/// cluster-wide lock every notifying commit holds through its fsync.
+#[macro_export]
+macro_rules! notify_relay_sql {
+    () => {
+        "(CASE WHEN current_setting('qapmap.relay_wake', true) IN ('local', 'pending') \
+               THEN set_config('qapmap.relay_wake', 'pending', true) IS NULL \
+               ELSE pg_notify('qapmap_outbox', '') IS NULL END)"
+    };
+}
+
 /// Header naming the protobuf message type of the payload.
 pub const TYPE_HEADER: &str = "Qapmap-Type";
 /// Header naming the payload's schema version.
@@ -68,24 +83,35 @@ pub async fn enqueue(transaction: &mut PgConnection, message: &OutboxMessage) ->
     // insert, the NOTIFY, and the id noted for the command's audit record
     // (see `audit`). No RETURNING: under row-level security it would also
     // need the row to be visible, which the insert alone does not.
-    sqlx::query(
+    sqlx::query(concat!(
         "WITH inserted AS (
              INSERT INTO outbox (message_id, company_id, subject, payload, headers, partition_key)
              VALUES ($1, $2, $3, $4, $5, $6)
          )
-         SELECT pg_notify($7, ''),
+         SELECT ",
+        crate::notify_relay_sql!(),
+        ",
                 set_config('qapmap.event_ids',
                            concat_ws(',', nullif(current_setting('qapmap.event_ids', true), ''), $1::text),
                            true)",
-    )
+    ))
     .bind(message.message_id)
     .bind(message.company_id)
     .bind(&message.subject)
     .bind(&message.payload)
     .bind(headers)
     .bind(&message.partition_key)
-    .bind(NOTIFY_CHANNEL)
     .execute(&mut *transaction)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_relay_notification_uses_the_channel_relays_listen_on() {
+        assert!(crate::notify_relay_sql!().contains(&format!("pg_notify('{NOTIFY_CHANNEL}'")));
+    }
 }

@@ -1,9 +1,14 @@
 //! The inbox: a command delivered again changes nothing, and its first reply
 //! is sent again.
 
-use qapmap_runtime::consumer::{Consumer, ConsumerConfig};
+use qapmap_runtime::consumer::{
+    Consumer, ConsumerConfig, Handled, HandlerError, MessageHandler, ReceivedMessage,
+};
 use qapmap_runtime::inbox::ORIGINAL_MESSAGE_ID_HEADER;
 use qapmap_runtime::messaging::StreamKind;
+use qapmap_runtime::relay::RelayConfig;
+use sqlx::PgConnection;
+use std::time::Duration;
 use uuid::Uuid;
 
 use crate::support::{CommandHandler, FLOW_TIMEOUT, Harness, Running, wait_for_count};
@@ -19,6 +24,11 @@ async fn reply_published_at(harness: &Harness) -> Option<chrono::DateTime<chrono
 fn relay_and_command_consumer(harness: &Harness) -> (Running, Running) {
     let relay = harness.relay();
     let relay = Running::spawn(move |stop| relay.run(stop));
+    (relay, command_consumer(harness))
+}
+
+/// Runs the `commands` consumer (with [`CommandHandler`]).
+fn command_consumer(harness: &Harness) -> Running {
     let config = ConsumerConfig::new(
         "commands",
         StreamKind::Commands,
@@ -35,7 +45,7 @@ fn relay_and_command_consumer(harness: &Harness) -> (Running, Running) {
         handler,
     )
     .with_metrics(harness.metrics.clone());
-    (relay, Running::spawn(move |stop| consumer.run(stop)))
+    Running::spawn(move |stop| consumer.run(stop))
 }
 
 /// Goal: the second delivery of a command is acknowledged without a second
@@ -229,4 +239,165 @@ async fn an_odd_message_id_is_recorded_once_and_changes_no_sql() {
     assert_eq!(harness.metrics.handled_total(), 3);
     relay.stop().await;
     consumer.stop().await;
+}
+
+/// Goal: a consumer whose database's relay runs in the same process wakes
+/// that relay itself after its commit, and sends no NOTIFY (a NOTIFY holds
+/// a cluster-wide lock through the commit, so notifying writers commit one
+/// at a time).
+/// Method: the relay polls only once a minute, so only the local wake-up
+/// can publish the reply within the test's wait; a listener on the relay's
+/// channel must hear nothing while the command is handled.
+#[tokio::test]
+async fn a_consumer_wakes_its_local_relay_after_commit_without_notify() {
+    let harness = Harness::start().await;
+    let mut listener = sqlx::postgres::PgListener::connect_with(&harness.pool)
+        .await
+        .expect("listener");
+    listener
+        .listen(qapmap_runtime::outbox::NOTIFY_CHANNEL)
+        .await
+        .expect("listen");
+    let relay = harness.relay().with_config(RelayConfig {
+        poll_interval: Duration::from_secs(60),
+        ..RelayConfig::default()
+    });
+    let relay = Running::spawn(move |stop| relay.run(stop));
+    let registered = qapmap_testkit::eventually(Duration::from_secs(30), || async {
+        qapmap_runtime::relay::local_relay(&harness.pool).is_some()
+    })
+    .await;
+    assert!(registered, "the relay registered its local wake-up");
+    let consumer = command_consumer(&harness);
+
+    harness
+        .jetstream
+        .send_publish(
+            harness.subjects.command("test", "do_it"),
+            async_nats::jetstream::message::PublishMessage::build()
+                .payload("do it".into())
+                .message_id(Uuid::now_v7().to_string()),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("ack");
+    let replied = qapmap_testkit::eventually(Duration::from_secs(30), || async {
+        harness.stream_messages(StreamKind::Replies).await == 1
+    })
+    .await;
+    assert!(
+        replied,
+        "the reply was published well before the relay's next poll"
+    );
+    assert_eq!(harness.count("SELECT count(*) FROM effects").await, 1);
+    let notification = tokio::time::timeout(Duration::from_millis(200), listener.recv()).await;
+    assert!(
+        notification.is_err(),
+        "the consumer's transaction sent no NOTIFY: {notification:?}"
+    );
+    consumer.stop().await;
+    relay.stop().await;
+}
+
+/// Writes what each message finds of the settings a handler may leave
+/// behind, then leaves them behind: confined to a company as the
+/// application role, with audit event ids noted.
+#[derive(Debug)]
+struct SettingsLeavingHandler;
+
+impl MessageHandler for SettingsLeavingHandler {
+    async fn handle(
+        &self,
+        message: &ReceivedMessage,
+        transaction: &mut PgConnection,
+    ) -> Result<Handled, HandlerError> {
+        sqlx::query(
+            "INSERT INTO seen_settings (message_id, transaction_id, role, company_id, event_ids)
+             VALUES ($1, txid_current(), current_user,
+                     coalesce(current_setting('qapmap.company_id', true), ''),
+                     coalesce(current_setting('qapmap.event_ids', true), ''))",
+        )
+        .bind(&message.message_id)
+        .execute(&mut *transaction)
+        .await?;
+        sqlx::raw_sql(
+            "SET LOCAL ROLE qapmap_app;
+             SET LOCAL qapmap.company_id = '00000000-0000-0000-0000-000000000001';
+             SET LOCAL qapmap.event_ids = 'left-by-the-handler'",
+        )
+        .execute(&mut *transaction)
+        .await?;
+        Ok(Handled::Done)
+    }
+}
+
+/// Goal: a message handled after another in the same batch starts as the
+/// first did: not as the application role, not confined to the previous
+/// message's company, with no audit event ids of its own yet.
+/// Method: the handler notes what it finds, then leaves all three set; the
+/// messages are published before the consumer starts, so they share a
+/// batch (checked by their transaction ids).
+#[tokio::test]
+async fn each_message_of_a_batch_starts_with_the_settings_reset() {
+    let harness = Harness::start().await;
+    sqlx::raw_sql(
+        "CREATE TABLE seen_settings (message_id TEXT NOT NULL, transaction_id BIGINT NOT NULL,
+                                     role TEXT NOT NULL, company_id TEXT NOT NULL,
+                                     event_ids TEXT NOT NULL)",
+    )
+    .execute(&harness.pool)
+    .await
+    .expect("seen_settings table");
+    let events: Vec<_> = (1..=5).map(|seq| harness.event("k", seq, false)).collect();
+    for event in &events {
+        harness
+            .jetstream
+            .send_publish(
+                event.subject.clone(),
+                async_nats::jetstream::message::PublishMessage::build()
+                    .payload(event.payload.clone().into())
+                    .message_id(event.message_id.to_string()),
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("ack");
+    }
+    let consumer = Consumer::new(
+        harness.pool.clone(),
+        harness.jetstream.clone(),
+        harness.subjects.clone(),
+        harness.consumer_config("settings"),
+        SettingsLeavingHandler,
+    );
+    let consumer = Running::spawn(move |stop| consumer.run(stop));
+    wait_for_count(&harness, "SELECT count(*) FROM seen_settings", 5).await;
+    consumer.stop().await;
+
+    let session_user: String = sqlx::query_scalar("SELECT session_user::text")
+        .fetch_one(&harness.pool)
+        .await
+        .expect("session user");
+    let seen: Vec<(i64, String, String, String)> = sqlx::query_as(
+        "SELECT transaction_id, role, company_id, event_ids FROM seen_settings ORDER BY message_id",
+    )
+    .fetch_all(&harness.pool)
+    .await
+    .expect("seen settings");
+    let sharing_the_first_batch = seen
+        .iter()
+        .filter(|(transaction, ..)| *transaction == seen[0].0)
+        .count();
+    assert!(
+        sharing_the_first_batch >= 2,
+        "the messages shared a batch: {seen:?}"
+    );
+    for (_, role, company_id, event_ids) in &seen {
+        assert_eq!(
+            (role.as_str(), company_id.as_str(), event_ids.as_str()),
+            (session_user.as_str(), "", ""),
+            "every message starts reset: {seen:?}"
+        );
+    }
 }
