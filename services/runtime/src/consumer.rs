@@ -60,10 +60,10 @@ use tracing::Instrument;
 
 use crate::dead_letter;
 use crate::inbox::{self, NATS_MESSAGE_ID_HEADER, ORIGINAL_MESSAGE_ID_HEADER};
+use crate::local_relay;
 use crate::messaging::{StreamKind, Subjects};
 use crate::metrics::MessagingMetrics;
 use crate::outbox::{OutboxMessage, PARTITION_KEY_HEADER};
-use crate::relay;
 use crate::server::{Application, StopSignal};
 
 /// Messages asked for per pull, and the most handled in one transaction.
@@ -521,9 +521,9 @@ impl<H: MessageHandler> Consumer<H> {
         batch: &[&ReceivedMessage],
     ) -> (Vec<Verdict>, bool) {
         let max = u64::from(self.config.max_deliveries);
-        // With this database's relay in this process, the batch wakes it
-        // after its commit instead of NOTIFYing (see `relay::local_relay`).
-        let local_relay = relay::local_relay(&self.pool);
+        // With this database's leading relay in this process, the batch
+        // wakes it after its commit instead of NOTIFYing (see `local_relay`).
+        let local_relay = local_relay::leading(&self.pool);
         let begin = if local_relay.is_some() {
             BATCH_BEGIN_WAKING_LOCALLY
         } else {
@@ -627,7 +627,7 @@ impl<H: MessageHandler> Consumer<H> {
             return (verdicts, false);
         }
         if let Some(relay) = local_relay.filter(|_| wake_relay) {
-            relay.notify_one();
+            relay.wake();
         }
         (verdicts, true)
     }

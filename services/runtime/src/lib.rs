@@ -35,6 +35,7 @@ pub mod health;
 pub mod idempotency;
 pub mod ids;
 pub mod inbox;
+pub mod local_relay;
 pub mod messaging;
 pub mod metrics;
 pub mod metrics_export;

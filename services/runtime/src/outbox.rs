@@ -13,7 +13,7 @@ pub const NOTIFY_CHANNEL: &str = "qapmap_outbox";
 /// statement's select list. A transaction that set `qapmap.relay_wake` to
 /// `local` gets no NOTIFY: the expression sets it to `pending` instead, and
 /// the writer, seeing that before its commit, wakes this process's relay
-/// itself after it ([`crate::relay::local_relay`]). That spares the
+/// itself after it ([`crate::local_relay`]). That spares the
 /// cluster-wide lock every notifying commit holds through its fsync.
 #[macro_export]
 macro_rules! notify_relay_sql {

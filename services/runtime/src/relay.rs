@@ -1,51 +1,55 @@
 //! The outbox relay: publishes committed outbox rows to JetStream.
 //!
-//! One round is one transaction:
-//! 1. **Claim**: take the round lock (a transaction advisory lock, tried
-//!    without waiting, in the claim statement; a relay that does not get it
-//!    claims nothing and ends its round, since the holder's next round also
-//!    covers what this one was woken for) and read up to
-//!    [`CLAIM_BATCH_SIZE`] unpublished rows in id order, leaving out the
-//!    rows this relay published whose marks are still pending.
+//! **Leading.** Of the relays of one database, one leads: the one holding
+//! a session advisory lock ([`LEAD_LOCK_KEY`]) on its listener connection.
+//! Only the leader publishes, so two relays never publish rows of one key
+//! at the same time. Every claim tries the lock again (a holder's retry
+//! succeeds), so a relay whose connection was lost and reconnected, or that
+//! gave the lead up, finds out at its next round; a relay that dies takes
+//! its lock with its connection, and another takes the lead at its next
+//! poll. A leader whose round fails gives the lead up, so a relay cut off
+//! from NATS alone does not hold everyone up.
+//!
+//! A round, on the leader's listener connection:
+//! 1. **Claim**: one statement, outside any transaction, that tries the
+//!    lock and reads up to [`CLAIM_BATCH_SIZE`] unpublished rows in id
+//!    order, leaving out the rows this relay published whose marks are
+//!    still pending (1 round trip; it was 3, a transaction per round).
 //! 2. **Publish** in waves: wave *n* holds the *n*-th claimed row of every
 //!    key, published pipelined (all sends, then all acks). A key whose row
 //!    fails drops out of the later waves, so a key's later row is never sent
 //!    before its earlier row was acknowledged.
 //! 3. **Mark**: the acknowledged rows join the pending marks; once the oldest
-//!    has waited [`MARK_DELAY`], the round sets `published_at` on all of them
-//!    and commits. Otherwise it rolls back: nothing was written.
+//!    has waited [`MARK_DELAY`], one transaction sets `published_at` on all
+//!    of them.
 //!
 //! So the relay commits at most a few times a second however many rounds it
 //! runs (the marks' commit is asynchronous too: losing one only publishes
-//! again). Rounds of all relays of a database are serialised by the lock,
-//! so two relays never publish rows of one key at the same time, and a relay
-//! that dies mid-round takes its lock with its transaction: nothing waits
-//! for a lease to expire.
+//! again).
 //!
 //! A row is marked only after JetStream acknowledged it. A relay that dies
-//! before its marks commit leaves the rows unmarked; the next round (of any
-//! relay) publishes them again with the same `Nats-Msg-Id` and JetStream
-//! drops the duplicates; so does another relay's round that finds rows whose
-//! marks are pending elsewhere. Rows are selected by `published_at IS NULL`,
-//! never by "ids above the last one published", so a row that commits after
-//! a higher id was already published is still found.
+//! before its marks commit leaves the rows unmarked; the next leader
+//! publishes them again with the same `Nats-Msg-Id` and JetStream drops the
+//! duplicates. Rows are selected by `published_at IS NULL`, never by "ids
+//! above the last one published", so a row that commits after a higher id
+//! was already published is still found.
 //!
 //! Per-key order is id order among committed rows: the relay cannot see a
 //! row that has not committed, so writers of one key must commit in id
 //! order (they do when each takes its aggregate's row lock before enqueueing).
 //!
 //! Retry horizon: a published-but-unmarked row is published again by the
-//! next round of another relay, or within [`DEFAULT_POLL_INTERVAL`] of a
-//! restart, while any relay runs. That is far inside JetStream's 15-minute
-//! duplicate window ([`crate::messaging::DUPLICATE_WINDOW`]); only an outage
-//! of every relay longer than the window lets a duplicate through, and the
+//! next leader within [`DEFAULT_POLL_INTERVAL`] of the lead changing, while
+//! any relay runs. That is far inside JetStream's 15-minute duplicate
+//! window ([`crate::messaging::DUPLICATE_WINDOW`]); only an outage of every
+//! relay longer than the window lets a duplicate through, and the
 //! consumers' inboxes drop that one.
 //!
 //! (The `lease_owner`/`lease_expires_at` columns are no longer written; the
-//! round's transaction does what the leases did.)
+//! lead lock does what the leases did.)
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, LazyLock, Mutex, Weak};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -54,10 +58,10 @@ use futures::FutureExt;
 use futures::future::join_all;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
-use tokio::sync::Notify;
 use tokio::time::Instant;
 use uuid::Uuid;
 
+use crate::local_relay::{self, LocalRelay};
 use crate::metrics::MessagingMetrics;
 use crate::outbox::{NOTIFY_CHANNEL, PARTITION_KEY_HEADER};
 use crate::server::{Application, StopSignal};
@@ -90,59 +94,10 @@ const FAILURE_BACKOFF_MAX: Duration = Duration::from_secs(5);
 pub const MARK_DELAY: Duration = Duration::from_millis(250);
 /// Pending marks that make a round commit at once.
 const PENDING_MARKS_MAX: usize = 5_000;
-/// Key of the transaction advisory lock that serialises rounds.
-const ROUND_LOCK_KEY: i64 = 0x7161_706d_6170_0001;
+/// Key of the session advisory lock its database's leading relay holds.
+const LEAD_LOCK_KEY: i64 = 0x7161_706d_6170_0001;
 
 const _: () = assert!(CLAIM_BATCH_SIZE > 0 && CLAIM_BATCH_SIZE <= 5_000);
-
-/// A database as a process's pools name it: host, port, database.
-type DatabaseKey = (String, u16, String);
-
-/// The relays running in this process, by database. A writer whose relay
-/// runs beside it wakes that relay itself after its commit instead of by
-/// NOTIFY: a NOTIFY holds a cluster-wide lock through its transaction's
-/// commit, so notifying transactions commit one at a time (measured: 8
-/// writers committed 6,080/s plain, 1,957/s with a NOTIFY each).
-static LOCAL_RELAYS: LazyLock<Mutex<HashMap<DatabaseKey, Weak<Notify>>>> =
-    LazyLock::new(Default::default);
-
-fn database_key(pool: &PgPool) -> DatabaseKey {
-    let options = pool.connect_options();
-    (
-        options.get_host().to_owned(),
-        options.get_port(),
-        options.get_database().unwrap_or_default().to_owned(),
-    )
-}
-
-/// The wake-up of `pool`'s relays in this process, registered while the
-/// returned handle lives (relays of one database share it).
-fn register_local_relay(pool: &PgPool) -> Arc<Notify> {
-    let mut relays = LOCAL_RELAYS
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let key = database_key(pool);
-    if let Some(wake) = relays.get(&key).and_then(Weak::upgrade) {
-        return wake;
-    }
-    let wake = Arc::new(Notify::new());
-    relays.insert(key, Arc::downgrade(&wake));
-    wake
-}
-
-/// The wake-up of a relay of `pool`'s database running in this process,
-/// if one does. A writer that gets one may leave the NOTIFY out of its
-/// transaction (`SET LOCAL qapmap.relay_wake = 'local'`, see
-/// [`crate::notify_relay_sql`]) and must call [`Notify::notify_one`] after
-/// its commit. A wake-up that comes while the relay is in a round is kept
-/// for its next wait, so none is lost. Relays in other processes still
-/// find the rows within their poll interval.
-pub fn local_relay(pool: &PgPool) -> Option<Arc<Notify>> {
-    let relays = LOCAL_RELAYS
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    relays.get(&database_key(pool)).and_then(Weak::upgrade)
-}
 
 /// Tunables; the defaults suit production.
 #[derive(Debug, Clone)]
@@ -180,6 +135,31 @@ pub enum RelayError {
         #[source]
         source: serde_json::Error,
     },
+}
+
+/// A claim's row: whether this relay leads, and an outbox row if any.
+#[derive(Debug, sqlx::FromRow)]
+struct ClaimRow {
+    leading: bool,
+    id: Option<i64>,
+    message_id: Option<Uuid>,
+    subject: Option<String>,
+    payload: Option<Vec<u8>>,
+    headers: Option<serde_json::Value>,
+    partition_key: Option<String>,
+}
+
+impl ClaimRow {
+    fn claimed(self) -> Option<ClaimedRow> {
+        Some(ClaimedRow {
+            id: self.id?,
+            message_id: self.message_id?,
+            subject: self.subject?,
+            payload: self.payload?,
+            headers: self.headers?,
+            partition_key: self.partition_key?,
+        })
+    }
 }
 
 /// One outbox row on its way to JetStream.
@@ -249,7 +229,7 @@ impl Relay {
             }
         };
         failures = 0;
-        let local_wake = register_local_relay(&self.pool);
+        let local = local_relay::register(&self.pool);
         let mut last_prune: Option<Instant> = None;
         let mut marks = PendingMarks::default();
         while !stop.is_stopped() {
@@ -257,7 +237,11 @@ impl Relay {
                 self.prune_logged().await;
                 last_prune = Some(Instant::now());
             }
-            let pause = match self.relay_once(&mut marks).await {
+            let round = self.relay_once(&mut listener, &local, &mut marks).await;
+            if !matches!(round, Ok(RelayRound { failed: 0, .. })) {
+                self.give_up_the_lead(&mut listener, &local).await;
+            }
+            let pause = match round {
                 Ok(round) if round.failed == 0 => {
                     failures = 0;
                     if round.claimed > 0 {
@@ -281,7 +265,7 @@ impl Relay {
             };
             tokio::select! {
                 _ = stop.stopped() => break,
-                _ = self.wait_for_work(&mut listener, &local_wake, pause, marks.due_in()) => {}
+                _ = self.wait_for_work(&mut listener, &local, pause, marks.due_in()) => {}
             }
         }
         Ok(())
@@ -304,12 +288,14 @@ impl Relay {
     async fn wait_for_work(
         &self,
         listener: &mut PgListener,
-        local_wake: &Notify,
+        local: &LocalRelay,
         pause: Option<Duration>,
         marks_due_in: Option<Duration>,
     ) {
         if let Some(pause) = pause {
-            tokio::time::sleep(pause).await;
+            // Listening meanwhile lets a listener whose connection died
+            // (which the failed round may have been) notice and reconnect.
+            let _ = tokio::time::timeout(pause, listener.try_recv()).await;
             return;
         }
         let wait = marks_due_in.map_or(self.config.poll_interval, |due_in| {
@@ -318,7 +304,7 @@ impl Relay {
         let woken = async {
             tokio::select! {
                 received = listener.recv() => Some(received),
-                _ = local_wake.notified() => None,
+                _ = local.woken() => None,
             }
         };
         match tokio::time::timeout(wait, woken).await {
@@ -341,34 +327,34 @@ impl Relay {
         }
     }
 
-    /// Claims and publishes one batch, and commits the marks when they are
-    /// due, in one transaction; a round that commits nothing rolls back.
-    async fn relay_once(&self, marks: &mut PendingMarks) -> Result<RelayRound, RelayError> {
-        // The marks need no fsync of their own: a mark lost in a crash only
-        // publishes its rows again, and JetStream drops those duplicates.
-        let mut transaction = self
-            .pool
-            .begin_with("BEGIN; SET LOCAL synchronous_commit TO off")
-            .await?;
-        // The round lock is taken by the claim itself (its InitPlan runs
-        // once, before any row is read), saving a round trip per round. A
-        // relay that does not get it claims nothing: another relay is in a
-        // round, and its next one covers our wake-up. The claim's snapshot
-        // may predate the marks the previous holder committed just before;
-        // rows it then claims again are published again under their
-        // `Nats-Msg-Id`, and JetStream drops them.
-        let rows = sqlx::query_as::<_, ClaimedRow>(
-            "SELECT id, message_id, subject, payload, headers, partition_key
-             FROM outbox
-             WHERE (SELECT pg_try_advisory_xact_lock($3))
-               AND published_at IS NULL AND id <> ALL($2)
-             ORDER BY id LIMIT $1",
+    /// Claims and publishes one batch as the leader, and commits the marks
+    /// when they are due.
+    async fn relay_once(
+        &self,
+        listener: &mut PgListener,
+        local: &LocalRelay,
+        marks: &mut PendingMarks,
+    ) -> Result<RelayRound, RelayError> {
+        // One row per claimed outbox row, or a single row of NULLs when
+        // there are none (or the lock is another relay's).
+        let claim = sqlx::query_as::<_, ClaimRow>(
+            "SELECT lead.leading, o.id, o.message_id, o.subject, o.payload, o.headers,
+                    o.partition_key
+             FROM (SELECT pg_try_advisory_lock($3) AS leading) lead
+             LEFT JOIN LATERAL (
+                 SELECT id, message_id, subject, payload, headers, partition_key
+                 FROM outbox
+                 WHERE lead.leading AND published_at IS NULL AND id <> ALL($2)
+                 ORDER BY id LIMIT $1
+             ) o ON true",
         )
         .bind(CLAIM_BATCH_SIZE)
         .bind(&marks.ids)
-        .bind(ROUND_LOCK_KEY)
-        .fetch_all(&mut *transaction)
+        .bind(LEAD_LOCK_KEY)
+        .fetch_all(&mut *listener)
         .await?;
+        local.set_leading(claim.first().is_some_and(|row| row.leading));
+        let rows: Vec<ClaimedRow> = claim.into_iter().filter_map(ClaimRow::claimed).collect();
         let claimed = rows.len();
         let published = if rows.is_empty() {
             0
@@ -379,6 +365,13 @@ impl Relay {
             published
         };
         if marks.due() {
+            // The marks need no fsync of their own: a mark lost in a crash
+            // only publishes its rows again, and JetStream drops those
+            // duplicates.
+            let mut transaction = self
+                .pool
+                .begin_with("BEGIN; SET LOCAL synchronous_commit TO off")
+                .await?;
             sqlx::query(
                 "UPDATE outbox SET published_at = COALESCE(published_at, now()) WHERE id = ANY($1)",
             )
@@ -396,6 +389,20 @@ impl Relay {
             published,
             failed,
         })
+    }
+
+    /// Releases the lead lock (best effort: a lost connection released it
+    /// already), so another relay may lead while this one backs off.
+    async fn give_up_the_lead(&self, listener: &mut PgListener, local: &LocalRelay) {
+        local.set_leading(false);
+        let released = tokio::time::timeout(
+            FAILURE_BACKOFF_MAX,
+            sqlx::query("SELECT pg_advisory_unlock_all()").execute(&mut *listener),
+        )
+        .await;
+        if !matches!(released, Ok(Ok(_))) {
+            tracing::debug!("the relay lead lock was not released explicitly");
+        }
     }
 
     /// Publishes `rows` in waves and returns the ids JetStream acknowledged.

@@ -264,10 +264,10 @@ async fn a_consumer_wakes_its_local_relay_after_commit_without_notify() {
     });
     let relay = Running::spawn(move |stop| relay.run(stop));
     let registered = qapmap_testkit::eventually(Duration::from_secs(30), || async {
-        qapmap_runtime::relay::local_relay(&harness.pool).is_some()
+        qapmap_runtime::local_relay::leading(&harness.pool).is_some()
     })
     .await;
-    assert!(registered, "the relay registered its local wake-up");
+    assert!(registered, "the relay leads and registered its wake-up");
     let consumer = command_consumer(&harness);
 
     harness
