@@ -56,8 +56,8 @@ use anyhow::Context;
 use async_nats::jetstream::{self, message::PublishMessage};
 use futures::FutureExt;
 use futures::future::join_all;
-use sqlx::PgPool;
-use sqlx::postgres::PgListener;
+use sqlx::postgres::{PgListener, PgPoolOptions};
+use sqlx::{FromRow, PgPool};
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -268,11 +268,24 @@ impl Relay {
                 _ = self.wait_for_work(&mut listener, &local, pause, marks.due_in()) => {}
             }
         }
+        // The listener's connection goes back to the pool when dropped, so
+        // the lead lock is released here, not left on an idle connection.
+        // (A relay task aborted from outside keeps it until that connection
+        // closes; a relay ends only with its process.)
+        self.give_up_the_lead(&mut listener, &local).await;
         Ok(())
     }
 
+    /// The listener, on a connection of its own (a pool of one, not the
+    /// shared pool): it carries the lead lock, which must go when the relay
+    /// does. From the shared pool, a dropped listener's connection would go
+    /// back to the pool, lock and all, where no relay might ever use it.
     async fn listen(&self) -> anyhow::Result<PgListener> {
-        let mut listener = PgListener::connect_with(&self.pool)
+        let own_pool = PgPoolOptions::new()
+            .max_connections(1)
+            .min_connections(0)
+            .connect_lazy_with((*self.pool.connect_options()).clone());
+        let mut listener = PgListener::connect_with(&own_pool)
             .await
             .context("connecting the outbox listener")?;
         listener
@@ -336,23 +349,16 @@ impl Relay {
         marks: &mut PendingMarks,
     ) -> Result<RelayRound, RelayError> {
         // One row per claimed outbox row, or a single row of NULLs when
-        // there are none (or the lock is another relay's).
-        let claim = sqlx::query_as::<_, ClaimRow>(
-            "SELECT lead.leading, o.id, o.message_id, o.subject, o.payload, o.headers,
-                    o.partition_key
-             FROM (SELECT pg_try_advisory_lock($3) AS leading) lead
-             LEFT JOIN LATERAL (
-                 SELECT id, message_id, subject, payload, headers, partition_key
-                 FROM outbox
-                 WHERE lead.leading AND published_at IS NULL AND id <> ALL($2)
-                 ORDER BY id LIMIT $1
-             ) o ON true",
-        )
-        .bind(CLAIM_BATCH_SIZE)
-        .bind(&marks.ids)
-        .bind(LEAD_LOCK_KEY)
-        .fetch_all(&mut *listener)
-        .await?;
+        // there are none (or the lock is another relay's). BEGIN and
+        // ROLLBACK travel with it (one round trip, values written into the
+        // SQL: they are all integers) so that a round commits nothing:
+        // Postgres counts a read-only autocommit statement as a commit.
+        let claim = sqlx::raw_sql(sqlx::AssertSqlSafe(claim_sql(&marks.ids)))
+            .fetch_all(&mut *listener)
+            .await?
+            .iter()
+            .map(ClaimRow::from_row)
+            .collect::<Result<Vec<_>, _>>()?;
         local.set_leading(claim.first().is_some_and(|row| row.leading));
         let rows: Vec<ClaimedRow> = claim.into_iter().filter_map(ClaimRow::claimed).collect();
         let claimed = rows.len();
@@ -392,12 +398,13 @@ impl Relay {
     }
 
     /// Releases the lead lock (best effort: a lost connection released it
-    /// already), so another relay may lead while this one backs off.
+    /// already), so another relay may lead while this one backs off. Ends
+    /// a claim's transaction a failed statement left open, too.
     async fn give_up_the_lead(&self, listener: &mut PgListener, local: &LocalRelay) {
         local.set_leading(false);
         let released = tokio::time::timeout(
             FAILURE_BACKOFF_MAX,
-            sqlx::query("SELECT pg_advisory_unlock_all()").execute(&mut *listener),
+            sqlx::raw_sql("ROLLBACK; SELECT pg_advisory_unlock_all()").execute(&mut *listener),
         )
         .await;
         if !matches!(released, Ok(Ok(_))) {
@@ -515,6 +522,28 @@ impl PendingMarks {
         self.since
             .map(|since| MARK_DELAY.saturating_sub(since.elapsed()))
     }
+}
+
+/// The claim of a round (see [`Relay::relay_once`]), leaving out `pending`.
+fn claim_sql(pending: &[i64]) -> String {
+    let pending = pending
+        .iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    format!(
+        "BEGIN;
+         SELECT lead.leading, o.id, o.message_id, o.subject, o.payload, o.headers,
+                o.partition_key
+         FROM (SELECT pg_try_advisory_lock({LEAD_LOCK_KEY}) AS leading) lead
+         LEFT JOIN LATERAL (
+             SELECT id, message_id, subject, payload, headers, partition_key
+             FROM outbox
+             WHERE lead.leading AND published_at IS NULL AND id <> ALL('{{{pending}}}'::bigint[])
+             ORDER BY id LIMIT {CLAIM_BATCH_SIZE}
+         ) o ON true;
+         ROLLBACK"
+    )
 }
 
 /// Claimed rows grouped by partition key, each queue in id order.

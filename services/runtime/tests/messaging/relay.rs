@@ -1,6 +1,8 @@
 //! The relay: a crash between publishing and marking, a NATS outage, and a
 //! row that commits after a higher id was already published.
 
+use std::sync::Arc;
+
 use qapmap_runtime::messaging::StreamKind;
 use qapmap_runtime::metrics::MessagingMetrics;
 use qapmap_testkit::nats::TestNamespace;
@@ -167,4 +169,48 @@ async fn a_row_committed_after_a_higher_id_was_published_is_still_published() {
     wait_for_count(&harness, "SELECT count(*) FROM effects", 2).await;
     relay.stop().await;
     consumer.stop().await;
+}
+
+/// Goal: of two relays of one database only the leader publishes, and when
+/// it dies the other takes the lead and publishes what follows, so no row
+/// waits for a relay that is gone.
+/// Method: each relay counts its publishes in metrics of its own; the
+/// second starts once the first leads; the first is then aborted where it
+/// stands, as a crash would end it, without releasing its lead itself.
+#[tokio::test]
+async fn only_the_leading_relay_publishes_and_another_takes_over_when_it_stops() {
+    let harness = Harness::start().await;
+    let first_metrics = Arc::new(MessagingMetrics::new());
+    let second_metrics = Arc::new(MessagingMetrics::new());
+    let first = harness.relay().with_metrics(first_metrics.clone());
+    let first = Running::spawn(move |stop| first.run(stop));
+    let leads = qapmap_testkit::eventually(FLOW_TIMEOUT, || async {
+        qapmap_runtime::local_relay::leading(&harness.pool).is_some()
+    })
+    .await;
+    assert!(leads, "the first relay took the lead");
+    let second = harness.relay().with_metrics(second_metrics.clone());
+    let second = Running::spawn(move |stop| second.run(stop));
+
+    let before: Vec<_> = (1..=20).map(|seq| harness.event("k", seq, false)).collect();
+    harness.enqueue(&before).await;
+    wait_for_count(&harness, UNPUBLISHED, 0).await;
+    assert_eq!(
+        (
+            first_metrics.published_total(),
+            second_metrics.published_total()
+        ),
+        (20, 0),
+        "the leader published every row, the other relay none"
+    );
+
+    first.abort();
+    let after: Vec<_> = (21..=40)
+        .map(|seq| harness.event("k", seq, false))
+        .collect();
+    harness.enqueue(&after).await;
+    wait_for_count(&harness, UNPUBLISHED, 0).await;
+    assert_eq!(second_metrics.published_total(), 20);
+    assert_eq!(harness.stream_messages(StreamKind::Events).await, 40);
+    second.stop().await;
 }
