@@ -521,10 +521,11 @@ impl<H: MessageHandler> Consumer<H> {
         batch: &[&ReceivedMessage],
     ) -> (Vec<Verdict>, bool) {
         let max = u64::from(self.config.max_deliveries);
-        // With this database's leading relay in this process, the batch
-        // wakes it after its commit instead of NOTIFYing (see `local_relay`).
-        let local_relay = local_relay::leading(&self.pool);
-        let begin = if local_relay.is_some() {
+        // With this database's relay in this process, the batch wakes it
+        // after its commit instead of NOTIFYing (see `local_relay`).
+        let local_relays = local_relay::running(&self.pool);
+        let waking_locally = !local_relays.is_empty();
+        let begin = if waking_locally {
             BATCH_BEGIN_WAKING_LOCALLY
         } else {
             BATCH_BEGIN
@@ -593,7 +594,7 @@ impl<H: MessageHandler> Consumer<H> {
         // local relay to publish.
         let mut wake_relay = false;
         if !doomed {
-            match batch_end(&mut transaction, savepoint, local_relay.is_some()).await {
+            match batch_end(&mut transaction, savepoint, waking_locally).await {
                 Ok(enqueued) => wake_relay = enqueued,
                 Err(_) => doomed = true,
             }
@@ -626,8 +627,8 @@ impl<H: MessageHandler> Consumer<H> {
                 .collect();
             return (verdicts, false);
         }
-        if let Some(relay) = local_relay.filter(|_| wake_relay) {
-            relay.wake();
+        if wake_relay {
+            local_relays.iter().for_each(|relay| relay.wake());
         }
         (verdicts, true)
     }

@@ -1,17 +1,16 @@
 //! The relays running in this process, by database, so that a writer whose
-//! database's leading relay runs beside it can wake that relay itself after
-//! its commit instead of by NOTIFY. A NOTIFY holds a cluster-wide lock
-//! through its transaction's commit, so notifying transactions commit one at
-//! a time (measured here: 8 writers committed 6,080/s plain, 1,957/s with a
-//! NOTIFY each).
+//! database's relay runs beside it can wake that relay itself after its
+//! commit instead of by NOTIFY. A NOTIFY holds a cluster-wide lock through
+//! its transaction's commit, so notifying transactions commit one at a time
+//! (measured here: 8 writers committed 6,080/s plain, 1,957/s with a NOTIFY
+//! each).
 //!
-//! Only the relay that leads its database (holds the relay lock, see
-//! [`crate::relay`]) is handed out: a writer in a process whose relay does
-//! not lead keeps its NOTIFY, which the leader, wherever it runs, hears.
+//! Relays in other processes hear nothing of such a commit; they find its
+//! rows at their next round or poll. A local relay that finds the round
+//! lock taken by another relay looks again shortly (see [`crate::relay`]).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, LazyLock, Mutex, Weak};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, Weak};
 
 use sqlx::PgPool;
 use tokio::sync::Notify;
@@ -19,14 +18,14 @@ use tokio::sync::Notify;
 /// A database as a process's pools name it: host, port, database.
 type DatabaseKey = (String, u16, String);
 
-static LOCAL_RELAYS: LazyLock<Mutex<HashMap<DatabaseKey, Vec<Weak<LocalRelay>>>>> =
-    LazyLock::new(Default::default);
+type Registry = HashMap<DatabaseKey, Vec<Weak<LocalRelay>>>;
 
-/// One running relay's wake-up and whether it leads its database.
+static LOCAL_RELAYS: LazyLock<Mutex<Registry>> = LazyLock::new(Default::default);
+
+/// One running relay's wake-up.
 #[derive(Debug, Default)]
 pub struct LocalRelay {
     wake: Notify,
-    leading: AtomicBool,
 }
 
 impl LocalRelay {
@@ -39,14 +38,6 @@ impl LocalRelay {
     pub(crate) async fn woken(&self) {
         self.wake.notified().await;
     }
-
-    pub(crate) fn set_leading(&self, leading: bool) {
-        self.leading.store(leading, Ordering::Relaxed);
-    }
-
-    fn leads(&self) -> bool {
-        self.leading.load(Ordering::Relaxed)
-    }
 }
 
 fn database_key(pool: &PgPool) -> DatabaseKey {
@@ -58,7 +49,7 @@ fn database_key(pool: &PgPool) -> DatabaseKey {
     )
 }
 
-fn relays() -> std::sync::MutexGuard<'static, HashMap<DatabaseKey, Vec<Weak<LocalRelay>>>> {
+fn registry() -> MutexGuard<'static, Registry> {
     LOCAL_RELAYS
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -68,23 +59,20 @@ fn relays() -> std::sync::MutexGuard<'static, HashMap<DatabaseKey, Vec<Weak<Loca
 /// returned handle lives.
 pub(crate) fn register(pool: &PgPool) -> Arc<LocalRelay> {
     let relay = Arc::new(LocalRelay::default());
-    let mut relays = relays();
-    let entries = relays.entry(database_key(pool)).or_default();
+    let mut registry = registry();
+    let entries = registry.entry(database_key(pool)).or_default();
     entries.retain(|entry| entry.strong_count() > 0);
     entries.push(Arc::downgrade(&relay));
     relay
 }
 
-/// The relay of `pool`'s database that runs in this process and leads, if
-/// there is one. A writer that gets one may leave the NOTIFY out of its
+/// The relays of `pool`'s database running in this process (empty when
+/// none does). A writer that gets some may leave the NOTIFY out of its
 /// transaction (`SET LOCAL qapmap.relay_wake = 'local'`, see
-/// [`crate::notify_relay_sql`]) and must call [`LocalRelay::wake`] after its
-/// commit. Should the relay lose the lead meanwhile (its connection lost),
-/// the new leader still finds the rows within its poll interval.
-pub fn leading(pool: &PgPool) -> Option<Arc<LocalRelay>> {
-    relays()
-        .get(&database_key(pool))?
-        .iter()
-        .filter_map(Weak::upgrade)
-        .find(|relay| relay.leads())
+/// [`crate::notify_relay_sql`]) and must wake them all after its commit.
+pub fn running(pool: &PgPool) -> Vec<Arc<LocalRelay>> {
+    registry()
+        .get(&database_key(pool))
+        .map(|entries| entries.iter().filter_map(Weak::upgrade).collect())
+        .unwrap_or_default()
 }

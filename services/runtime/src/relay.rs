@@ -1,52 +1,51 @@
 //! The outbox relay: publishes committed outbox rows to JetStream.
 //!
-//! **Leading.** Of the relays of one database, one leads: the one holding
-//! a session advisory lock ([`LEAD_LOCK_KEY`]) on its listener connection.
-//! Only the leader publishes, so two relays never publish rows of one key
-//! at the same time. Every claim tries the lock again (a holder's retry
-//! succeeds), so a relay whose connection was lost and reconnected, or that
-//! gave the lead up, finds out at its next round; a relay that dies takes
-//! its lock with its connection, and another takes the lead at its next
-//! poll. A leader whose round fails gives the lead up, so a relay cut off
-//! from NATS alone does not hold everyone up.
-//!
-//! A round, on the leader's listener connection:
-//! 1. **Claim**: one statement, outside any transaction, that tries the
-//!    lock and reads up to [`CLAIM_BATCH_SIZE`] unpublished rows in id
-//!    order, leaving out the rows this relay published whose marks are
-//!    still pending (1 round trip; it was 3, a transaction per round).
+//! One round is one transaction:
+//! 1. **Claim**: take the round lock (a transaction advisory lock, tried
+//!    without waiting, in the claim statement; a relay that does not get it
+//!    claims nothing, ends its round and looks again after
+//!    [`LOCKED_OUT_RETRY`]: the holder's round may have read the outbox
+//!    before the rows this relay was woken for committed, and a wake-up by
+//!    a writer of this process ([`crate::local_relay`]) reaches no other
+//!    relay) and read up to
+//!    [`CLAIM_BATCH_SIZE`] unpublished rows in id order, leaving out the
+//!    rows this relay published whose marks are still pending.
 //! 2. **Publish** in waves: wave *n* holds the *n*-th claimed row of every
 //!    key, published pipelined (all sends, then all acks). A key whose row
 //!    fails drops out of the later waves, so a key's later row is never sent
 //!    before its earlier row was acknowledged.
 //! 3. **Mark**: the acknowledged rows join the pending marks; once the oldest
-//!    has waited [`MARK_DELAY`], one transaction sets `published_at` on all
-//!    of them.
+//!    has waited [`MARK_DELAY`], the round sets `published_at` on all of them
+//!    and commits. Otherwise it rolls back: nothing was written.
 //!
 //! So the relay commits at most a few times a second however many rounds it
 //! runs (the marks' commit is asynchronous too: losing one only publishes
-//! again).
+//! again). Rounds of all relays of a database are serialised by the lock,
+//! so two relays never publish rows of one key at the same time, and a relay
+//! that dies mid-round takes its lock with its transaction: nothing waits
+//! for a lease to expire.
 //!
 //! A row is marked only after JetStream acknowledged it. A relay that dies
-//! before its marks commit leaves the rows unmarked; the next leader
-//! publishes them again with the same `Nats-Msg-Id` and JetStream drops the
-//! duplicates. Rows are selected by `published_at IS NULL`, never by "ids
-//! above the last one published", so a row that commits after a higher id
-//! was already published is still found.
+//! before its marks commit leaves the rows unmarked; the next round (of any
+//! relay) publishes them again with the same `Nats-Msg-Id` and JetStream
+//! drops the duplicates; so does another relay's round that finds rows whose
+//! marks are pending elsewhere. Rows are selected by `published_at IS NULL`,
+//! never by "ids above the last one published", so a row that commits after
+//! a higher id was already published is still found.
 //!
 //! Per-key order is id order among committed rows: the relay cannot see a
 //! row that has not committed, so writers of one key must commit in id
 //! order (they do when each takes its aggregate's row lock before enqueueing).
 //!
 //! Retry horizon: a published-but-unmarked row is published again by the
-//! next leader within [`DEFAULT_POLL_INTERVAL`] of the lead changing, while
-//! any relay runs. That is far inside JetStream's 15-minute duplicate
-//! window ([`crate::messaging::DUPLICATE_WINDOW`]); only an outage of every
-//! relay longer than the window lets a duplicate through, and the
+//! next round of another relay, or within [`DEFAULT_POLL_INTERVAL`] of a
+//! restart, while any relay runs. That is far inside JetStream's 15-minute
+//! duplicate window ([`crate::messaging::DUPLICATE_WINDOW`]); only an outage
+//! of every relay longer than the window lets a duplicate through, and the
 //! consumers' inboxes drop that one.
 //!
 //! (The `lease_owner`/`lease_expires_at` columns are no longer written; the
-//! lead lock does what the leases did.)
+//! round's transaction does what the leases did.)
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -56,8 +55,8 @@ use anyhow::Context;
 use async_nats::jetstream::{self, message::PublishMessage};
 use futures::FutureExt;
 use futures::future::join_all;
-use sqlx::postgres::{PgListener, PgPoolOptions};
-use sqlx::{FromRow, PgPool};
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -92,10 +91,12 @@ const FAILURE_BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// them to be published again (JetStream drops the duplicates); the relay's
 /// own later rounds skip them.
 pub const MARK_DELAY: Duration = Duration::from_millis(250);
+/// How soon a relay that found the round lock taken tries again.
+const LOCKED_OUT_RETRY: Duration = Duration::from_millis(20);
 /// Pending marks that make a round commit at once.
 const PENDING_MARKS_MAX: usize = 5_000;
-/// Key of the session advisory lock its database's leading relay holds.
-const LEAD_LOCK_KEY: i64 = 0x7161_706d_6170_0001;
+/// Key of the transaction advisory lock that serialises rounds.
+pub const ROUND_LOCK_KEY: i64 = 0x7161_706d_6170_0001;
 
 const _: () = assert!(CLAIM_BATCH_SIZE > 0 && CLAIM_BATCH_SIZE <= 5_000);
 
@@ -123,6 +124,8 @@ pub struct RelayRound {
     pub claimed: usize,
     pub published: usize,
     pub failed: usize,
+    /// Another relay's round held the lock, so this one claimed nothing.
+    pub locked_out: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -137,10 +140,10 @@ pub enum RelayError {
     },
 }
 
-/// A claim's row: whether this relay leads, and an outbox row if any.
+/// A claim's row: whether the round got the lock, and an outbox row if any.
 #[derive(Debug, sqlx::FromRow)]
 struct ClaimRow {
-    leading: bool,
+    locked: bool,
     id: Option<i64>,
     message_id: Option<Uuid>,
     subject: Option<String>,
@@ -237,17 +240,17 @@ impl Relay {
                 self.prune_logged().await;
                 last_prune = Some(Instant::now());
             }
-            let round = self.relay_once(&mut listener, &local, &mut marks).await;
-            if !matches!(round, Ok(RelayRound { failed: 0, .. })) {
-                self.give_up_the_lead(&mut listener, &local).await;
-            }
-            let pause = match round {
+            let pause = match self.relay_once(&mut marks).await {
                 Ok(round) if round.failed == 0 => {
                     failures = 0;
                     if round.claimed > 0 {
                         continue;
                     }
-                    None
+                    // The holder's round may have read the outbox before
+                    // the rows this relay was woken for committed, and a
+                    // local wake-up reaches no other process: look again
+                    // soon rather than at the next poll.
+                    round.locked_out.then_some(LOCKED_OUT_RETRY)
                 }
                 Ok(round) => {
                     tracing::warn!(
@@ -268,24 +271,11 @@ impl Relay {
                 _ = self.wait_for_work(&mut listener, &local, pause, marks.due_in()) => {}
             }
         }
-        // The listener's connection goes back to the pool when dropped, so
-        // the lead lock is released here, not left on an idle connection.
-        // (A relay task aborted from outside keeps it until that connection
-        // closes; a relay ends only with its process.)
-        self.give_up_the_lead(&mut listener, &local).await;
         Ok(())
     }
 
-    /// The listener, on a connection of its own (a pool of one, not the
-    /// shared pool): it carries the lead lock, which must go when the relay
-    /// does. From the shared pool, a dropped listener's connection would go
-    /// back to the pool, lock and all, where no relay might ever use it.
     async fn listen(&self) -> anyhow::Result<PgListener> {
-        let own_pool = PgPoolOptions::new()
-            .max_connections(1)
-            .min_connections(0)
-            .connect_lazy_with((*self.pool.connect_options()).clone());
-        let mut listener = PgListener::connect_with(&own_pool)
+        let mut listener = PgListener::connect_with(&self.pool)
             .await
             .context("connecting the outbox listener")?;
         listener
@@ -306,9 +296,7 @@ impl Relay {
         marks_due_in: Option<Duration>,
     ) {
         if let Some(pause) = pause {
-            // Listening meanwhile lets a listener whose connection died
-            // (which the failed round may have been) notice and reconnect.
-            let _ = tokio::time::timeout(pause, listener.try_recv()).await;
+            tokio::time::sleep(pause).await;
             return;
         }
         let wait = marks_due_in.map_or(self.config.poll_interval, |due_in| {
@@ -340,26 +328,38 @@ impl Relay {
         }
     }
 
-    /// Claims and publishes one batch as the leader, and commits the marks
-    /// when they are due.
-    async fn relay_once(
-        &self,
-        listener: &mut PgListener,
-        local: &LocalRelay,
-        marks: &mut PendingMarks,
-    ) -> Result<RelayRound, RelayError> {
-        // One row per claimed outbox row, or a single row of NULLs when
-        // there are none (or the lock is another relay's). BEGIN and
-        // ROLLBACK travel with it (one round trip, values written into the
-        // SQL: they are all integers) so that a round commits nothing:
-        // Postgres counts a read-only autocommit statement as a commit.
-        let claim = sqlx::raw_sql(sqlx::AssertSqlSafe(claim_sql(&marks.ids)))
-            .fetch_all(&mut *listener)
-            .await?
-            .iter()
-            .map(ClaimRow::from_row)
-            .collect::<Result<Vec<_>, _>>()?;
-        local.set_leading(claim.first().is_some_and(|row| row.leading));
+    /// Claims and publishes one batch, and commits the marks when they are
+    /// due, in one transaction; a round that commits nothing rolls back.
+    async fn relay_once(&self, marks: &mut PendingMarks) -> Result<RelayRound, RelayError> {
+        // The marks need no fsync of their own: a mark lost in a crash only
+        // publishes its rows again, and JetStream drops those duplicates.
+        let mut transaction = self
+            .pool
+            .begin_with("BEGIN; SET LOCAL synchronous_commit TO off")
+            .await?;
+        // The round lock is taken by the claim itself, saving a round trip
+        // per round; the claim says whether it got it. A relay that does
+        // not claims nothing: another relay is in a round. The claim's
+        // snapshot may predate the marks the previous holder committed just
+        // before; rows it then claims again are published again under their
+        // `Nats-Msg-Id`, and JetStream drops them.
+        let claim = sqlx::query_as::<_, ClaimRow>(
+            "SELECT round.locked, o.id, o.message_id, o.subject, o.payload, o.headers,
+                    o.partition_key
+             FROM (SELECT pg_try_advisory_xact_lock($3) AS locked OFFSET 0) round
+             LEFT JOIN LATERAL (
+                 SELECT id, message_id, subject, payload, headers, partition_key
+                 FROM outbox
+                 WHERE round.locked AND published_at IS NULL AND id <> ALL($2)
+                 ORDER BY id LIMIT $1
+             ) o ON true",
+        )
+        .bind(CLAIM_BATCH_SIZE)
+        .bind(&marks.ids)
+        .bind(ROUND_LOCK_KEY)
+        .fetch_all(&mut *transaction)
+        .await?;
+        let locked_out = !claim.first().is_some_and(|row| row.locked);
         let rows: Vec<ClaimedRow> = claim.into_iter().filter_map(ClaimRow::claimed).collect();
         let claimed = rows.len();
         let published = if rows.is_empty() {
@@ -371,13 +371,6 @@ impl Relay {
             published
         };
         if marks.due() {
-            // The marks need no fsync of their own: a mark lost in a crash
-            // only publishes its rows again, and JetStream drops those
-            // duplicates.
-            let mut transaction = self
-                .pool
-                .begin_with("BEGIN; SET LOCAL synchronous_commit TO off")
-                .await?;
             sqlx::query(
                 "UPDATE outbox SET published_at = COALESCE(published_at, now()) WHERE id = ANY($1)",
             )
@@ -394,22 +387,8 @@ impl Relay {
             claimed,
             published,
             failed,
+            locked_out,
         })
-    }
-
-    /// Releases the lead lock (best effort: a lost connection released it
-    /// already), so another relay may lead while this one backs off. Ends
-    /// a claim's transaction a failed statement left open, too.
-    async fn give_up_the_lead(&self, listener: &mut PgListener, local: &LocalRelay) {
-        local.set_leading(false);
-        let released = tokio::time::timeout(
-            FAILURE_BACKOFF_MAX,
-            sqlx::raw_sql("ROLLBACK; SELECT pg_advisory_unlock_all()").execute(&mut *listener),
-        )
-        .await;
-        if !matches!(released, Ok(Ok(_))) {
-            tracing::debug!("the relay lead lock was not released explicitly");
-        }
     }
 
     /// Publishes `rows` in waves and returns the ids JetStream acknowledged.
@@ -522,28 +501,6 @@ impl PendingMarks {
         self.since
             .map(|since| MARK_DELAY.saturating_sub(since.elapsed()))
     }
-}
-
-/// The claim of a round (see [`Relay::relay_once`]), leaving out `pending`.
-fn claim_sql(pending: &[i64]) -> String {
-    let pending = pending
-        .iter()
-        .map(i64::to_string)
-        .collect::<Vec<_>>()
-        .join(",");
-    format!(
-        "BEGIN;
-         SELECT lead.leading, o.id, o.message_id, o.subject, o.payload, o.headers,
-                o.partition_key
-         FROM (SELECT pg_try_advisory_lock({LEAD_LOCK_KEY}) AS leading) lead
-         LEFT JOIN LATERAL (
-             SELECT id, message_id, subject, payload, headers, partition_key
-             FROM outbox
-             WHERE lead.leading AND published_at IS NULL AND id <> ALL('{{{pending}}}'::bigint[])
-             ORDER BY id LIMIT {CLAIM_BATCH_SIZE}
-         ) o ON true;
-         ROLLBACK"
-    )
 }
 
 /// Claimed rows grouped by partition key, each queue in id order.

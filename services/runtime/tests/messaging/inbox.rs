@@ -264,10 +264,10 @@ async fn a_consumer_wakes_its_local_relay_after_commit_without_notify() {
     });
     let relay = Running::spawn(move |stop| relay.run(stop));
     let registered = qapmap_testkit::eventually(Duration::from_secs(30), || async {
-        qapmap_runtime::local_relay::leading(&harness.pool).is_some()
+        !qapmap_runtime::local_relay::running(&harness.pool).is_empty()
     })
     .await;
-    assert!(registered, "the relay leads and registered its wake-up");
+    assert!(registered, "the relay registered its wake-up");
     let consumer = command_consumer(&harness);
 
     harness
@@ -385,14 +385,12 @@ async fn each_message_of_a_batch_starts_with_the_settings_reset() {
     .fetch_all(&harness.pool)
     .await
     .expect("seen settings");
-    let sharing_the_first_batch = seen
+    let largest_batch = seen
         .iter()
-        .filter(|(transaction, ..)| *transaction == seen[0].0)
-        .count();
-    assert!(
-        sharing_the_first_batch >= 2,
-        "the messages shared a batch: {seen:?}"
-    );
+        .map(|(batch, ..)| seen.iter().filter(|(other, ..)| other == batch).count())
+        .max()
+        .unwrap_or(0);
+    assert!(largest_batch >= 2, "the messages shared a batch: {seen:?}");
     for (_, role, company_id, event_ids) in &seen {
         assert_eq!(
             (role.as_str(), company_id.as_str(), event_ids.as_str()),

@@ -1,10 +1,11 @@
 //! The relay: a crash between publishing and marking, a NATS outage, and a
 //! row that commits after a higher id was already published.
 
-use std::sync::Arc;
+use std::time::Duration;
 
 use qapmap_runtime::messaging::StreamKind;
 use qapmap_runtime::metrics::MessagingMetrics;
+use qapmap_runtime::relay::RelayConfig;
 use qapmap_testkit::nats::TestNamespace;
 use qapmap_testkit::private::PrivateNats;
 
@@ -171,46 +172,62 @@ async fn a_row_committed_after_a_higher_id_was_published_is_still_published() {
     consumer.stop().await;
 }
 
-/// Goal: of two relays of one database only the leader publishes, and when
-/// it dies the other takes the lead and publishes what follows, so no row
-/// waits for a relay that is gone.
-/// Method: each relay counts its publishes in metrics of its own; the
-/// second starts once the first leads; the first is then aborted where it
-/// stands, as a crash would end it, without releasing its lead itself.
+/// Goal: a relay woken by a writer of its own process while another
+/// relay's round holds the lock still publishes the rows soon, not at its
+/// next poll (the other relay, in another process, heard no NOTIFY).
+/// Method: the test holds the round lock in an open transaction; rows are
+/// committed as a consumer batch commits them (no NOTIFY, a local
+/// wake-up); the relay polls once a minute; the lock is let go after
+/// 300 ms, and the rows must be on the stream well within that minute.
 #[tokio::test]
-async fn only_the_leading_relay_publishes_and_another_takes_over_when_it_stops() {
+async fn a_relay_locked_out_by_another_round_looks_again_soon() {
     let harness = Harness::start().await;
-    let first_metrics = Arc::new(MessagingMetrics::new());
-    let second_metrics = Arc::new(MessagingMetrics::new());
-    let first = harness.relay().with_metrics(first_metrics.clone());
-    let first = Running::spawn(move |stop| first.run(stop));
-    let leads = qapmap_testkit::eventually(FLOW_TIMEOUT, || async {
-        qapmap_runtime::local_relay::leading(&harness.pool).is_some()
+    let relay = harness.relay().with_config(RelayConfig {
+        poll_interval: Duration::from_secs(60),
+        ..RelayConfig::default()
+    });
+    let relay = Running::spawn(move |stop| relay.run(stop));
+    let registered = qapmap_testkit::eventually(Duration::from_secs(30), || async {
+        !qapmap_runtime::local_relay::running(&harness.pool).is_empty()
     })
     .await;
-    assert!(leads, "the first relay took the lead");
-    let second = harness.relay().with_metrics(second_metrics.clone());
-    let second = Running::spawn(move |stop| second.run(stop));
+    assert!(registered, "the relay registered its wake-up");
 
-    let before: Vec<_> = (1..=20).map(|seq| harness.event("k", seq, false)).collect();
-    harness.enqueue(&before).await;
-    wait_for_count(&harness, UNPUBLISHED, 0).await;
+    let mut holder = harness.pool.begin().await.expect("begin");
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(qapmap_runtime::relay::ROUND_LOCK_KEY)
+        .execute(&mut *holder)
+        .await
+        .expect("hold the round lock");
+    let mut writer = harness.pool.begin().await.expect("begin");
+    sqlx::query("SET LOCAL qapmap.relay_wake = 'local'")
+        .execute(&mut *writer)
+        .await
+        .expect("wake locally");
+    for seq in 1..=3 {
+        qapmap_runtime::outbox::enqueue(&mut writer, &harness.event("k", seq, false))
+            .await
+            .expect("enqueue");
+    }
+    writer.commit().await.expect("commit");
+    for local in qapmap_runtime::local_relay::running(&harness.pool) {
+        local.wake();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
-        (
-            first_metrics.published_total(),
-            second_metrics.published_total()
-        ),
-        (20, 0),
-        "the leader published every row, the other relay none"
+        harness.stream_messages(StreamKind::Events).await,
+        0,
+        "nothing is published while another round holds the lock"
     );
+    holder.rollback().await.expect("let the lock go");
 
-    first.abort();
-    let after: Vec<_> = (21..=40)
-        .map(|seq| harness.event("k", seq, false))
-        .collect();
-    harness.enqueue(&after).await;
-    wait_for_count(&harness, UNPUBLISHED, 0).await;
-    assert_eq!(second_metrics.published_total(), 20);
-    assert_eq!(harness.stream_messages(StreamKind::Events).await, 40);
-    second.stop().await;
+    let published = qapmap_testkit::eventually(Duration::from_secs(30), || async {
+        harness.stream_messages(StreamKind::Events).await == 3
+    })
+    .await;
+    assert!(
+        published,
+        "the relay looked again soon after it was locked out"
+    );
+    relay.stop().await;
 }
