@@ -4,7 +4,7 @@
 //! 1. **Claim**: take the round lock (a transaction advisory lock, tried
 //!    without waiting, in the claim statement; a relay that does not get it
 //!    claims nothing, ends its round and looks again after
-//!    [`LOCKED_OUT_RETRY`]: the holder's round may have read the outbox
+//!    `LOCKED_OUT_RETRY` (20 ms): the holder's round may have read the outbox
 //!    before the rows this relay was woken for committed, and a wake-up by
 //!    a writer of this process ([`crate::local_relay`]) reaches no other
 //!    relay) and read up to
