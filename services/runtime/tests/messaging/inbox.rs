@@ -4,9 +4,7 @@
 use qapmap_runtime::consumer::{
     Consumer, ConsumerConfig, Handled, HandlerError, MessageHandler, ReceivedMessage,
 };
-use qapmap_runtime::inbox::ORIGINAL_MESSAGE_ID_HEADER;
 use qapmap_runtime::messaging::StreamKind;
-use qapmap_runtime::relay::RelayConfig;
 use sqlx::PgConnection;
 use std::time::Duration;
 use uuid::Uuid;
@@ -61,17 +59,13 @@ async fn a_redelivered_command_changes_nothing_and_its_reply_is_sent_again() {
     let command_id = Uuid::now_v7().to_string();
     let subject = harness.subjects.command("test", "do_it");
     harness
-        .jetstream
-        .send_publish(
+        .publish_direct(
             subject.clone(),
-            async_nats::jetstream::message::PublishMessage::build()
-                .payload("do it".into())
-                .message_id(&command_id),
+            "do it".as_bytes(),
+            command_id.as_str(),
+            None,
         )
-        .await
-        .expect("publish")
-        .await
-        .expect("ack");
+        .await;
     wait_for_count(
         &harness,
         "SELECT count(*) FROM outbox WHERE subject LIKE '%.reply.%' AND published_at IS NOT NULL",
@@ -81,18 +75,13 @@ async fn a_redelivered_command_changes_nothing_and_its_reply_is_sent_again() {
     let first_publication = reply_published_at(&harness).await;
 
     harness
-        .jetstream
-        .send_publish(
+        .publish_direct(
             subject,
-            async_nats::jetstream::message::PublishMessage::build()
-                .payload("do it".into())
-                .message_id(Uuid::now_v7().to_string())
-                .header(ORIGINAL_MESSAGE_ID_HEADER, command_id.as_str()),
+            "do it".as_bytes(),
+            &Uuid::now_v7().to_string(),
+            Some(command_id.as_str()),
         )
-        .await
-        .expect("publish")
-        .await
-        .expect("ack");
+        .await;
     let resent = qapmap_testkit::eventually(FLOW_TIMEOUT, || async {
         harness.metrics.redelivered_duplicates_total() == 1
             && reply_published_at(&harness).await > first_publication
@@ -122,17 +111,8 @@ async fn a_refused_command_keeps_no_effect_and_still_replies() {
     let accepted_id = Uuid::now_v7().to_string();
     for (id, payload) in [(&refused_id, "refuse"), (&accepted_id, "do it")] {
         harness
-            .jetstream
-            .send_publish(
-                subject.clone(),
-                async_nats::jetstream::message::PublishMessage::build()
-                    .payload(payload.into())
-                    .message_id(id.as_str()),
-            )
-            .await
-            .expect("publish")
-            .await
-            .expect("ack");
+            .publish_direct(subject.clone(), payload.as_bytes(), id.as_str(), None)
+            .await;
     }
     let (relay, consumer) = relay_and_command_consumer(&harness);
 
@@ -193,17 +173,8 @@ async fn an_odd_message_id_is_recorded_once_and_changes_no_sql() {
     ];
     for id in &ids {
         harness
-            .jetstream
-            .send_publish(
-                subject.clone(),
-                async_nats::jetstream::message::PublishMessage::build()
-                    .payload("do it".into())
-                    .message_id(id.as_str()),
-            )
-            .await
-            .expect("publish")
-            .await
-            .expect("ack");
+            .publish_direct(subject.clone(), "do it".as_bytes(), id.as_str(), None)
+            .await;
     }
     let (relay, consumer) = relay_and_command_consumer(&harness);
     wait_for_count(&harness, "SELECT count(*) FROM effects", 3).await;
@@ -218,18 +189,13 @@ async fn an_odd_message_id_is_recorded_once_and_changes_no_sql() {
 
     // Its redelivery (same inbox id) is a duplicate.
     harness
-        .jetstream
-        .send_publish(
+        .publish_direct(
             subject,
-            async_nats::jetstream::message::PublishMessage::build()
-                .payload("do it".into())
-                .message_id(Uuid::now_v7().to_string())
-                .header(ORIGINAL_MESSAGE_ID_HEADER, odd_id.as_str()),
+            "do it".as_bytes(),
+            &Uuid::now_v7().to_string(),
+            Some(odd_id.as_str()),
         )
-        .await
-        .expect("publish")
-        .await
-        .expect("ack");
+        .await;
     let seen = qapmap_testkit::eventually(FLOW_TIMEOUT, || async {
         harness.metrics.redelivered_duplicates_total() == 1
     })
@@ -258,30 +224,17 @@ async fn a_consumer_wakes_its_local_relay_after_commit_without_notify() {
         .listen(qapmap_runtime::outbox::NOTIFY_CHANNEL)
         .await
         .expect("listen");
-    let relay = harness.relay().with_config(RelayConfig {
-        poll_interval: Duration::from_secs(60),
-        ..RelayConfig::default()
-    });
-    let relay = Running::spawn(move |stop| relay.run(stop));
-    let registered = qapmap_testkit::eventually(Duration::from_secs(30), || async {
-        !qapmap_runtime::local_relay::running(&harness.pool).is_empty()
-    })
-    .await;
-    assert!(registered, "the relay registered its wake-up");
+    let relay = harness.slow_polling_relay().await;
     let consumer = command_consumer(&harness);
 
     harness
-        .jetstream
-        .send_publish(
+        .publish_direct(
             harness.subjects.command("test", "do_it"),
-            async_nats::jetstream::message::PublishMessage::build()
-                .payload("do it".into())
-                .message_id(Uuid::now_v7().to_string()),
+            "do it".as_bytes(),
+            &Uuid::now_v7().to_string(),
+            None,
         )
-        .await
-        .expect("publish")
-        .await
-        .expect("ack");
+        .await;
     let replied = qapmap_testkit::eventually(Duration::from_secs(30), || async {
         harness.stream_messages(StreamKind::Replies).await == 1
     })
@@ -352,17 +305,13 @@ async fn each_message_of_a_batch_starts_with_the_settings_reset() {
     let events: Vec<_> = (1..=5).map(|seq| harness.event("k", seq, false)).collect();
     for event in &events {
         harness
-            .jetstream
-            .send_publish(
+            .publish_direct(
                 event.subject.clone(),
-                async_nats::jetstream::message::PublishMessage::build()
-                    .payload(event.payload.clone().into())
-                    .message_id(event.message_id.to_string()),
+                &event.payload,
+                &event.message_id.to_string(),
+                None,
             )
-            .await
-            .expect("publish")
-            .await
-            .expect("ack");
+            .await;
     }
     let consumer = Consumer::new(
         harness.pool.clone(),

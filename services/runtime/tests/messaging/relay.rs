@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use qapmap_runtime::messaging::StreamKind;
 use qapmap_runtime::metrics::MessagingMetrics;
-use qapmap_runtime::relay::RelayConfig;
 use qapmap_testkit::nats::TestNamespace;
 use qapmap_testkit::private::PrivateNats;
 
@@ -182,16 +181,7 @@ async fn a_row_committed_after_a_higher_id_was_published_is_still_published() {
 #[tokio::test]
 async fn a_relay_locked_out_by_another_round_looks_again_soon() {
     let harness = Harness::start().await;
-    let relay = harness.relay().with_config(RelayConfig {
-        poll_interval: Duration::from_secs(60),
-        ..RelayConfig::default()
-    });
-    let relay = Running::spawn(move |stop| relay.run(stop));
-    let registered = qapmap_testkit::eventually(Duration::from_secs(30), || async {
-        !qapmap_runtime::local_relay::running(&harness.pool).is_empty()
-    })
-    .await;
-    assert!(registered, "the relay registered its wake-up");
+    let relay = harness.slow_polling_relay().await;
 
     let mut holder = harness.pool.begin().await.expect("begin");
     sqlx::query("SELECT pg_advisory_xact_lock($1)")

@@ -118,6 +118,49 @@ impl Harness {
         transaction.commit().await.expect("commit");
     }
 
+    /// Publishes straight to JetStream, as a relay would, and waits for the
+    /// ack. `original_id`: the inbox id a redelivery or replay carries.
+    pub(crate) async fn publish_direct(
+        &self,
+        subject: String,
+        payload: &[u8],
+        message_id: &str,
+        original_id: Option<&str>,
+    ) {
+        let mut message = jetstream::message::PublishMessage::build()
+            .payload(payload.to_vec().into())
+            .message_id(message_id);
+        if let Some(original_id) = original_id {
+            message = message.header(
+                qapmap_runtime::inbox::ORIGINAL_MESSAGE_ID_HEADER,
+                original_id,
+            );
+        }
+        self.jetstream
+            .send_publish(subject, message)
+            .await
+            .expect("publish")
+            .await
+            .expect("ack");
+    }
+
+    /// A running relay that polls only once a minute, so that what it
+    /// publishes sooner it was woken for; returned once it is registered
+    /// for local wake-ups.
+    pub(crate) async fn slow_polling_relay(&self) -> Running {
+        let relay = self.relay().with_config(RelayConfig {
+            poll_interval: Duration::from_secs(60),
+            ..RelayConfig::default()
+        });
+        let relay = Running::spawn(move |stop| relay.run(stop));
+        let registered = qapmap_testkit::eventually(Duration::from_secs(30), || async {
+            !qapmap_runtime::local_relay::running(&self.pool).is_empty()
+        })
+        .await;
+        assert!(registered, "the relay registered its wake-up");
+        relay
+    }
+
     pub(crate) fn relay(&self) -> Relay {
         Relay::new(self.pool.clone(), self.jetstream.clone())
             .with_config(RelayConfig {
