@@ -467,3 +467,20 @@ fn steps_of(row: &sqlx::postgres::PgRow) -> Result<Vec<StepRecord>, StoreError> 
         )
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A saga's command must wake the relay the way every outbox write does,
+    /// so a consumer batch that wakes its relay locally sees it `pending`.
+    #[test]
+    fn a_command_uses_the_shared_relay_wake_up() {
+        let sql = command_sql(16);
+        assert!(sql.contains(qapmap_runtime::notify_relay_sql!()));
+        assert!(
+            !sql.replace(qapmap_runtime::notify_relay_sql!(), "")
+                .contains("pg_notify")
+        );
+    }
+}

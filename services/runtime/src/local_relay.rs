@@ -2,8 +2,8 @@
 //! database's relay runs beside it can wake that relay itself after its
 //! commit instead of by NOTIFY. A NOTIFY holds a cluster-wide lock through
 //! its transaction's commit, so notifying transactions commit one at a time
-//! (measured here: 8 writers committed 6,080/s plain, 1,957/s with a NOTIFY
-//! each).
+//! (measured here with pgbench, 8 clients, one insert per transaction:
+//! 16,038 commits/s plain, 5,317/s with a NOTIFY each).
 //!
 //! Relays in other processes hear nothing of such a commit; they find its
 //! rows at their next round or poll. A local relay that finds the round

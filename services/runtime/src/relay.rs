@@ -91,7 +91,8 @@ const FAILURE_BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// them to be published again (JetStream drops the duplicates); the relay's
 /// own later rounds skip them.
 pub const MARK_DELAY: Duration = Duration::from_millis(250);
-/// How soon a relay that found the round lock taken tries again.
+/// How soon a relay that found the round lock taken tries again (doubling
+/// while it stays taken).
 const LOCKED_OUT_RETRY: Duration = Duration::from_millis(20);
 /// Pending marks that make a round commit at once.
 const PENDING_MARKS_MAX: usize = 5_000;
@@ -233,6 +234,8 @@ impl Relay {
         };
         failures = 0;
         let local = local_relay::register(&self.pool);
+        // Rounds in a row that found the lock taken: the retry backs off.
+        let mut locked_out: u32 = 0;
         let mut last_prune: Option<Instant> = None;
         let mut marks = PendingMarks::default();
         while !stop.is_stopped() {
@@ -243,14 +246,17 @@ impl Relay {
             let pause = match self.relay_once(&mut marks).await {
                 Ok(round) if round.failed == 0 => {
                     failures = 0;
+                    locked_out = if round.locked_out { locked_out + 1 } else { 0 };
                     if round.claimed > 0 {
                         continue;
                     }
                     // The holder's round may have read the outbox before
                     // the rows this relay was woken for committed, and a
                     // local wake-up reaches no other process: look again
-                    // soon rather than at the next poll.
-                    round.locked_out.then_some(LOCKED_OUT_RETRY)
+                    // soon rather than at the next poll, less often while
+                    // the holder's round goes on (up to a poll interval).
+                    (locked_out > 0)
+                        .then(|| locked_out_retry(locked_out, self.config.poll_interval))
                 }
                 Ok(round) => {
                     tracing::warn!(
@@ -359,6 +365,8 @@ impl Relay {
         .bind(ROUND_LOCK_KEY)
         .fetch_all(&mut *transaction)
         .await?;
+        // Every outbox column is NOT NULL, so a row of NULLs is the
+        // LEFT JOIN's "nothing claimed", never a row to skip.
         let locked_out = !claim.first().is_some_and(|row| row.locked);
         let rows: Vec<ClaimedRow> = claim.into_iter().filter_map(ClaimRow::claimed).collect();
         let claimed = rows.len();
@@ -536,6 +544,15 @@ fn publish_message(row: &ClaimedRow) -> Result<PublishMessage, RelayError> {
         .message_id(row.message_id.to_string()))
 }
 
+/// The pause after the `rounds`-th locked-out round in a row: 20 ms,
+/// doubling, at most `poll_interval`.
+fn locked_out_retry(rounds: u32, poll_interval: Duration) -> Duration {
+    let exponent = rounds.saturating_sub(1).min(16);
+    LOCKED_OUT_RETRY
+        .saturating_mul(1 << exponent)
+        .min(poll_interval)
+}
+
 fn failure_backoff(failures: u32) -> Duration {
     let exponent = failures.saturating_sub(1).min(16);
     FAILURE_BACKOFF_FIRST
@@ -568,5 +585,13 @@ mod tests {
         assert_eq!(failure_backoff(1), FAILURE_BACKOFF_FIRST);
         assert_eq!(failure_backoff(2), FAILURE_BACKOFF_FIRST * 2);
         assert_eq!(failure_backoff(40), FAILURE_BACKOFF_MAX);
+    }
+
+    #[test]
+    fn the_locked_out_retry_doubles_up_to_the_poll_interval() {
+        let poll = DEFAULT_POLL_INTERVAL;
+        assert_eq!(locked_out_retry(1, poll), Duration::from_millis(20));
+        assert_eq!(locked_out_retry(3, poll), Duration::from_millis(80));
+        assert_eq!(locked_out_retry(40, poll), poll);
     }
 }
