@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use prost::Message;
+use qapmap_ledger::consumers::equity_events::CONSUMER_NAME;
 use qapmap_proto::messaging::v1::DomainEvent;
+use qapmap_runtime::messaging::StreamKind;
 use qapmap_testkit::eventually;
 use uuid::Uuid;
 
@@ -34,6 +36,36 @@ async fn options(ledger: &TestLedger) -> (String, String, i64) {
     (outstanding, pool, table.projection_version)
 }
 
+/// What the consumer did, for a failure message: a timeout here only says
+/// "not in time", and the cause (a message never acknowledged and waiting
+/// for its ack wait, retries in backoff, a dead letter) is in these.
+async fn consumer_state(bus: &Bus, ledger: &TestLedger) -> String {
+    let stream = bus.subjects.stream_name(StreamKind::Events);
+    let consumer = match bus.jetstream.get_stream(&stream).await {
+        Ok(stream) => match stream.consumer_info(CONSUMER_NAME).await {
+            Ok(info) => format!(
+                "consumer: delivered {}, ack floor {}, ack pending {}, redelivered {}, pending {}",
+                info.delivered.stream_sequence,
+                info.ack_floor.stream_sequence,
+                info.num_ack_pending,
+                info.num_redelivered,
+                info.num_pending
+            ),
+            Err(error) => format!("consumer info: {error}"),
+        },
+        Err(error) => format!("stream {stream}: {error}"),
+    };
+    let rows = |sql: &'static str| async move {
+        sqlx::query_scalar::<_, String>(sql)
+            .fetch_all(&ledger.pool)
+            .await
+            .map_or_else(|error| error.to_string(), |rows| rows.join("; "))
+    };
+    let inbox = rows("SELECT subject FROM inbox WHERE consumer = 'ledger-equity-events'").await;
+    let dead = rows("SELECT subject || ': ' || last_error FROM dead_letters WHERE consumer = 'ledger-equity-events'").await;
+    format!("{consumer}; inbox: [{inbox}]; dead letters: [{dead}]")
+}
+
 #[tokio::test]
 async fn equity_events_on_the_bus_reach_the_cap_table_once_even_out_of_order() {
     let ledger = TestLedger::start().await;
@@ -56,7 +88,12 @@ async fn equity_events_on_the_bus_reach_the_cap_table_once_even_out_of_order() {
         options(&ledger).await == ("100".to_owned(), "900".to_owned(), 2)
     })
     .await;
-    assert!(shown, "cap table: {:?}", options(&ledger).await);
+    assert!(
+        shown,
+        "cap table: {:?}; {}",
+        options(&ledger).await,
+        consumer_state(&bus, &ledger).await
+    );
 
     // The same message again (JetStream drops it), and the same event under a
     // new message id (the projection drops it).
