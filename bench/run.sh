@@ -100,6 +100,10 @@ listening_port() {
 }
 for index in 0 1 2 3; do
   service=${SERVICES[$index]}
+  # Emptied here, not only by the background process's redirect: that one
+  # may run after the wait below has read the previous run's listening line
+  # (its port long closed), as it did twice under load.
+  : >"$LOG_DIR/$service.log"
   QAPMAP_DATABASE_URL="${QAPMAP_PG_ADMIN_URL%/*}/${DATABASES[$index]}" \
   QAPMAP_DATABASE_MAX_CONNECTIONS="${POOLS[$index]}" \
   QAPMAP_NATS_URL="$QAPMAP_NATS_URL_BASE" \

@@ -38,6 +38,22 @@ impl Counter {
         )
     }
 
+    /// Gathers planner statistics in every bench database, as autovacuum
+    /// does within about a minute of a table's growth. Fresh databases have
+    /// none, and until they do the plans (and the sagas/s of the first
+    /// phase) depend on whether autovacuum's pass fell before or inside it.
+    pub(crate) async fn analyze(&self, admin_url: &str) -> anyhow::Result<()> {
+        let server = admin_url
+            .rsplit_once('/')
+            .map_or(admin_url, |(server, _)| server);
+        for database in &self.databases {
+            let mut connection = PgConnection::connect(&format!("{server}/{database}")).await?;
+            sqlx::raw_sql("ANALYZE").execute(&mut connection).await?;
+            connection.close().await?;
+        }
+        Ok(())
+    }
+
     /// Per database, in the order given.
     pub(crate) async fn commits_each(&mut self) -> anyhow::Result<Vec<i64>> {
         let mut each = Vec::with_capacity(self.databases.len());

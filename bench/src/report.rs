@@ -230,6 +230,8 @@ pub(crate) async fn run(config: &Config) -> anyhow::Result<bool> {
             sampler.stop();
             return Ok(false);
         }
+        counter.analyze(&config.admin_url).await?;
+        println!("ANALYZE in the four databases (planner statistics, as autovacuum keeps them)");
         background(&mut counter, "background after the warm-up").await?;
         let saga_id = sagas::one(&system, &companies[0], size.saga_patience).await?;
         let polls = 1000;
