@@ -212,8 +212,9 @@ impl Relay {
         self
     }
 
-    /// Relays until `stop`: a round whenever NOTIFY says rows were committed,
-    /// at least every poll interval, and again at once while rounds find work.
+    /// Relays until `stop`: a round whenever NOTIFY (or a local wake-up) says
+    /// rows were committed, at least every poll interval, and again at once
+    /// while rounds fill their claim.
     /// Database and NATS failures are retried with backoff, never returned.
     pub async fn run(self, mut stop: StopSignal) -> anyhow::Result<()> {
         let mut failures: u32 = 0;
@@ -247,7 +248,13 @@ impl Relay {
                 Ok(round) if round.failed == 0 => {
                     failures = 0;
                     locked_out = if round.locked_out { locked_out + 1 } else { 0 };
-                    if round.claimed > 0 {
+                    // A full claim may have left rows behind: go on at once.
+                    // Otherwise wait: a row committed after this claim read
+                    // the outbox woke the relay after its commit, and that
+                    // wake-up is kept (a queued NOTIFY, a stored local
+                    // permit), so an empty look-again round would only cost
+                    // three round trips.
+                    if round.claimed >= CLAIM_BATCH_SIZE as usize {
                         continue;
                     }
                     // The holder's round may have read the outbox before
@@ -337,12 +344,7 @@ impl Relay {
     /// Claims and publishes one batch, and commits the marks when they are
     /// due, in one transaction; a round that commits nothing rolls back.
     async fn relay_once(&self, marks: &mut PendingMarks) -> Result<RelayRound, RelayError> {
-        // The marks need no fsync of their own: a mark lost in a crash only
-        // publishes its rows again, and JetStream drops those duplicates.
-        let mut transaction = self
-            .pool
-            .begin_with("BEGIN; SET LOCAL synchronous_commit TO off")
-            .await?;
+        let mut transaction = self.pool.begin().await?;
         // The round lock is taken by the claim itself, saving a round trip
         // per round; the claim says whether it got it. A relay that does
         // not claims nothing: another relay is in a round. The claim's
@@ -379,6 +381,13 @@ impl Relay {
             published
         };
         if marks.due() {
+            // The marks need no fsync of their own: a mark lost in a crash
+            // only publishes its rows again, and JetStream drops those
+            // duplicates. Set here, not in every round: most rounds commit
+            // nothing.
+            sqlx::query("SET LOCAL synchronous_commit TO off")
+                .execute(&mut *transaction)
+                .await?;
             sqlx::query(
                 "UPDATE outbox SET published_at = COALESCE(published_at, now()) WHERE id = ANY($1)",
             )
