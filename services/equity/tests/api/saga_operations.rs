@@ -410,3 +410,47 @@ async fn a_repurchase_program_holds_capacity_within_its_cap_price_and_window() {
             .expect("count");
     assert_eq!(repurchased, 1);
 }
+
+/// The index a generic plan of `sql` (one uuid and one integer parameter)
+/// reads, with sequential scans ruled out: a test table is too small for the
+/// planner to prefer an index it would prefer at production size.
+async fn index_used(app: &TestApp, sql: &str) -> Option<String> {
+    let mut transaction = app.pool.begin().await.expect("begin");
+    sqlx::raw_sql("SET LOCAL enable_seqscan = off; SET LOCAL plan_cache_mode = force_generic_plan")
+        .execute(&mut *transaction)
+        .await
+        .expect("settings");
+    let plan: serde_json::Value =
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("EXPLAIN (FORMAT JSON) {sql}")))
+            .bind(Uuid::now_v7())
+            .bind(1_i32)
+            .fetch_one(&mut *transaction)
+            .await
+            .expect("explain");
+    plan[0]["Plan"]["Index Name"]
+        .as_str()
+        .or_else(|| plan[0]["Plan"]["Plans"][0]["Index Name"].as_str())
+        .map(str::to_owned)
+}
+
+#[tokio::test]
+async fn a_saga_step_is_found_by_its_own_index_before_the_company_is_known() {
+    // equity_saga_step_holders looks up (saga_id, step) for every saga
+    // command before confining it to a company; without an index led by
+    // saga_id that lookup scans every reservation ever made.
+    let app = TestApp::spawn().await;
+    for (table, index) in [
+        ("option_reservations", "option_reservations_by_saga_step"),
+        (
+            "repurchase_reservations",
+            "repurchase_reservations_by_saga_step",
+        ),
+    ] {
+        let used = index_used(
+            &app,
+            &format!("SELECT id FROM {table} WHERE saga_id = $1 AND step = $2"),
+        )
+        .await;
+        assert_eq!(used.as_deref(), Some(index), "{table}");
+    }
+}
