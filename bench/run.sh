@@ -98,6 +98,11 @@ listening_port() {
   grep -m 1 '"message":"grpc server listening"' "$1" 2>/dev/null |
     sed -n 's/.*"address":"[^"]*:\([0-9][0-9]*\)".*/\1/p'
 }
+# QAPMAP_BENCH_SERVICE_THREADS=N: each service process runs N tokio worker
+# threads (default: one per core); the harness itself keeps the default.
+if [ -n "${QAPMAP_BENCH_SERVICE_THREADS:-}" ]; then
+  export TOKIO_WORKER_THREADS="$QAPMAP_BENCH_SERVICE_THREADS"
+fi
 for index in 0 1 2 3; do
   service=${SERVICES[$index]}
   # Emptied here, not only by the background process's redirect: that one
@@ -136,8 +141,10 @@ for index in 0 1 2 3; do
     sleep 0.2
   done
   PORTS+=("$port")
-  echo "started $service (pid ${SERVICE_PIDS[$index]}) on 127.0.0.1:$port, pool ${POOLS[$index]}"
+  echo "started $service (pid ${SERVICE_PIDS[$index]}) on 127.0.0.1:$port, pool ${POOLS[$index]}${QAPMAP_BENCH_SERVICE_THREADS:+, $QAPMAP_BENCH_SERVICE_THREADS tokio worker thread(s)}"
 done
+
+if [ -n "${QAPMAP_BENCH_SERVICE_THREADS:-}" ]; then unset TOKIO_WORKER_THREADS; fi
 
 echo
 echo "== versions =="
@@ -150,6 +157,7 @@ status=0
 QAPMAP_BENCH_SIZE="$size" \
 QAPMAP_BENCH_ONLY="${QAPMAP_BENCH_ONLY:-}" \
 QAPMAP_BENCH_KEY_DIR="$KEY_DIR" \
+QAPMAP_BENCH_NAMESPACE="$NAMESPACE" \
 QAPMAP_BENCH_POOLS="${POOLS[*]}" \
 QAPMAP_BENCH_SCRATCH_URL="${QAPMAP_PG_ADMIN_URL%/*}/$SCRATCH_DB" \
 QAPMAP_BENCH_EQUITY_PID="${SERVICE_PIDS[0]}" QAPMAP_BENCH_EQUITY_PORT="${PORTS[0]}" \

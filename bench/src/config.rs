@@ -95,6 +95,8 @@ pub(crate) struct Config {
     /// A bench database of its own for the commit-bound loop.
     pub(crate) scratch_url: String,
     pub(crate) nats_url: String,
+    /// The processes' NATS namespace (streams and consumers).
+    pub(crate) namespace: String,
     pub(crate) redis_url: String,
     /// QAPMAP_DATABASE_MAX_CONNECTIONS of each process.
     /// `QAPMAP_DATABASE_MAX_CONNECTIONS` of equity, shareholder, ledger, orchestrator.
@@ -148,6 +150,7 @@ impl Config {
             admin_url: var("QAPMAP_PG_ADMIN_URL")?,
             scratch_url: var("QAPMAP_BENCH_SCRATCH_URL")?,
             nats_url: var("QAPMAP_NATS_URL_BASE")?,
+            namespace: var("QAPMAP_BENCH_NAMESPACE")?,
             redis_url: var("QAPMAP_REDIS_URL_BASE")?,
             pools: var("QAPMAP_BENCH_POOLS")?
                 .split_whitespace()

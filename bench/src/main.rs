@@ -12,6 +12,7 @@
 //! - `vesting [AWARDS]`: the vesting measurement alone (no services), e.g.
 //!   under `perf record`.
 
+mod backlog;
 mod cap_table;
 mod commits;
 mod config;

@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::backlog::BacklogSampler;
 use crate::cap_table;
 use crate::commits::{self, Counter, STATS_SETTLE};
 use crate::config::{Config, Part};
@@ -62,12 +63,14 @@ impl Floors {
 }
 
 /// Commits in the bench databases while `phase` ran.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Commits {
     delta: i64,
     elapsed: Duration,
     /// Per database: equity, shareholder, ledger, orchestrator.
     each: [i64; 4],
+    /// The consumers' backlog line (see `backlog`).
+    backlog: String,
 }
 
 async fn settle_and_count_each(counter: &mut Counter) -> anyhow::Result<(i64, [i64; 4], Instant)> {
@@ -89,7 +92,7 @@ struct Calibration {
 impl Calibration {
     /// Commits per saga: raw (everything the four databases committed while
     /// the phase ran, background included), and without the harness's polls.
-    fn per_saga(&self, commits: Commits, phase: &Phase) -> (f64, f64) {
+    fn per_saga(&self, commits: &Commits, phase: &Phase) -> (f64, f64) {
         let sagas = phase.outcomes.len().max(1) as f64;
         let raw = commits.delta as f64 / sagas;
         let without_polls = (commits.delta as f64 - phase.polls as f64 * self.per_poll) / sagas;
@@ -97,7 +100,7 @@ impl Calibration {
     }
 }
 
-fn print_phase(label: &str, phase: &Phase, commits: Commits, calibration: &Calibration) {
+fn print_phase(label: &str, phase: &Phase, commits: &Commits, calibration: &Calibration) {
     let (raw, marginal) = calibration.per_saga(commits, phase);
     println!("{label}");
     println!(
@@ -136,6 +139,7 @@ fn print_phase(label: &str, phase: &Phase, commits: Commits, calibration: &Calib
         commits.each[2] as f64 / sagas,
         commits.each[3] as f64 / sagas
     );
+    println!("{}", commits.backlog);
 }
 
 /// Commits per second per database over 3 s with no load from the harness.
@@ -172,12 +176,19 @@ fn max_each(into: &mut [u64], from: &[u64]) {
     }
 }
 
-async fn run_phase<F>(counter: &mut Counter, phase: F) -> anyhow::Result<(Phase, Commits)>
+async fn run_phase<F>(
+    config: &Config,
+    counter: &mut Counter,
+    phase: F,
+) -> anyhow::Result<(Phase, Commits)>
 where
     F: std::future::Future<Output = Phase>,
 {
+    counter.vacuum_analyze(&config.admin_url).await?;
     let (before, before_each, began) = settle_and_count_each(counter).await?;
+    let backlog = BacklogSampler::start(&config.nats_url, &config.namespace).await?;
     let phase = phase.await;
+    let backlog = backlog.stop();
     let (after, after_each, ended) = settle_and_count_each(counter).await?;
     let mut each = [0; 4];
     for (index, slot) in each.iter_mut().enumerate() {
@@ -189,6 +200,7 @@ where
             delta: after - before,
             elapsed: ended - began,
             each,
+            backlog,
         },
     ))
 }
@@ -230,8 +242,10 @@ pub(crate) async fn run(config: &Config) -> anyhow::Result<bool> {
             sampler.stop();
             return Ok(false);
         }
-        counter.analyze(&config.admin_url).await?;
-        println!("ANALYZE in the four databases (planner statistics, as autovacuum keeps them)");
+        let autovacuum = counter.vacuum_analyze(&config.admin_url).await?;
+        println!(
+            "VACUUM ANALYZE in the four databases after the warm-up and before each timed phase, as autovacuum keeps them (this server: autovacuum = {autovacuum})"
+        );
         background(&mut counter, "background after the warm-up").await?;
         let saga_id = sagas::one(&system, &companies[0], size.saga_patience).await?;
         let polls = 1000;
@@ -249,6 +263,7 @@ pub(crate) async fn run(config: &Config) -> anyhow::Result<bool> {
         let mut closed = Vec::new();
         for &concurrency in &size.concurrencies {
             let (phase, commits) = run_phase(
+                config,
                 &mut counter,
                 sagas::closed_loop(
                     &system,
@@ -265,7 +280,7 @@ pub(crate) async fn run(config: &Config) -> anyhow::Result<bool> {
                     size.closed_duration.as_secs_f64()
                 ),
                 &phase,
-                commits,
+                &commits,
                 &calibration,
             );
             let peak = sampler.take_peaks();
@@ -273,7 +288,7 @@ pub(crate) async fn run(config: &Config) -> anyhow::Result<bool> {
             max_each(&mut saga_peak, &peak);
             peak_connections = peak_connections.max(counter.connections().await?);
             ok &= phase.failures() == 0;
-            let (_, marginal) = calibration.per_saga(commits, &phase);
+            let (_, marginal) = calibration.per_saga(&commits, &phase);
             closed.push((concurrency, phase.throughput(), marginal));
         }
         background(&mut counter, "background after the closed loops").await?;
@@ -291,6 +306,7 @@ pub(crate) async fn run(config: &Config) -> anyhow::Result<bool> {
 
         let rate = (max_rate / 2.0).max(1.0);
         let (open, open_commits) = run_phase(
+            config,
             &mut counter,
             sagas::open_loop(
                 &system,
@@ -307,7 +323,7 @@ pub(crate) async fn run(config: &Config) -> anyhow::Result<bool> {
                 size.open_duration.as_secs_f64()
             ),
             &open,
-            open_commits,
+            &open_commits,
             &calibration,
         );
         println!(
@@ -329,7 +345,7 @@ pub(crate) async fn run(config: &Config) -> anyhow::Result<bool> {
             "<= 100 ms",
             open_p99 <= Duration::from_millis(100) && open.completed_in_window() > 0,
         );
-        let (open_raw, _) = calibration.per_saga(open_commits, &open);
+        let (open_raw, _) = calibration.per_saga(&open_commits, &open);
         floors.add(
             "Postgres commits per saga (open loop, raw)",
             format!("{open_raw:.1}"),
