@@ -30,12 +30,14 @@ impl Counter {
     /// Server processes connected to the bench's databases now: every pool
     /// connection, listener and consumer lock session of the four processes.
     pub(crate) async fn connections(&mut self) -> anyhow::Result<i64> {
-        Ok(
-            sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = ANY($1)")
-                .bind(&self.databases)
-                .fetch_one(&mut self.connection)
-                .await?,
+        Ok(sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = ANY($1) AND application_name <> $2",
         )
+        .bind(&self.databases)
+        .bind(crate::scans::APPLICATION_NAME)
+        .fetch_one(&mut self.connection)
+        .await?)
     }
 
     /// What autovacuum would have done by now, in every bench database:
@@ -48,11 +50,8 @@ impl Counter {
     /// thousands of journal entries per saga). Returns the server's
     /// `autovacuum` setting.
     pub(crate) async fn vacuum_analyze(&mut self, admin_url: &str) -> anyhow::Result<String> {
-        let server = admin_url
-            .rsplit_once('/')
-            .map_or(admin_url, |(server, _)| server);
         for database in &self.databases {
-            let mut connection = PgConnection::connect(&format!("{server}/{database}")).await?;
+            let mut connection = crate::scans::connect_to(admin_url, database).await?;
             sqlx::raw_sql("VACUUM ANALYZE")
                 .execute(&mut connection)
                 .await?;

@@ -21,6 +21,7 @@ mod machine;
 mod memory;
 mod report;
 mod sagas;
+mod scans;
 mod stats;
 mod system;
 mod vesting;

@@ -10,6 +10,7 @@ use crate::config::{Config, Part};
 use crate::machine;
 use crate::memory::{Sampler, mib};
 use crate::sagas::{self, Phase};
+use crate::scans::{self, ScanCounter};
 use crate::stats::ms;
 use crate::system::{self, System, date};
 use crate::vesting;
@@ -71,6 +72,8 @@ struct Commits {
     each: [i64; 4],
     /// The consumers' backlog line (see `backlog`).
     backlog: String,
+    /// The big tables' sequential scans line (see `scans`).
+    scans: String,
 }
 
 async fn settle_and_count_each(counter: &mut Counter) -> anyhow::Result<(i64, [i64; 4], Instant)> {
@@ -140,6 +143,7 @@ fn print_phase(label: &str, phase: &Phase, commits: &Commits, calibration: &Cali
         commits.each[3] as f64 / sagas
     );
     println!("{}", commits.backlog);
+    println!("{}", commits.scans);
 }
 
 /// Commits per second per database over 3 s with no load from the harness.
@@ -185,11 +189,20 @@ where
     F: std::future::Future<Output = Phase>,
 {
     counter.vacuum_analyze(&config.admin_url).await?;
+    let named: Vec<(String, String)> = config
+        .processes
+        .iter()
+        .map(|process| (process.name.clone(), process.database.clone()))
+        .collect();
+    let mut scan_counter = ScanCounter::connect(&config.admin_url, &named).await?;
     let (before, before_each, began) = settle_and_count_each(counter).await?;
+    let scans_before = scan_counter.snapshot().await?;
     let backlog = BacklogSampler::start(&config.nats_url, &config.namespace).await?;
     let phase = phase.await;
     let backlog = backlog.stop();
     let (after, after_each, ended) = settle_and_count_each(counter).await?;
+    let scans = scans::line(&scans_before, &scan_counter.snapshot().await?);
+    scan_counter.close().await?;
     let mut each = [0; 4];
     for (index, slot) in each.iter_mut().enumerate() {
         *slot = after_each[index] - before_each[index];
@@ -201,6 +214,7 @@ where
             elapsed: ended - began,
             each,
             backlog,
+            scans,
         },
     ))
 }
