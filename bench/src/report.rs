@@ -63,9 +63,9 @@ impl Floors {
     }
 }
 
-/// Commits in the bench databases while `phase` ran.
+/// What the bench databases and consumers did while a phase ran.
 #[derive(Debug, Clone)]
-struct Commits {
+struct PhaseFigures {
     delta: i64,
     elapsed: Duration,
     /// Per database: equity, shareholder, ledger, orchestrator.
@@ -95,7 +95,7 @@ struct Calibration {
 impl Calibration {
     /// Commits per saga: raw (everything the four databases committed while
     /// the phase ran, background included), and without the harness's polls.
-    fn per_saga(&self, commits: &Commits, phase: &Phase) -> (f64, f64) {
+    fn per_saga(&self, commits: &PhaseFigures, phase: &Phase) -> (f64, f64) {
         let sagas = phase.outcomes.len().max(1) as f64;
         let raw = commits.delta as f64 / sagas;
         let without_polls = (commits.delta as f64 - phase.polls as f64 * self.per_poll) / sagas;
@@ -103,7 +103,7 @@ impl Calibration {
     }
 }
 
-fn print_phase(label: &str, phase: &Phase, commits: &Commits, calibration: &Calibration) {
+fn print_phase(label: &str, phase: &Phase, commits: &PhaseFigures, calibration: &Calibration) {
     let (raw, marginal) = calibration.per_saga(commits, phase);
     println!("{label}");
     println!(
@@ -184,7 +184,7 @@ async fn run_phase<F>(
     config: &Config,
     counter: &mut Counter,
     phase: F,
-) -> anyhow::Result<(Phase, Commits)>
+) -> anyhow::Result<(Phase, PhaseFigures)>
 where
     F: std::future::Future<Output = Phase>,
 {
@@ -195,8 +195,9 @@ where
         .map(|process| (process.name.clone(), process.database.clone()))
         .collect();
     let mut scan_counter = ScanCounter::connect(&config.admin_url, &named).await?;
-    let (before, before_each, began) = settle_and_count_each(counter).await?;
+    // Before the commit count starts: the snapshot's reads commit too.
     let scans_before = scan_counter.snapshot().await?;
+    let (before, before_each, began) = settle_and_count_each(counter).await?;
     let backlog = BacklogSampler::start(&config.nats_url, &config.namespace).await?;
     let phase = phase.await;
     let backlog = backlog.stop();
@@ -209,7 +210,7 @@ where
     }
     Ok((
         phase,
-        Commits {
+        PhaseFigures {
             delta: after - before,
             elapsed: ended - began,
             each,
