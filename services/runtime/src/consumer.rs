@@ -66,7 +66,8 @@ use crate::metrics::MessagingMetrics;
 use crate::outbox::{OutboxMessage, PARTITION_KEY_HEADER};
 use crate::server::{Application, StopSignal};
 
-/// Messages asked for per pull, and the most handled in one transaction.
+/// Messages asked for per pull, and the most handled in one transaction
+/// (unless [`ConsumerConfig::with_max_batch`] says fewer).
 pub const FETCH_BATCH_SIZE: usize = 64;
 /// How long a pull waits for a first message before asking again (it
 /// returns as soon as one is there).
@@ -150,6 +151,16 @@ pub trait MessageHandler: Send + Sync + 'static {
         message: &ReceivedMessage,
         transaction: &mut PgConnection,
     ) -> impl Future<Output = Result<Handled, HandlerError>> + Send;
+
+    /// True for a message that has no effect here, told from its subject
+    /// and headers alone. It is acknowledged without a transaction or an
+    /// inbox row, as a server-side subject filter would drop it (NATS 2.9
+    /// filters a consumer on one subject only), so a consumer pays no commit
+    /// for the events it does not use. Ignoring has no effect to repeat, so
+    /// a redelivery is ignored again.
+    fn ignores(&self, _message: &ReceivedMessage) -> bool {
+        false
+    }
 }
 
 /// A durable pull consumer's settings.
@@ -165,6 +176,11 @@ pub struct ConsumerConfig {
     pub max_deliveries: u32,
     /// Delay before attempt n+1 is `backoff[n-1]` (the last entry repeats).
     pub backoff: Vec<Duration>,
+    /// The most messages handled in one transaction.
+    pub max_batch: usize,
+    /// How long a batch waits for more messages after its first arrived
+    /// (None: not at all, the batch is what is ready).
+    pub linger: Option<Duration>,
 }
 
 impl ConsumerConfig {
@@ -188,7 +204,31 @@ impl ConsumerConfig {
             ack_wait: DEFAULT_ACK_WAIT,
             max_deliveries: DEFAULT_MAX_DELIVERIES,
             backoff: DEFAULT_BACKOFF.to_vec(),
+            max_batch: FETCH_BATCH_SIZE,
+            linger: None,
         }
+    }
+
+    /// Each batch waits up to `linger` after its first message for more (up
+    /// to the batch limit) and handles them in one transaction: one commit
+    /// for many messages when they trickle in, at the cost of that much
+    /// delay. For consumers nobody waits on (a projection), never for a
+    /// saga's steps.
+    pub fn with_linger(mut self, linger: Duration) -> Self {
+        self.linger = Some(linger);
+        self
+    }
+
+    /// At most `max_batch` messages (1 to [`FETCH_BATCH_SIZE`]) share a
+    /// transaction: for a handler whose effects should not wait for the
+    /// later messages' to commit.
+    pub fn with_max_batch(mut self, max_batch: usize) -> Self {
+        assert!(
+            (1..=FETCH_BATCH_SIZE).contains(&max_batch),
+            "a batch holds 1 to {FETCH_BATCH_SIZE} messages"
+        );
+        self.max_batch = max_batch;
+        self
     }
 
     pub fn with_max_deliveries(mut self, max_deliveries: u32) -> Self {
@@ -242,6 +282,8 @@ impl ConsumerConfig {
 enum Verdict {
     Applied,
     Duplicate,
+    /// The handler has no use for it ([`MessageHandler::ignores`]).
+    Ignored,
     Retry {
         delay: Duration,
         error: String,
@@ -424,12 +466,18 @@ impl<H: MessageHandler> Consumer<H> {
     }
 
     /// Pulls once and handles what arrives, batch by batch: each batch is
-    /// what is ready at once, so a lone message is not held back.
+    /// what is ready at once, so a lone message is not held back (unless
+    /// the consumer lingers).
     async fn pull_and_handle(
         &self,
         consumer: &PullConsumer,
         session: &mut PgConnection,
     ) -> anyhow::Result<Pull> {
+        if let Some(linger) = self.config.linger {
+            return self
+                .pull_lingering_and_handle(consumer, session, linger)
+                .await;
+        }
         let batch = consumer
             .fetch()
             .max_messages(FETCH_BATCH_SIZE)
@@ -437,7 +485,7 @@ impl<H: MessageHandler> Consumer<H> {
             .messages()
             .await
             .context("pulling messages")?;
-        let mut ready = batch.ready_chunks(FETCH_BATCH_SIZE);
+        let mut ready = batch.ready_chunks(self.config.max_batch);
         let mut pull = Pull::default();
         while let Some(chunk) = ready.next().await {
             let mut messages = Vec::with_capacity(chunk.len());
@@ -461,6 +509,48 @@ impl<H: MessageHandler> Consumer<H> {
         Ok(pull)
     }
 
+    /// Pulls what is ready (waiting up to [`FETCH_EXPIRY`] for a first
+    /// message), then waits up to `linger` for more, and handles it all as
+    /// one batch. The first pull is read to its end before the second is
+    /// asked for, so the messages stay in stream order.
+    async fn pull_lingering_and_handle(
+        &self,
+        consumer: &PullConsumer,
+        session: &mut PgConnection,
+        linger: Duration,
+    ) -> anyhow::Result<Pull> {
+        let max = self.config.max_batch;
+        let ready = consumer
+            .fetch()
+            .max_messages(max)
+            .expires(FETCH_EXPIRY)
+            .messages()
+            .await
+            .context("pulling messages")?;
+        let (mut messages, mut failure) = collect_messages(ready).await;
+        if !messages.is_empty() && messages.len() < max && failure.is_none() {
+            let later = consumer
+                .batch()
+                .max_messages(max - messages.len())
+                .expires(linger)
+                .messages()
+                .await
+                .context("pulling messages while lingering")?;
+            let (more, more_failure) = collect_messages(later).await;
+            messages.extend(more);
+            failure = more_failure;
+        }
+        let mut pull = Pull::default();
+        if !messages.is_empty() {
+            pull.batches = 1;
+            pull.session_failed = !self.process_batch(session, messages).await;
+        }
+        match failure {
+            Some(error) => Err(anyhow::anyhow!(error)).context("receiving a message"),
+            None => Ok(pull),
+        }
+    }
+
     /// Decides on a batch in one transaction on `session` and tells
     /// JetStream. False when the transaction could not begin or commit (the
     /// session may be gone).
@@ -478,8 +568,7 @@ impl<H: MessageHandler> Consumer<H> {
                 }
             }
         }
-        let received: Vec<&ReceivedMessage> = batch.iter().map(|(_, received)| received).collect();
-        let (verdicts, committed) = self.verdicts(session, &received).await;
+        let (verdicts, committed) = self.verdicts_skipping_ignored(session, &batch).await;
         // Every verdict (and its count) first, then the acks.
         let mut acks = Vec::with_capacity(batch.len());
         for ((_, received), verdict) in batch.iter().zip(verdicts) {
@@ -490,6 +579,10 @@ impl<H: MessageHandler> Consumer<H> {
                 }
                 Verdict::Duplicate => {
                     self.metrics.record_duplicate();
+                    AckKind::Ack
+                }
+                Verdict::Ignored => {
+                    self.metrics.record_ignored();
                     AckKind::Ack
                 }
                 Verdict::Retry { delay, error } => {
@@ -511,6 +604,44 @@ impl<H: MessageHandler> Consumer<H> {
             }
         }
         committed
+    }
+
+    /// The verdicts on a batch, in its order: [`Verdict::Ignored`] for what
+    /// the handler ignores, the others decided in one transaction (none
+    /// when every message is ignored). Also whether that transaction, when
+    /// there was one, began and committed.
+    async fn verdicts_skipping_ignored(
+        &self,
+        session: &mut PgConnection,
+        batch: &[(jetstream::Message, ReceivedMessage)],
+    ) -> (Vec<Verdict>, bool) {
+        let ignored: Vec<bool> = batch
+            .iter()
+            .map(|(_, received)| self.handler.ignores(received))
+            .collect();
+        let handled: Vec<&ReceivedMessage> = batch
+            .iter()
+            .zip(&ignored)
+            .filter(|(_, ignored)| !**ignored)
+            .map(|((_, received), _)| received)
+            .collect();
+        let (mut decided, committed) = if handled.is_empty() {
+            (Vec::new(), true)
+        } else {
+            self.verdicts(session, &handled).await
+        };
+        let mut decided = decided.drain(..);
+        let verdicts = ignored
+            .iter()
+            .map(|ignored| {
+                if *ignored {
+                    Verdict::Ignored
+                } else {
+                    decided.next().expect("one verdict per message handled")
+                }
+            })
+            .collect();
+        (verdicts, committed)
     }
 
     /// The verdicts on a batch, in its order, and whether its transaction
@@ -824,6 +955,23 @@ enum Savepoint {
     Held,
     /// None open.
     None,
+}
+
+/// Every message of one pull request until it ends, and the error that
+/// ended it early, if any.
+async fn collect_messages<S, E>(pull: S) -> (Vec<jetstream::Message>, Option<E>)
+where
+    S: futures::Stream<Item = Result<jetstream::Message, E>>,
+{
+    let mut messages = Vec::new();
+    let mut pull = std::pin::pin!(pull);
+    while let Some(message) = pull.next().await {
+        match message {
+            Ok(message) => messages.push(message),
+            Err(error) => return (messages, Some(error)),
+        }
+    }
+    (messages, None)
 }
 
 /// What one pull did.

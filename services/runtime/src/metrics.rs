@@ -15,6 +15,7 @@ pub struct MessagingMetrics {
     publish_failures_total: AtomicU64,
     handled_total: AtomicU64,
     redelivered_duplicates_total: AtomicU64,
+    ignored_total: AtomicU64,
     dead_lettered_total: AtomicU64,
 }
 
@@ -49,6 +50,10 @@ impl MessagingMetrics {
             .fetch_add(1, Ordering::Relaxed);
     }
 
+    pub(crate) fn record_ignored(&self) {
+        self.ignored_total.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn record_dead_lettered(&self) {
         self.dead_lettered_total.fetch_add(1, Ordering::Relaxed);
     }
@@ -72,6 +77,12 @@ impl MessagingMetrics {
     /// Redeliveries the inbox recognised and acknowledged without an effect.
     pub fn redelivered_duplicates_total(&self) -> u64 {
         self.redelivered_duplicates_total.load(Ordering::Relaxed)
+    }
+
+    /// Messages a consumer acknowledged unhandled because it has no use for
+    /// them (`MessageHandler::ignores`).
+    pub fn ignored_total(&self) -> u64 {
+        self.ignored_total.load(Ordering::Relaxed)
     }
 
     /// Messages this process moved to dead letters.

@@ -218,6 +218,10 @@ impl MetricSource for CoreMetrics {
                     self.messaging.redelivered_duplicates_total(),
                 ),
                 (
+                    "qapmap_messages_ignored_total",
+                    self.messaging.ignored_total(),
+                ),
+                (
                     "qapmap_messages_dead_lettered_total",
                     self.messaging.dead_lettered_total(),
                 ),

@@ -348,3 +348,53 @@ async fn each_message_of_a_batch_starts_with_the_settings_reset() {
         );
     }
 }
+
+/// Goal: a consumer limited to one message per batch commits each message
+/// on its own even when several are ready at once (the shareholder's
+/// payments, whose outcomes must not wait for later gateway calls).
+/// Method: as above, five messages ready before the consumer starts, which
+/// without the limit share a batch; their transaction ids must all differ.
+#[tokio::test]
+async fn a_consumer_limited_to_one_message_per_batch_commits_each_alone() {
+    let harness = Harness::start().await;
+    sqlx::raw_sql(
+        "CREATE TABLE seen_settings (message_id TEXT NOT NULL, transaction_id BIGINT NOT NULL,
+                                     role TEXT NOT NULL, company_id TEXT NOT NULL,
+                                     event_ids TEXT NOT NULL)",
+    )
+    .execute(&harness.pool)
+    .await
+    .expect("seen_settings table");
+    let events: Vec<_> = (1..=5).map(|seq| harness.event("k", seq, false)).collect();
+    for event in &events {
+        harness
+            .publish_direct(
+                event.subject.clone(),
+                &event.payload,
+                &event.message_id.to_string(),
+                None,
+            )
+            .await;
+    }
+    let consumer = Consumer::new(
+        harness.pool.clone(),
+        harness.jetstream.clone(),
+        harness.subjects.clone(),
+        harness.consumer_config("one-by-one").with_max_batch(1),
+        SettingsLeavingHandler,
+    );
+    let consumer = Running::spawn(move |stop| consumer.run(stop));
+    wait_for_count(&harness, "SELECT count(*) FROM seen_settings", 5).await;
+    consumer.stop().await;
+
+    let transactions = harness
+        .count("SELECT count(DISTINCT transaction_id) FROM seen_settings")
+        .await;
+    assert_eq!(transactions, 5);
+    assert_eq!(
+        harness
+            .count("SELECT count(*) FROM inbox WHERE consumer = 'one-by-one'")
+            .await,
+        5
+    );
+}
