@@ -54,6 +54,17 @@ struct Movement {
     pool_available_delta: Decimal,
 }
 
+/// The names (subjects' last tokens) of the equity events the projection
+/// applies: those [`apply_equity_event`] matches below. Every other event
+/// leaves it unchanged, so its consumer need not open a transaction for it.
+pub const PROJECTED_EVENTS: [&str; 5] = [
+    "equity_plan_created",
+    "pool_adjusted",
+    "award_granted",
+    "award_quantity_cancelled",
+    "options_exercised",
+];
+
 /// Applies an equity domain event in the caller's transaction.
 pub async fn apply_equity_event(
     tx: &mut PgConnection,
@@ -284,8 +295,8 @@ async fn record(
     .await?;
     // A new projection version makes every cached cap table of the company unreachable.
     sqlx::query(
-        "INSERT INTO ledgers (company_id, projection_version) VALUES ($1, 1)
-         ON CONFLICT (company_id) DO UPDATE SET projection_version = ledgers.projection_version + 1",
+        "INSERT INTO projection_versions (company_id, version) VALUES ($1, 1)
+         ON CONFLICT (company_id) DO UPDATE SET version = projection_versions.version + 1",
     )
     .bind(company_id)
     .execute(&mut *tx)

@@ -1,9 +1,10 @@
 //! Today's cap tables kept in this process's memory, so the common read (the
 //! current table, a page at a time) costs neither Postgres nor Redis.
 //!
-//! Freshness: every change to a company's ledger or equity projection bumps
-//! its `ledgers` row, whose trigger NOTIFYs `LEDGER_CHANGED_CHANNEL` with the
-//! company id at commit. A listener on a connection of its own drops the
+//! Freshness: every change to a company's ledger bumps its `ledgers` row,
+//! every change to its equity projection its `projection_versions` row, and
+//! both rows' triggers NOTIFY `LEDGER_CHANGED_CHANNEL` with the company id
+//! at commit. A listener on a connection of its own drops the
 //! company's table when that arrives; this process's own gRPC commands drop
 //! it themselves right after their commit, so a caller reads its own writes
 //! at once. A table loaded while a change was committing is never kept: each
@@ -22,7 +23,8 @@ use sqlx::PgPool;
 use sqlx::postgres::{PgListener, PgPoolOptions};
 use uuid::Uuid;
 
-/// Where the `ledgers` trigger announces a company's change (see the migration).
+/// Where the `ledgers` and `projection_versions` triggers announce a
+/// company's change (see the migrations).
 pub const LEDGER_CHANGED_CHANNEL: &str = "qapmap_ledger_changed";
 
 /// The most rows kept across companies (~0.5 KiB each as protobuf values):

@@ -23,27 +23,27 @@ pub async fn confined_versions(
     company_id: Uuid,
 ) -> sqlx::Result<(i64, i64)> {
     let sql = format!(
-        "{}; SELECT last_sequence, projection_version FROM ledgers WHERE company_id = '{company_id}'",
+        "{}; SELECT COALESCE((SELECT last_sequence FROM ledgers WHERE company_id = '{company_id}'), 0),
+                    COALESCE((SELECT version FROM projection_versions WHERE company_id = '{company_id}'), 0)",
         tenancy::confine_statements(company_id)
     );
     let row = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-        .fetch_optional(&mut *connection)
+        .fetch_one(&mut *connection)
         .await?;
-    match row {
-        Some(row) => Ok((row.try_get(0)?, row.try_get(1)?)),
-        None => Ok((0, 0)),
-    }
+    Ok((row.try_get(0)?, row.try_get(1)?))
 }
 
 /// The company's ledger sequence and projection version (0, 0 when new).
+/// Each has a row of its own (`ledgers`, `projection_versions`), so saga
+/// postings and the projection's consumer never wait for each other.
 pub async fn versions(connection: &mut PgConnection, company_id: Uuid) -> sqlx::Result<(i64, i64)> {
-    let row: Option<(i64, i64)> = sqlx::query_as(
-        "SELECT last_sequence, projection_version FROM ledgers WHERE company_id = $1",
+    sqlx::query_as(
+        "SELECT COALESCE((SELECT last_sequence FROM ledgers WHERE company_id = $1), 0),
+                COALESCE((SELECT version FROM projection_versions WHERE company_id = $1), 0)",
     )
     .bind(company_id)
-    .fetch_optional(&mut *connection)
-    .await?;
-    Ok(row.unwrap_or((0, 0)))
+    .fetch_one(&mut *connection)
+    .await
 }
 
 /// The whole cap table as of `as_of` (entries and equity facts effective on or before it).

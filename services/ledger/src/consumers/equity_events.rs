@@ -4,6 +4,8 @@
 //! new message id still counts once. Each event is applied in a
 //! transaction confined to its company (row-level security).
 
+use std::time::Duration;
+
 use prost::Message;
 use qapmap_proto::messaging::v1::DomainEvent;
 use qapmap_runtime::consumer::{
@@ -18,20 +20,35 @@ use crate::equity_projection::{self, ProjectionError};
 
 /// The durable consumer's name.
 pub const CONSUMER_NAME: &str = "ledger-equity-events";
+/// How long a batch of events waits for more before it is applied: no saga
+/// step waits for the projection, so during a run of sagas their
+/// `options_exercised` events share a commit instead of taking one each.
+/// The cap table's option columns trail equity by about this much more.
+pub const LINGER: Duration = Duration::from_millis(250);
 
-/// Every equity event: the projection ignores those it does not need.
+/// Every equity event: [`EquityEventHandler::ignores`] acknowledges those
+/// the projection does not need without a transaction (NATS 2.9 filters a
+/// consumer on one subject only).
 pub fn config(subjects: &Subjects) -> ConsumerConfig {
     ConsumerConfig::new(
         CONSUMER_NAME,
         StreamKind::Events,
         format!("{}.evt.equity.>", subjects.namespace()),
     )
+    .with_linger(LINGER)
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct EquityEventHandler;
 
 impl MessageHandler for EquityEventHandler {
+    /// Told by the subject's last token, the event's name
+    /// (`<ns>.evt.equity.<event>`), which equity derives from the payload.
+    fn ignores(&self, message: &ReceivedMessage) -> bool {
+        let event_name = message.subject.rsplit('.').next().unwrap_or_default();
+        !equity_projection::PROJECTED_EVENTS.contains(&event_name)
+    }
+
     async fn handle(
         &self,
         message: &ReceivedMessage,

@@ -5,13 +5,14 @@ use std::time::Duration;
 
 use prost::Message;
 use qapmap_ledger::consumers::equity_events::CONSUMER_NAME;
-use qapmap_proto::messaging::v1::DomainEvent;
+use qapmap_proto::equity::v1 as equity;
+use qapmap_proto::messaging::v1::{DomainEvent, domain_event::Event};
 use qapmap_runtime::messaging::StreamKind;
 use qapmap_testkit::eventually;
 use uuid::Uuid;
 
 use crate::bus::Bus;
-use crate::helpers::{TestLedger, date, row, value};
+use crate::helpers::{TestLedger, date, dec, row, value};
 use crate::ocf_tutorial::{COMMON, HOLDER, event, granted, plan_created};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -121,4 +122,119 @@ async fn equity_events_on_the_bus_reach_the_cap_table_once_even_out_of_order() {
             .await
             .expect("inbox");
     assert_eq!(inbox, 3, "plan, grant, and the grant under a new id");
+}
+
+#[tokio::test]
+async fn equity_events_the_projection_does_not_use_are_acknowledged_without_a_trace() {
+    let ledger = TestLedger::start().await;
+    let bus = Bus::connect(&ledger.service.namespace, "ledger").await;
+    let company = ledger.company_id;
+    // A saga's reservation: the projection has no use for it.
+    let reserved = event(
+        company,
+        date(2023, 3, 1),
+        Event::OptionsReserved(equity::OptionsReserved {
+            award_id: Uuid::now_v7().to_string(),
+            reservation_id: Uuid::now_v7().to_string(),
+            quantity: Some(dec("10")),
+        }),
+    );
+    let reserved_message = Uuid::now_v7().to_string();
+    publish(&bus, "options_reserved", &reserved_message, &reserved).await;
+    let plan = event(company, date(2023, 1, 1), plan_created("1000"));
+    let plan_message = Uuid::now_v7().to_string();
+    publish(&bus, "equity_plan_created", &plan_message, &plan).await;
+
+    // Both acknowledged: nothing left to deliver or awaiting an ack.
+    let acknowledged = eventually(TIMEOUT, || async {
+        let stream = bus.subjects.stream_name(StreamKind::Events);
+        let Ok(stream) = bus.jetstream.get_stream(&stream).await else {
+            return false;
+        };
+        stream.consumer_info(CONSUMER_NAME).await.is_ok_and(|info| {
+            info.ack_floor.consumer_sequence == 2
+                && info.num_ack_pending == 0
+                && info.num_pending == 0
+        })
+    })
+    .await;
+    assert!(acknowledged, "{}", consumer_state(&bus, &ledger).await);
+    assert_eq!(options(&ledger).await.2, 1, "the plan was projected");
+
+    // The plan left its inbox row and its applied event; the reservation
+    // neither (no transaction was opened for it) nor a dead letter.
+    let inbox: Vec<String> =
+        sqlx::query_scalar("SELECT message_id FROM inbox WHERE consumer = 'ledger-equity-events'")
+            .fetch_all(&ledger.pool)
+            .await
+            .expect("inbox");
+    assert_eq!(inbox, vec![plan_message]);
+    let applied: Vec<String> =
+        sqlx::query_scalar("SELECT event_id FROM applied_equity_events WHERE company_id = $1")
+            .bind(company)
+            .fetch_all(&ledger.pool)
+            .await
+            .expect("applied events");
+    assert_eq!(applied, vec![plan.event_id.clone()]);
+    let dead: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM dead_letters WHERE consumer = 'ledger-equity-events'",
+    )
+    .fetch_one(&ledger.pool)
+    .await
+    .expect("dead letters");
+    assert_eq!(dead, 0);
+}
+
+#[tokio::test]
+async fn equity_events_arriving_close_together_are_applied_in_one_transaction() {
+    let ledger = TestLedger::start().await;
+    let bus = Bus::connect(&ledger.service.namespace, "ledger").await;
+    let company = ledger.company_id;
+    let plan = event(company, date(2023, 1, 1), plan_created("1000"));
+    publish(
+        &bus,
+        "equity_plan_created",
+        &Uuid::now_v7().to_string(),
+        &plan,
+    )
+    .await;
+    let planned = eventually(TIMEOUT, || async { options(&ledger).await.2 == 1 }).await;
+    assert!(planned, "{}", consumer_state(&bus, &ledger).await);
+
+    // Five grants 30 ms apart: each would be ready alone and take a commit
+    // of its own, but the consumer lingers for more after the first.
+    let grants: Vec<DomainEvent> = (0..5)
+        .map(|_| event(company, date(2023, 2, 1), granted("100")))
+        .collect();
+    for grant in &grants {
+        publish(&bus, "award_granted", &Uuid::now_v7().to_string(), grant).await;
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let shown = eventually(TIMEOUT, || async {
+        options(&ledger).await == ("500".to_owned(), "500".to_owned(), 6)
+    })
+    .await;
+    assert!(
+        shown,
+        "cap table: {:?}; {}",
+        options(&ledger).await,
+        consumer_state(&bus, &ledger).await
+    );
+
+    let event_ids: Vec<String> = grants.iter().map(|grant| grant.event_id.clone()).collect();
+    // `applied_at` is the transaction's start (`now()`), shared by every
+    // row one transaction writes (xmin is not: each message has a savepoint).
+    let transactions: i64 = sqlx::query_scalar(
+        "SELECT count(DISTINCT applied_at) FROM applied_equity_events WHERE event_id = ANY($1)",
+    )
+    .bind(&event_ids)
+    .fetch_one(&ledger.pool)
+    .await
+    .expect("applied events");
+    // One when the host keeps up; a second allowed for a publish delayed
+    // past the linger on a loaded machine.
+    assert!(
+        transactions <= 2,
+        "5 events took {transactions} transactions"
+    );
 }

@@ -22,8 +22,9 @@ use crate::ocf_tutorial::{event, granted, plan_created};
 type Client = LedgerServiceClient<AuthenticatedChannel>;
 
 /// Every table of the ledger's own schema that holds a company's rows.
-const TENANT_TABLES: [&str; 10] = [
+const TENANT_TABLES: [&str; 11] = [
     "ledgers",
+    "projection_versions",
     "share_classes",
     "accounts",
     "journal_entries",
@@ -179,6 +180,7 @@ async fn a_confined_transaction_sees_and_writes_only_its_companys_rows_in_every_
             .expect("B's holder account");
     let inserts = [
         "INSERT INTO ledgers (company_id) VALUES ($1)",
+        "INSERT INTO projection_versions (company_id, version) VALUES ($1, 1)",
         "INSERT INTO share_classes (company_id, share_class_id) VALUES ($1, gen_random_uuid())",
         "INSERT INTO accounts (id, company_id, owner_kind, share_class_id, must_stay_non_negative)
          VALUES (gen_random_uuid(), $1, 'treasury', gen_random_uuid(), true)",
