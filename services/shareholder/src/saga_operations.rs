@@ -1,8 +1,11 @@
 //! The pivot steps of the exercise and buyback sagas (DESIGN.md, Sagas), as
-//! plain async functions the NATS command handler will call. The payment's
+//! plain async functions the NATS command handler calls. The payment's
 //! idempotency key is (saga id, step), so a redelivered command returns the
-//! first result and never pays twice.
+//! first result and never pays twice. A final outcome is recorded in the
+//! caller's transaction (the command's, with its inbox row and reply), so
+//! the step commits its effect and its answer once.
 
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::payment::{
@@ -66,26 +69,32 @@ impl SagaPaymentError {
     }
 }
 
-/// Exercise pivot: the holder pays strike x quantity to the company.
+/// Exercise pivot: the holder pays strike x quantity to the company. The
+/// outcome is written through `transaction` (confined to the command's
+/// company), which the caller commits.
 pub async fn collect_payment_for_saga(
     payments: &Payments,
     command: &SagaPayment,
+    transaction: &mut PgConnection,
 ) -> Result<PaymentReceipt, SagaPaymentError> {
-    execute(payments, command, Direction::Collection).await
+    execute(payments, command, Direction::Collection, transaction).await
 }
 
-/// Buyback pivot: the company pays price x quantity to the holder.
+/// Buyback pivot: the company pays price x quantity to the holder. The
+/// outcome is written through `transaction`, as for collections.
 pub async fn disburse_payment_for_saga(
     payments: &Payments,
     command: &SagaPayment,
+    transaction: &mut PgConnection,
 ) -> Result<PaymentReceipt, SagaPaymentError> {
-    execute(payments, command, Direction::Disbursement).await
+    execute(payments, command, Direction::Disbursement, transaction).await
 }
 
 async fn execute(
     payments: &Payments,
     command: &SagaPayment,
     direction: Direction,
+    transaction: &mut PgConnection,
 ) -> Result<PaymentReceipt, SagaPaymentError> {
     let intent = PaymentIntent {
         company_id: command.company_id,
@@ -95,7 +104,10 @@ async fn execute(
         key: IdempotencyKey::for_saga_step(command.saga_id, command.step),
         audit: command.audit.clone(),
     };
-    let payment = payments.execute(&intent).await.map_err(classify)?;
+    let payment = payments
+        .execute_recording_in(&intent, transaction)
+        .await
+        .map_err(classify)?;
     receipt(payment)
 }
 

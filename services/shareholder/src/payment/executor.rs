@@ -8,9 +8,11 @@
 //!    belongs to another caller, who is waited for.
 //! 2. The attempt is committed BEFORE the gateway is called, and no
 //!    transaction is held open across the call.
-//! 3. The outcome is recorded after. A crash in between leaves a pending row
-//!    that later callers see as stale and declare `outcome_unknown`: never
-//!    paid twice, and visible for reconciliation.
+//! 3. The outcome is recorded after: in a transaction of its own, or for a
+//!    saga command in the command's transaction, with its inbox row and
+//!    reply ([`Payments::execute_recording_in`]). A crash in between leaves
+//!    a pending row that later callers see as stale and declare
+//!    `outcome_unknown`: never paid twice, and visible for reconciliation.
 //!
 //! Every transaction here is confined to the payment's company (row-level
 //! security, see `qapmap_runtime::tenancy`): these writes do not pass
@@ -109,12 +111,39 @@ impl Payments {
     /// [`PaymentError::GatewayUnavailable`] and may be repeated.
     #[tracing::instrument(skip_all, fields(company.id = %intent.company_id, payment.key = intent.key.as_str()))]
     pub async fn execute(&self, intent: &PaymentIntent) -> Result<Payment, PaymentError> {
+        self.run(intent, None).await
+    }
+
+    /// As [`Self::execute`], but a final outcome reached by this call is
+    /// recorded (with its event and audit record) in `transaction`, which
+    /// must be confined to the intent's company; the caller commits it with
+    /// its own effects (a saga command's inbox row and reply: one commit
+    /// instead of two). Until that commit the payment stays `pending`, so a
+    /// caller that rolls back after the gateway approved leaves what a crash
+    /// mid-call leaves: an attempt later callers declare `outcome_unknown`,
+    /// never paid twice. The claim and the outcomes that are not final
+    /// still commit on their own.
+    #[tracing::instrument(skip_all, fields(company.id = %intent.company_id, payment.key = intent.key.as_str()))]
+    pub async fn execute_recording_in(
+        &self,
+        intent: &PaymentIntent,
+        transaction: &mut PgConnection,
+    ) -> Result<Payment, PaymentError> {
+        self.run(intent, Some(transaction)).await
+    }
+
+    async fn run(
+        &self,
+        intent: &PaymentIntent,
+        mut recording_in: Option<&mut PgConnection>,
+    ) -> Result<Payment, PaymentError> {
         let deadline = Instant::now() + self.gateway_timeout + STALE_MARGIN;
         loop {
             match self.claim(intent).await? {
                 Claim::Run(payment, instruction) => {
+                    let payment = self.attempt(payment, instruction).await?;
                     return self
-                        .attempt(payment, instruction, intent.audit.as_ref())
+                        .record_final(payment, intent.audit.as_ref(), recording_in.as_deref_mut())
                         .await;
                 }
                 Claim::Done(payment) => return Ok(payment),
@@ -153,11 +182,13 @@ impl Payments {
         Ok(claim)
     }
 
+    /// Calls the gateway for a claimed attempt: the payment with its final
+    /// status, not yet recorded. Outcomes that are not final are recorded
+    /// here, each in its own transaction.
     async fn attempt(
         &self,
         payment: Payment,
         instruction: String,
-        audit: Option<&PaymentAudit>,
     ) -> Result<Payment, PaymentError> {
         let request = GatewayRequest {
             idempotency_key: payment.idempotency_key.clone(),
@@ -183,8 +214,7 @@ impl Payments {
                 return Err(PaymentError::OutcomeUnknown(payment.id));
             }
         };
-        self.record_final(Payment { status, ..payment }, audit)
-            .await
+        Ok(Payment { status, ..payment })
     }
 
     /// Records an outcome that is not final (nothing to announce).
@@ -200,50 +230,72 @@ impl Payments {
     }
 
     /// Records a final outcome and announces it, and the audit record when
-    /// asked for, in one transaction.
+    /// asked for, in `recording_in` when given (the caller commits), else
+    /// in a transaction of its own.
     async fn record_final(
         &self,
         payment: Payment,
         audit: Option<&PaymentAudit>,
+        recording_in: Option<&mut PgConnection>,
     ) -> Result<Payment, PaymentError> {
-        let mut transaction = tenancy::begin(&self.pool, payment.company_id).await?;
-        if !store::record_outcome(&mut *transaction, payment.id, &payment.status).await? {
-            return Err(PaymentError::OutcomeUnknown(payment.id));
+        match recording_in {
+            Some(transaction) => {
+                record_final_in(transaction, &self.subjects, &payment, audit).await?;
+            }
+            None => {
+                let mut transaction = tenancy::begin(&self.pool, payment.company_id).await?;
+                record_final_in(&mut transaction, &self.subjects, &payment, audit).await?;
+                transaction.commit().await?;
+            }
         }
-        let aggregate = events::Aggregate {
-            company_id: payment.company_id,
-            aggregate_type: "payment",
-            aggregate_id: payment.id,
-            version: 1,
-        };
-        let event = Event::PaymentRecorded(proto::PaymentRecorded {
-            payment: Some(convert::payment_to_proto(&payment)),
-        });
-        let today = qapmap_runtime::date::today();
-        events::enqueue(
-            &mut transaction,
-            &self.subjects,
-            &aggregate,
-            today,
-            "payment_recorded",
-            event,
-        )
-        .await?;
-        if let Some(audit) = audit {
-            // Last, so the record names the event just enqueued.
-            audit::record(
-                &mut transaction,
-                payment.company_id,
-                &audit.actor,
-                &audit.method,
-                &audit.request_id,
-            )
-            .await?;
-        }
-        transaction.commit().await?;
         tracing::info!(payment.id = %payment.id, payment.status = payment.status.as_db(), "payment recorded");
         Ok(payment)
     }
+}
+
+/// Writes a final outcome, its `PaymentRecorded` event and the audit record
+/// (when asked for) through `transaction`. An attempt no longer pending
+/// (declared `outcome_unknown` meanwhile) is left as it is.
+async fn record_final_in(
+    transaction: &mut PgConnection,
+    subjects: &Subjects,
+    payment: &Payment,
+    audit: Option<&PaymentAudit>,
+) -> Result<(), PaymentError> {
+    if !store::record_outcome(&mut *transaction, payment.id, &payment.status).await? {
+        return Err(PaymentError::OutcomeUnknown(payment.id));
+    }
+    let aggregate = events::Aggregate {
+        company_id: payment.company_id,
+        aggregate_type: "payment",
+        aggregate_id: payment.id,
+        version: 1,
+    };
+    let event = Event::PaymentRecorded(proto::PaymentRecorded {
+        payment: Some(convert::payment_to_proto(payment)),
+    });
+    let today = qapmap_runtime::date::today();
+    events::enqueue(
+        &mut *transaction,
+        subjects,
+        &aggregate,
+        today,
+        "payment_recorded",
+        event,
+    )
+    .await?;
+    if let Some(audit) = audit {
+        // Last, so the record names the event just enqueued.
+        audit::record(
+            &mut *transaction,
+            payment.company_id,
+            &audit.actor,
+            &audit.method,
+            &audit.request_id,
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// First sight of a key: check the stakeholder and record the attempt.

@@ -24,7 +24,12 @@
 //!   (dead letter). A reused key is not answered REJECTED: the first payment
 //!   may have moved money, and a rejection would make the saga compensate.
 //!
-//! Security: the consumer's transaction (inbox row, reply) is confined to
+//! Commits: one batch holds one command ([`consumer_config`]), since the
+//! command's transaction also records its payment's outcome: a batch of
+//! several would keep earlier outcomes uncommitted while later gateway
+//! calls run, and a crash then would leave them all `outcome_unknown`.
+//!
+//! Security: the consumer's transaction (outcome, inbox row, reply) is confined to
 //! the command's company, as the payment's own transactions are (see
 //! `payment::executor`). When an employee started the saga for themselves
 //! (the initiator names their stakeholder), a payment for anyone else is
@@ -93,6 +98,7 @@ pub fn consumer_config(subjects: &Subjects) -> ConsumerConfig {
     )
     .with_ack_wait(ACK_WAIT)
     .with_backoff(BACKOFF.to_vec())
+    .with_max_batch(1)
 }
 
 /// Handles the shareholder's saga commands.
@@ -159,8 +165,12 @@ impl CommandHandler {
             request_id: format!("{}/{}", envelope.saga_id, envelope.step),
         });
         let result = match envelope.direction {
-            Direction::Collection => collect_payment_for_saga(&self.payments, &payment).await,
-            Direction::Disbursement => disburse_payment_for_saga(&self.payments, &payment).await,
+            Direction::Collection => {
+                collect_payment_for_saga(&self.payments, &payment, transaction).await
+            }
+            Direction::Disbursement => {
+                disburse_payment_for_saga(&self.payments, &payment, transaction).await
+            }
         };
         match result {
             Ok(receipt) => {
@@ -189,9 +199,11 @@ impl CommandHandler {
 }
 
 impl MessageHandler for CommandHandler {
-    /// The payment commits in transactions of its own (a gateway call cannot
-    /// sit inside one), so `transaction` carries only the inbox row and the
-    /// reply; the payment's (saga id, step) key makes a rerun harmless.
+    /// The payment's claim commits in a transaction of its own before the
+    /// gateway is called; `transaction` carries its final outcome (with the
+    /// `PaymentRecorded` event and the audit record), the inbox row and the
+    /// reply, committed together. The payment's (saga id, step) key makes a
+    /// rerun harmless.
     async fn handle(
         &self,
         message: &ReceivedMessage,

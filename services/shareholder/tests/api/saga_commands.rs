@@ -237,6 +237,38 @@ async fn a_re_sent_command_gets_the_first_reply_and_no_second_gateway_call() {
 }
 
 #[tokio::test]
+async fn a_payment_outcome_commits_with_the_commands_inbox_row() {
+    // One commit for the step's effect and its answer (DESIGN.md): the
+    // final outcome is written in the command's transaction, after the
+    // claim committed on its own.
+    let app = spawn_app().await;
+    let mut bus = Bus::connect(&app).await;
+    let holder = app.stakeholder_paying_with("bank:ada").await;
+    let command = payment_command(&app, "option_exercise", &holder.id, "10");
+
+    bus.send(&command, "collect_payment", None).await;
+    let received = bus.next_reply().await;
+
+    assert_succeeded(&received, &command);
+    let payment_transaction: String =
+        sqlx::query_scalar("SELECT xmin::text FROM payments WHERE id = $1")
+            .bind(payment_id(&received.reply))
+            .fetch_one(&app.pool)
+            .await
+            .expect("payment");
+    let inbox_transaction: String =
+        sqlx::query_scalar("SELECT xmin::text FROM inbox WHERE consumer = 'shareholder-commands'")
+            .fetch_one(&app.pool)
+            .await
+            .expect("inbox row");
+    assert_eq!(payment_transaction, inbox_transaction);
+    assert_eq!(
+        payment_row(&app, payment_id(&received.reply)).await,
+        ("collection".to_owned(), "succeeded".to_owned(), 1)
+    );
+}
+
+#[tokio::test]
 async fn a_declined_payment_is_rejected_payment_declined_and_stored_declined() {
     let app = spawn_app().await;
     let mut bus = Bus::connect(&app).await;

@@ -1,12 +1,14 @@
-//! The saga pivot steps, called directly as the NATS command handler will:
+//! The saga pivot steps, called directly as the NATS command handler does:
 //! keyed by (saga id, step), so a redelivered command never pays twice.
 
 use std::time::Duration;
 
 use qapmap_runtime::decimal::{Currency, Money};
+use qapmap_runtime::tenancy;
 use qapmap_shareholder::payment::{PaymentAmount, Payments};
 use qapmap_shareholder::saga_operations::{
-    SagaPayment, SagaPaymentError, collect_payment_for_saga, disburse_payment_for_saga,
+    PaymentReceipt, SagaPayment, SagaPaymentError, collect_payment_for_saga,
+    disburse_payment_for_saga,
 };
 use rust_decimal::Decimal;
 use uuid::Uuid;
@@ -37,6 +39,35 @@ async fn command(app: &TestApp, instruction: &str) -> SagaPayment {
     }
 }
 
+/// A collection as the command handler runs it: in a transaction confined
+/// to the company, committed after (with nothing else in it here).
+async fn collect(
+    app: &TestApp,
+    payments: &Payments,
+    command: &SagaPayment,
+) -> Result<PaymentReceipt, SagaPaymentError> {
+    let mut transaction = tenancy::begin(&app.pool, command.company_id)
+        .await
+        .expect("begin");
+    let result = collect_payment_for_saga(payments, command, &mut transaction).await;
+    transaction.commit().await.expect("commit");
+    result
+}
+
+/// A disbursement, as [`collect`].
+async fn disburse(
+    app: &TestApp,
+    payments: &Payments,
+    command: &SagaPayment,
+) -> Result<PaymentReceipt, SagaPaymentError> {
+    let mut transaction = tenancy::begin(&app.pool, command.company_id)
+        .await
+        .expect("begin");
+    let result = disburse_payment_for_saga(payments, command, &mut transaction).await;
+    transaction.commit().await.expect("commit");
+    result
+}
+
 fn key(command: &SagaPayment) -> String {
     format!("saga:{}:{}", command.saga_id, command.step)
 }
@@ -47,10 +78,8 @@ async fn a_redelivered_collect_command_never_pays_twice() {
     let payments = payments(&app);
     let command = command(&app, "bank:ada").await;
 
-    let first = collect_payment_for_saga(&payments, &command)
-        .await
-        .expect("paid");
-    let redelivered = collect_payment_for_saga(&payments, &command)
+    let first = collect(&app, &payments, &command).await.expect("paid");
+    let redelivered = collect(&app, &payments, &command)
         .await
         .expect("same result");
 
@@ -65,10 +94,10 @@ async fn a_declined_disbursement_is_payment_declined_and_stays_declined() {
     let payments = payments(&app);
     let command = command(&app, "sandbox:decline").await;
 
-    let first = disburse_payment_for_saga(&payments, &command)
+    let first = disburse(&app, &payments, &command)
         .await
         .expect_err("declined");
-    let redelivered = disburse_payment_for_saga(&payments, &command)
+    let redelivered = disburse(&app, &payments, &command)
         .await
         .expect_err("declined");
 
@@ -84,10 +113,10 @@ async fn a_transient_failure_is_retriable_and_the_redelivery_pays() {
     let payments = payments(&app);
     let command = command(&app, "sandbox:fail-transient:1").await;
 
-    let failure = collect_payment_for_saga(&payments, &command)
+    let failure = collect(&app, &payments, &command)
         .await
         .expect_err("transient");
-    let retried = collect_payment_for_saga(&payments, &command).await;
+    let retried = collect(&app, &payments, &command).await;
 
     assert!(failure.is_retriable());
     assert_eq!(failure.reason_code(), "payment_gateway_unavailable");
@@ -102,10 +131,10 @@ async fn a_gateway_timeout_leaves_the_outcome_unknown_and_it_is_never_retried() 
     let payments = payments(&app).with_gateway_timeout(Duration::from_millis(100));
     let command = command(&app, "sandbox:delay-ms:500").await;
 
-    let timed_out = collect_payment_for_saga(&payments, &command)
+    let timed_out = collect(&app, &payments, &command)
         .await
         .expect_err("timeout");
-    let redelivered = collect_payment_for_saga(&payments, &command)
+    let redelivered = collect(&app, &payments, &command)
         .await
         .expect_err("still unknown");
 
@@ -136,7 +165,7 @@ async fn an_attempt_abandoned_by_a_crash_is_detected_and_not_paid_again() {
     .await
     .expect("abandoned attempt");
 
-    let error = collect_payment_for_saga(&payments, &command)
+    let error = collect(&app, &payments, &command)
         .await
         .expect_err("unknown");
 
@@ -147,4 +176,48 @@ async fn an_attempt_abandoned_by_a_crash_is_detected_and_not_paid_again() {
         .await
         .expect("row");
     assert_eq!(status, "outcome_unknown");
+}
+
+#[tokio::test]
+async fn an_outcome_rolled_back_with_its_command_is_never_paid_again() {
+    // The outcome rides on the command's transaction: when that transaction
+    // is lost after the gateway approved (a crash before its commit), the
+    // attempt is left as a crash mid-call leaves it.
+    let app = spawn_app().await;
+    let payments = payments(&app).with_gateway_timeout(Duration::from_millis(100));
+    let command = command(&app, "bank:ada").await;
+    let mut transaction = tenancy::begin(&app.pool, command.company_id)
+        .await
+        .expect("begin");
+    collect_payment_for_saga(&payments, &command, &mut transaction)
+        .await
+        .expect("approved");
+    drop(transaction);
+
+    let status: String = sqlx::query_scalar("SELECT status FROM payments")
+        .fetch_one(&app.pool)
+        .await
+        .expect("row");
+    assert_eq!(
+        status, "pending",
+        "the claim committed, the outcome did not"
+    );
+    // Once the attempt is past the gateway timeout, a redelivery finds it
+    // abandoned.
+    sqlx::query("UPDATE payments SET attempt_started_at = now() - interval '1 hour'")
+        .execute(&app.pool)
+        .await
+        .expect("age the attempt");
+    let redelivered = collect(&app, &payments, &command)
+        .await
+        .expect_err("unknown");
+
+    assert_eq!(redelivered.reason_code(), "payment_outcome_unknown");
+    assert_eq!(app.gateway.calls_for(&key(&command)), 1);
+    let events: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM outbox WHERE subject LIKE '%.payment_recorded'")
+            .fetch_one(&app.pool)
+            .await
+            .expect("outbox");
+    assert_eq!(events, 0, "no outcome was announced");
 }
