@@ -3,15 +3,21 @@
 -- the same row, a transaction applying equity events held the rows that
 -- postings of the same companies wait for, so the projection's consumer
 -- could not gather several events into one transaction without slowing the
--- sagas (bench/README, "Sixth session"). Reads take the two versions from
--- the two tables.
+-- sagas (bench/README, "Sixth session").
+--
+-- The company's projection version is now
+-- `ledgers.projection_version + projection_versions.version`: the old
+-- column keeps the count of changes made before this release (and any an
+-- older replica still makes during a rolling deploy), the new row counts
+-- the changes since. So the version goes on from where it was, and this
+-- release's readers see every change whichever replica made it. Readers of
+-- the previous release see only the old column: until they are gone, their
+-- cached tables may show option columns that trail the changes this
+-- release's consumer applies.
 CREATE TABLE projection_versions (
     company_id UUID PRIMARY KEY,
     version    BIGINT NOT NULL CHECK (version >= 0)
 );
-
-INSERT INTO projection_versions (company_id, version)
-    SELECT company_id, projection_version FROM ledgers WHERE projection_version > 0;
 
 SELECT qapmap_enable_tenant_rls('projection_versions');
 
@@ -21,7 +27,5 @@ CREATE TRIGGER projection_versions_notify_change
     AFTER INSERT OR UPDATE ON projection_versions
     FOR EACH ROW EXECUTE FUNCTION notify_ledger_changed();
 
--- Kept for replicas still running the previous release during a rolling
--- deploy; no longer written. Drop it in a later release.
 COMMENT ON COLUMN ledgers.projection_version IS
-    'superseded by projection_versions.version (2026-12-23); not written';
+    'changes to the options projection before projection_versions (2026-12-23); the version is the sum of both';

@@ -54,16 +54,21 @@ struct Movement {
     pool_available_delta: Decimal,
 }
 
-/// The names (subjects' last tokens) of the equity events the projection
-/// applies: those [`apply_equity_event`] matches below. Every other event
-/// leaves it unchanged, so its consumer need not open a transaction for it.
-pub const PROJECTED_EVENTS: [&str; 5] = [
-    "equity_plan_created",
-    "pool_adjusted",
-    "award_granted",
-    "award_quantity_cancelled",
-    "options_exercised",
-];
+/// Whether the projection uses this kind of event: those
+/// [`apply_equity_event`] applies. Every other kind leaves it unchanged, so
+/// its consumer need not open a transaction for one.
+pub fn projects(event: Option<&Event>) -> bool {
+    matches!(
+        event,
+        Some(
+            Event::EquityPlanCreated(_)
+                | Event::PoolAdjusted(_)
+                | Event::AwardGranted(_)
+                | Event::AwardQuantityCancelled(_)
+                | Event::OptionsExercised(_)
+        )
+    )
+}
 
 /// Applies an equity domain event in the caller's transaction.
 pub async fn apply_equity_event(
@@ -78,6 +83,9 @@ pub async fn apply_equity_event(
         });
     }
     let effective_date = date::effective_or_today("effective_date", event.effective_date.as_ref())?;
+    if !projects(event.event.as_ref()) {
+        return Ok(Applied::Unchanged);
+    }
     let inserted = sqlx::query(
         "INSERT INTO applied_equity_events (company_id, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
     )
@@ -98,6 +106,7 @@ pub async fn apply_equity_event(
         Some(Event::OptionsExercised(exercised)) => {
             options_exercised(tx, company_id, exercised).await?
         }
+        // The kinds `projects` rejects returned above.
         _ => return Ok(Applied::Unchanged),
     };
     record(tx, company_id, &event.event_id, effective_date, movement).await?;

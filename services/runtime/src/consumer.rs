@@ -2,9 +2,13 @@
 //!
 //! Messages are handled in batches, in stream order: a pull returns what is
 //! ready (waiting up to [`FETCH_EXPIRY`] for the first), and every group of
-//! messages that is ready at once (up to [`FETCH_BATCH_SIZE`]) shares one
-//! transaction, so a busy consumer pays one commit per batch, not one per
-//! message. For every message of a batch:
+//! messages that is ready at once (up to [`FETCH_BATCH_SIZE`], or the
+//! consumer's [`ConsumerConfig::max_batch`]) shares one transaction, so a
+//! busy consumer pays one commit per batch, not one per message. A consumer
+//! may linger ([`ConsumerConfig::with_linger`]) to gather more per batch.
+//! Messages its handler ignores ([`MessageHandler::ignores`]) are
+//! acknowledged without a transaction or an inbox row. For every other
+//! message of a batch:
 //! 1. a savepoint is set and the message id is recorded in the inbox; a
 //!    message seen before changes nothing (a command's stored reply is put
 //!    back in the outbox);
@@ -152,11 +156,11 @@ pub trait MessageHandler: Send + Sync + 'static {
         transaction: &mut PgConnection,
     ) -> impl Future<Output = Result<Handled, HandlerError>> + Send;
 
-    /// True for a message that has no effect here, told from its subject
-    /// and headers alone. It is acknowledged without a transaction or an
-    /// inbox row, as a server-side subject filter would drop it (NATS 2.9
-    /// filters a consumer on one subject only), so a consumer pays no commit
-    /// for the events it does not use. Ignoring has no effect to repeat, so
+    /// True for a message that has no effect here, told from the message
+    /// alone (its subject, headers or payload; no database). It is
+    /// acknowledged without a transaction or an inbox row, as a server-side
+    /// filter would drop it (NATS 2.9 filters a consumer on one subject
+    /// only), so a consumer pays no commit for the events it does not use. Ignoring has no effect to repeat, so
     /// a redelivery is ignored again.
     fn ignores(&self, _message: &ReceivedMessage) -> bool {
         false
@@ -478,9 +482,12 @@ impl<H: MessageHandler> Consumer<H> {
                 .pull_lingering_and_handle(consumer, session, linger)
                 .await;
         }
+        // A consumer of small batches (slow handlers) asks for no more than
+        // a batch, so messages do not wait in hand, unacknowledged, behind
+        // the others' handling.
         let batch = consumer
             .fetch()
-            .max_messages(FETCH_BATCH_SIZE)
+            .max_messages(self.config.max_batch)
             .expires(FETCH_EXPIRY)
             .messages()
             .await
@@ -510,16 +517,19 @@ impl<H: MessageHandler> Consumer<H> {
     }
 
     /// Pulls what is ready (waiting up to [`FETCH_EXPIRY`] for a first
-    /// message); unless that filled a batch, waits `linger` and pulls what
-    /// is ready then; handles it all as one batch. The first pull is read to
-    /// its end before the second is asked for, so the messages stay in
-    /// stream order.
+    /// message); unless that filled a batch, waits `linger` and pulls again;
+    /// handles it all as one batch. The first pull is read to its end before
+    /// the second is asked for, so the messages stay in stream order.
     ///
-    /// The second pull asks for what is ready after the wait, not for
-    /// "whatever arrives within `linger`" (a waiting pull with that expiry):
-    /// against nats-server 2.9 such a pull now and then missed the server's
-    /// end-of-request and ran to the client's own timeout, 5 s later (1 in
-    /// 60 in a probe; 5-second stalls of the projection in the bench).
+    /// The second pull is the same kind as the first (returns what is ready,
+    /// or waits at most `linger` for a first message when nothing is), so a
+    /// batch waits at most twice `linger`. Not a pull that waits the whole
+    /// `linger` collecting: against nats-server 2.9 such a pull now and then
+    /// missed the server's end of request and ran to the client's own
+    /// timeout, 5 s later (1 in 60 in a probe; 5-second stalls of the
+    /// projection in the bench). If the second pull fails, what the first
+    /// brought is still handled (not left to the ack wait), then the error
+    /// is returned.
     async fn pull_lingering_and_handle(
         &self,
         consumer: &PullConsumer,
@@ -535,6 +545,7 @@ impl<H: MessageHandler> Consumer<H> {
             .await
             .context("pulling messages")?;
         let (mut messages, mut failure) = collect_messages(ready).await;
+        let mut later_failure = None;
         if !messages.is_empty() && messages.len() < max && failure.is_none() {
             tokio::time::sleep(linger).await;
             let later = consumer
@@ -542,16 +553,23 @@ impl<H: MessageHandler> Consumer<H> {
                 .max_messages(max - messages.len())
                 .expires(linger)
                 .messages()
-                .await
-                .context("pulling messages after lingering")?;
-            let (more, more_failure) = collect_messages(later).await;
-            messages.extend(more);
-            failure = more_failure;
+                .await;
+            match later {
+                Ok(later) => {
+                    let (more, more_failure) = collect_messages(later).await;
+                    messages.extend(more);
+                    failure = more_failure;
+                }
+                Err(error) => later_failure = Some(error),
+            }
         }
         let mut pull = Pull::default();
         if !messages.is_empty() {
             pull.batches = 1;
             pull.session_failed = !self.process_batch(session, messages).await;
+        }
+        if let Some(error) = later_failure {
+            return Err(anyhow::anyhow!(error)).context("pulling messages after lingering");
         }
         match failure {
             Some(error) => Err(anyhow::anyhow!(error)).context("receiving a message"),

@@ -23,8 +23,11 @@ pub async fn confined_versions(
     company_id: Uuid,
 ) -> sqlx::Result<(i64, i64)> {
     let sql = format!(
-        "{}; SELECT COALESCE((SELECT last_sequence FROM ledgers WHERE company_id = '{company_id}'), 0),
-                    COALESCE((SELECT version FROM projection_versions WHERE company_id = '{company_id}'), 0)",
+        "{}; SELECT COALESCE(l.last_sequence, 0),
+                    COALESCE(l.projection_version, 0) + COALESCE(p.version, 0)
+             FROM (SELECT '{company_id}'::uuid AS company_id) c
+             LEFT JOIN ledgers l USING (company_id)
+             LEFT JOIN projection_versions p USING (company_id)",
         tenancy::confine_statements(company_id)
     );
     let row = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
@@ -34,12 +37,17 @@ pub async fn confined_versions(
 }
 
 /// The company's ledger sequence and projection version (0, 0 when new).
-/// Each has a row of its own (`ledgers`, `projection_versions`), so saga
-/// postings and the projection's consumer never wait for each other.
+/// The projection's changes are counted in a row of their own
+/// (`projection_versions`), so saga postings and the projection's consumer
+/// never wait for each other; the version adds the changes counted in
+/// `ledgers` before that row existed (see its migration).
 pub async fn versions(connection: &mut PgConnection, company_id: Uuid) -> sqlx::Result<(i64, i64)> {
     sqlx::query_as(
-        "SELECT COALESCE((SELECT last_sequence FROM ledgers WHERE company_id = $1), 0),
-                COALESCE((SELECT version FROM projection_versions WHERE company_id = $1), 0)",
+        "SELECT COALESCE(l.last_sequence, 0),
+                COALESCE(l.projection_version, 0) + COALESCE(p.version, 0)
+         FROM (SELECT $1::uuid AS company_id) c
+         LEFT JOIN ledgers l USING (company_id)
+         LEFT JOIN projection_versions p USING (company_id)",
     )
     .bind(company_id)
     .fetch_one(&mut *connection)

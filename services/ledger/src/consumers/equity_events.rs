@@ -27,8 +27,8 @@ pub const CONSUMER_NAME: &str = "ledger-equity-events";
 pub const LINGER: Duration = Duration::from_millis(250);
 
 /// Every equity event: [`EquityEventHandler::ignores`] acknowledges those
-/// the projection does not need without a transaction (NATS 2.9 filters a
-/// consumer on one subject only).
+/// the projection does not use without a transaction (NATS 2.9 filters a
+/// consumer on one subject only, so the server cannot drop them).
 pub fn config(subjects: &Subjects) -> ConsumerConfig {
     ConsumerConfig::new(
         CONSUMER_NAME,
@@ -42,11 +42,11 @@ pub fn config(subjects: &Subjects) -> ConsumerConfig {
 pub struct EquityEventHandler;
 
 impl MessageHandler for EquityEventHandler {
-    /// Told by the subject's last token, the event's name
-    /// (`<ns>.evt.equity.<event>`), which equity derives from the payload.
+    /// Told by the event's kind ([`equity_projection::projects`]); an
+    /// undecodable payload is not ignored, so it reaches the dead letters.
     fn ignores(&self, message: &ReceivedMessage) -> bool {
-        let event_name = message.subject.rsplit('.').next().unwrap_or_default();
-        !equity_projection::PROJECTED_EVENTS.contains(&event_name)
+        DomainEvent::decode(message.payload.as_ref())
+            .is_ok_and(|event| !equity_projection::projects(event.event.as_ref()))
     }
 
     async fn handle(

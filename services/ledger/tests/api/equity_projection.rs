@@ -47,3 +47,40 @@ async fn an_equity_event_applied_twice_counts_once_and_moves_the_projection_vers
         qapmap_ledger::equity_projection::ProjectionError::UnknownPlan(_)
     ));
 }
+
+#[tokio::test]
+async fn the_projection_version_goes_on_from_the_changes_counted_before_its_own_row() {
+    // A company whose projection changed 5 times before `projection_versions`
+    // existed (the count the `ledgers` row kept): its next change is version 6,
+    // in today's table (memory) and in a past date's (Postgres) alike.
+    let ledger = TestLedger::start().await;
+    let company = ledger.company_id;
+    sqlx::query("INSERT INTO ledgers (company_id, projection_version) VALUES ($1, 5)")
+        .bind(company)
+        .execute(&ledger.pool)
+        .await
+        .expect("a ledgers row from the previous release");
+    assert_eq!(ledger.cap_table(None).await.projection_version, 5);
+
+    apply(
+        &ledger,
+        &event(company, date(2023, 1, 1), plan_created("1000")),
+    )
+    .await;
+
+    assert_eq!(
+        ledger
+            .cap_table(Some(date(2024, 1, 1)))
+            .await
+            .projection_version,
+        6
+    );
+    // Today's table was loaded at version 5: the change's NOTIFY drops it
+    // (the event was applied outside the service, so only the notification
+    // tells it).
+    let current = qapmap_testkit::eventually(std::time::Duration::from_secs(10), || async {
+        ledger.cap_table(None).await.projection_version == 6
+    })
+    .await;
+    assert!(current, "today's table shows version 6");
+}

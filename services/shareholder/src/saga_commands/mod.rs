@@ -10,11 +10,14 @@
 //! - declined, unknown or other company's stakeholder, no payment
 //!   instruction, bad payment fields -> REJECTED with a reason code (no money
 //!   moved, so the orchestrator may compensate);
-//! - transient (gateway failed without moving money, database away, another
-//!   attempt in progress) -> [`HandlerError::Retry`]: the consumer naks with
-//!   backoff and the same key is tried again;
+//! - transient (gateway failed without moving money, database away before
+//!   the gateway call, another attempt in progress) -> [`HandlerError::Retry`]:
+//!   the consumer naks with backoff and the same key is tried again;
 //! - **outcome unknown** (the gateway timed out, or an earlier attempt died
-//!   mid-call) -> no reply at all ([`Handled::Done`]). Money may have moved,
+//!   mid-call, or the command's transaction was lost after the gateway
+//!   answered: its outcome was to commit with it, so the attempt stays
+//!   `pending`, the redelivery waits for it as for another caller's, and
+//!   past the gateway timeout declares it unknown) -> no reply at all ([`Handled::Done`]). Money may have moved,
 //!   so neither "declined" (the saga would compensate) nor a retry (it could
 //!   pay twice) is honest. The orchestrator re-sends the pivot on its
 //!   deadline, gets silence again, and parks the saga after its last attempt
