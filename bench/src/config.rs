@@ -24,6 +24,8 @@ pub(crate) struct Size {
     pub(crate) vesting_awards: usize,
     /// How long a saga may take before it counts as failed.
     pub(crate) saga_patience: Duration,
+    /// The wait before each snapshot of the commit counters.
+    pub(crate) stats_settle: Duration,
 }
 
 impl Size {
@@ -40,6 +42,7 @@ impl Size {
             read_concurrency: 64,
             vesting_awards: 1_000_000,
             saga_patience: Duration::from_secs(60),
+            stats_settle: crate::commits::STATS_SETTLE_FULL,
         }
     }
 
@@ -61,6 +64,7 @@ impl Size {
             read_concurrency: 16,
             vesting_awards: 100_000,
             saga_patience: Duration::from_secs(30),
+            stats_settle: crate::commits::STATS_SETTLE_TINY,
         }
     }
 }

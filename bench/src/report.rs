@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::backlog::BacklogSampler;
 use crate::cap_table;
-use crate::commits::{self, Counter, STATS_SETTLE};
+use crate::commits::{self, Counter};
 use crate::config::{Config, Part};
 use crate::machine;
 use crate::memory::{Sampler, mib};
@@ -77,7 +77,7 @@ struct PhaseFigures {
 }
 
 async fn settle_and_count_each(counter: &mut Counter) -> anyhow::Result<(i64, [i64; 4], Instant)> {
-    tokio::time::sleep(STATS_SETTLE).await;
+    tokio::time::sleep(counter.settle).await;
     let each = counter.commits_each().await?;
     let mut four = [0; 4];
     for (slot, value) in four.iter_mut().zip(&each) {
@@ -235,7 +235,8 @@ pub(crate) async fn run(config: &Config) -> anyhow::Result<bool> {
     println!("\n== memory, idle (after start, before any load) ==");
     print_memory("idle", config, &idle);
 
-    let mut counter = Counter::connect(&config.admin_url, config.databases()).await?;
+    let mut counter =
+        Counter::connect(&config.admin_url, config.databases(), size.stats_settle).await?;
     // The most backends the processes held at the end of a loaded phase.
     let mut peak_connections = 0;
 
