@@ -482,12 +482,9 @@ impl<H: MessageHandler> Consumer<H> {
                 .pull_lingering_and_handle(consumer, session, linger)
                 .await;
         }
-        // A consumer of small batches (slow handlers) asks for no more than
-        // a batch, so messages do not wait in hand, unacknowledged, behind
-        // the others' handling.
         let batch = consumer
             .fetch()
-            .max_messages(self.config.max_batch)
+            .max_messages(FETCH_BATCH_SIZE)
             .expires(FETCH_EXPIRY)
             .messages()
             .await
