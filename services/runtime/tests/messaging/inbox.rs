@@ -285,15 +285,10 @@ impl MessageHandler for SettingsLeavingHandler {
     }
 }
 
-/// Goal: a message handled after another in the same batch starts as the
-/// first did: not as the application role, not confined to the previous
-/// message's company, with no audit event ids of its own yet.
-/// Method: the handler notes what it finds, then leaves all three set; the
-/// messages are published before the consumer starts, so they share a
-/// batch (checked by their transaction ids).
-#[tokio::test]
-async fn each_message_of_a_batch_starts_with_the_settings_reset() {
-    let harness = Harness::start().await;
+/// Five messages of one key published before a [`SettingsLeavingHandler`]
+/// consumer with `config` starts (so they are ready at once), then consumed;
+/// each leaves its row in `seen_settings`.
+async fn five_ready_then_consumed(harness: &Harness, config: ConsumerConfig) {
     sqlx::raw_sql(
         "CREATE TABLE seen_settings (message_id TEXT NOT NULL, transaction_id BIGINT NOT NULL,
                                      role TEXT NOT NULL, company_id TEXT NOT NULL,
@@ -317,12 +312,24 @@ async fn each_message_of_a_batch_starts_with_the_settings_reset() {
         harness.pool.clone(),
         harness.jetstream.clone(),
         harness.subjects.clone(),
-        harness.consumer_config("settings"),
+        config,
         SettingsLeavingHandler,
     );
     let consumer = Running::spawn(move |stop| consumer.run(stop));
-    wait_for_count(&harness, "SELECT count(*) FROM seen_settings", 5).await;
+    wait_for_count(harness, "SELECT count(*) FROM seen_settings", 5).await;
     consumer.stop().await;
+}
+
+/// Goal: a message handled after another in the same batch starts as the
+/// first did: not as the application role, not confined to the previous
+/// message's company, with no audit event ids of its own yet.
+/// Method: the handler notes what it finds, then leaves all three set; the
+/// messages are published before the consumer starts, so they share a
+/// batch (checked by their transaction ids).
+#[tokio::test]
+async fn each_message_of_a_batch_starts_with_the_settings_reset() {
+    let harness = Harness::start().await;
+    five_ready_then_consumed(&harness, harness.consumer_config("settings")).await;
 
     let session_user: String = sqlx::query_scalar("SELECT session_user::text")
         .fetch_one(&harness.pool)
@@ -357,35 +364,11 @@ async fn each_message_of_a_batch_starts_with_the_settings_reset() {
 #[tokio::test]
 async fn a_consumer_limited_to_one_message_per_batch_commits_each_alone() {
     let harness = Harness::start().await;
-    sqlx::raw_sql(
-        "CREATE TABLE seen_settings (message_id TEXT NOT NULL, transaction_id BIGINT NOT NULL,
-                                     role TEXT NOT NULL, company_id TEXT NOT NULL,
-                                     event_ids TEXT NOT NULL)",
-    )
-    .execute(&harness.pool)
-    .await
-    .expect("seen_settings table");
-    let events: Vec<_> = (1..=5).map(|seq| harness.event("k", seq, false)).collect();
-    for event in &events {
-        harness
-            .publish_direct(
-                event.subject.clone(),
-                &event.payload,
-                &event.message_id.to_string(),
-                None,
-            )
-            .await;
-    }
-    let consumer = Consumer::new(
-        harness.pool.clone(),
-        harness.jetstream.clone(),
-        harness.subjects.clone(),
+    five_ready_then_consumed(
+        &harness,
         harness.consumer_config("one-by-one").with_max_batch(1),
-        SettingsLeavingHandler,
-    );
-    let consumer = Running::spawn(move |stop| consumer.run(stop));
-    wait_for_count(&harness, "SELECT count(*) FROM seen_settings", 5).await;
-    consumer.stop().await;
+    )
+    .await;
 
     let transactions = harness
         .count("SELECT count(DISTINCT transaction_id) FROM seen_settings")

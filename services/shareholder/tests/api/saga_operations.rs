@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use qapmap_runtime::decimal::{Currency, Money};
 use qapmap_runtime::tenancy;
-use qapmap_shareholder::payment::{PaymentAmount, Payments};
+use qapmap_shareholder::payment::{Direction, PaymentAmount, Payments};
 use qapmap_shareholder::saga_operations::{
     PaymentReceipt, SagaPayment, SagaPaymentError, collect_payment_for_saga,
     disburse_payment_for_saga,
@@ -39,33 +39,43 @@ async fn command(app: &TestApp, instruction: &str) -> SagaPayment {
     }
 }
 
-/// A collection as the command handler runs it: in a transaction confined
-/// to the company, committed after (with nothing else in it here).
+/// A pivot as the command handler runs it: in a transaction confined to the
+/// company, committed after (with nothing else in it here).
+async fn pivot(
+    app: &TestApp,
+    payments: &Payments,
+    command: &SagaPayment,
+    direction: Direction,
+) -> Result<PaymentReceipt, SagaPaymentError> {
+    let mut transaction = tenancy::begin(&app.pool, command.company_id)
+        .await
+        .expect("begin");
+    let result = match direction {
+        Direction::Collection => {
+            collect_payment_for_saga(payments, command, &mut transaction).await
+        }
+        Direction::Disbursement => {
+            disburse_payment_for_saga(payments, command, &mut transaction).await
+        }
+    };
+    transaction.commit().await.expect("commit");
+    result
+}
+
 async fn collect(
     app: &TestApp,
     payments: &Payments,
     command: &SagaPayment,
 ) -> Result<PaymentReceipt, SagaPaymentError> {
-    let mut transaction = tenancy::begin(&app.pool, command.company_id)
-        .await
-        .expect("begin");
-    let result = collect_payment_for_saga(payments, command, &mut transaction).await;
-    transaction.commit().await.expect("commit");
-    result
+    pivot(app, payments, command, Direction::Collection).await
 }
 
-/// A disbursement, as [`collect`].
 async fn disburse(
     app: &TestApp,
     payments: &Payments,
     command: &SagaPayment,
 ) -> Result<PaymentReceipt, SagaPaymentError> {
-    let mut transaction = tenancy::begin(&app.pool, command.company_id)
-        .await
-        .expect("begin");
-    let result = disburse_payment_for_saga(payments, command, &mut transaction).await;
-    transaction.commit().await.expect("commit");
-    result
+    pivot(app, payments, command, Direction::Disbursement).await
 }
 
 fn key(command: &SagaPayment) -> String {
