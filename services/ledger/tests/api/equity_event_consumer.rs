@@ -67,6 +67,20 @@ async fn consumer_state(bus: &Bus, ledger: &TestLedger) -> String {
     format!("{consumer}; inbox: [{inbox}]; dead letters: [{dead}]")
 }
 
+/// Waits until the cap table shows `expected` (options outstanding, pool
+/// available, projection version); on a timeout, fails with what the
+/// consumer did.
+async fn assert_shown(bus: &Bus, ledger: &TestLedger, expected: (&str, &str, i64)) {
+    let expected = (expected.0.to_owned(), expected.1.to_owned(), expected.2);
+    let shown = eventually(TIMEOUT, || async { options(ledger).await == expected }).await;
+    assert!(
+        shown,
+        "cap table: {:?}; {}",
+        options(ledger).await,
+        consumer_state(bus, ledger).await
+    );
+}
+
 #[tokio::test]
 async fn equity_events_on_the_bus_reach_the_cap_table_once_even_out_of_order() {
     let ledger = TestLedger::start().await;
@@ -85,16 +99,7 @@ async fn equity_events_on_the_bus_reach_the_cap_table_once_even_out_of_order() {
         &plan,
     )
     .await;
-    let shown = eventually(TIMEOUT, || async {
-        options(&ledger).await == ("100".to_owned(), "900".to_owned(), 2)
-    })
-    .await;
-    assert!(
-        shown,
-        "cap table: {:?}; {}",
-        options(&ledger).await,
-        consumer_state(&bus, &ledger).await
-    );
+    assert_shown(&bus, &ledger, ("100", "900", 2)).await;
 
     // The same message again (JetStream drops it), and the same event under a
     // new message id (the projection drops it).
@@ -210,16 +215,7 @@ async fn equity_events_arriving_close_together_are_applied_in_one_transaction() 
         publish(&bus, "award_granted", &Uuid::now_v7().to_string(), grant).await;
         tokio::time::sleep(Duration::from_millis(30)).await;
     }
-    let shown = eventually(TIMEOUT, || async {
-        options(&ledger).await == ("500".to_owned(), "500".to_owned(), 6)
-    })
-    .await;
-    assert!(
-        shown,
-        "cap table: {:?}; {}",
-        options(&ledger).await,
-        consumer_state(&bus, &ledger).await
-    );
+    assert_shown(&bus, &ledger, ("500", "500", 6)).await;
 
     let event_ids: Vec<String> = grants.iter().map(|grant| grant.event_id.clone()).collect();
     // `applied_at` is the transaction's start (`now()`), shared by every
