@@ -30,25 +30,115 @@ pub(crate) struct Holders {
 }
 
 /// A company whose class has `holders` holders of 100 shares each, issued
-/// with IssueShares 16 at a time on 2024-01-02.
+/// with IssueShares 16 at a time on 2024-01-02; then, after the past date
+/// the uncached reads ask for, 1% of them sell 10 shares each to the next
+/// one (2025-09-01) and as many new holders get 100 shares (2026-01-02), so
+/// a past table differs from today's.
 pub(crate) async fn company_with_holders(
     system: &System,
     holders: usize,
 ) -> anyhow::Result<Holders> {
     let company_id = uuid::Uuid::new_v4().to_string();
     let class_id = share_class(system, 0, &company_id, "1000000000").await?;
+    let stakeholders: Vec<String> = (0..holders)
+        .map(|_| uuid::Uuid::new_v4().to_string())
+        .collect();
     let began = Instant::now();
-    futures::stream::iter(0..holders)
-        .map(|index| {
-            let mut client = system.ledger(index);
-            let request = ledger::IssueSharesRequest {
+    issue_each(
+        system,
+        &company_id,
+        &class_id,
+        &stakeholders,
+        date(2024, 1, 2),
+    )
+    .await?;
+    let elapsed = began.elapsed();
+    let movers = (holders / 100).max(1);
+    // A holder never sells to himself (with one holder, nobody sells).
+    for (index, seller) in stakeholders
+        .iter()
+        .take(movers.min(holders - 1))
+        .enumerate()
+    {
+        let buyer = &stakeholders[(index + 1) % holders];
+        system
+            .ledger(index)
+            .transfer_shares(ledger::TransferSharesRequest {
                 request_id: request_id(),
                 company_id: company_id.clone(),
                 share_class_id: class_id.clone(),
-                stakeholder_id: uuid::Uuid::new_v4().to_string(),
+                from_stakeholder_id: seller.clone(),
+                to_stakeholder_id: buyer.clone(),
+                quantity: dec("10"),
+                effective_date: date(2025, 9, 1),
+            })
+            .await
+            .context("TransferShares")?;
+    }
+    let newcomers: Vec<String> = (0..movers)
+        .map(|_| uuid::Uuid::new_v4().to_string())
+        .collect();
+    issue_each(system, &company_id, &class_id, &newcomers, date(2026, 1, 2)).await?;
+    // Today's table has the newcomers; the past one is what was issued
+    // before those changes.
+    let today = system
+        .ledger(0)
+        .get_cap_table(read_request(&company_id, None))
+        .await?
+        .into_inner();
+    let outstanding_today = outstanding(&today);
+    let expected_today = rust_decimal::Decimal::from((holders + movers) as u64 * SHARES_EACH);
+    anyhow::ensure!(
+        outstanding_today == Some(expected_today),
+        "today's cap table shows {outstanding_today:?} outstanding, expected {expected_today}"
+    );
+    let table = system
+        .ledger(0)
+        .get_cap_table(read_request(&company_id, date(2025, 6, 1)))
+        .await?
+        .into_inner();
+    let outstanding_then = outstanding(&table);
+    let expected = rust_decimal::Decimal::from(holders as u64 * SHARES_EACH);
+    anyhow::ensure!(
+        outstanding_then == Some(expected),
+        "the 2025-06-01 cap table shows {outstanding_then:?} outstanding, expected {expected}"
+    );
+    Ok(Holders {
+        company_id,
+        elapsed,
+    })
+}
+
+fn outstanding(table: &ledger::GetCapTableResponse) -> Option<rust_decimal::Decimal> {
+    table
+        .totals
+        .as_ref()?
+        .outstanding_shares
+        .as_ref()?
+        .value
+        .parse()
+        .ok()
+}
+
+/// 100 shares to each of `stakeholders`, 16 issuances at a time.
+async fn issue_each(
+    system: &System,
+    company_id: &str,
+    class_id: &str,
+    stakeholders: &[String],
+    effective_date: Option<Date>,
+) -> anyhow::Result<()> {
+    futures::stream::iter(stakeholders.iter().enumerate())
+        .map(|(index, stakeholder_id)| {
+            let mut client = system.ledger(index);
+            let request = ledger::IssueSharesRequest {
+                request_id: request_id(),
+                company_id: company_id.to_owned(),
+                share_class_id: class_id.to_owned(),
+                stakeholder_id: stakeholder_id.clone(),
                 quantity: dec(&SHARES_EACH.to_string()),
                 price_per_share: usd("0.01"),
-                effective_date: date(2024, 1, 2),
+                effective_date,
             };
             async move {
                 // A patient client: UNAVAILABLE (the ledger's pool queue is
@@ -71,28 +161,7 @@ pub(crate) async fn company_with_holders(
         })
         .buffer_unordered(16)
         .try_for_each(|_| async { Ok(()) })
-        .await?;
-    let elapsed = began.elapsed();
-    // Check the table is what we issued.
-    let table = system
-        .ledger(0)
-        .get_cap_table(read_request(&company_id, date(2025, 6, 1)))
-        .await?
-        .into_inner();
-    let outstanding = table
-        .totals
-        .and_then(|t| t.outstanding_shares)
-        .map(|d| d.value)
-        .unwrap_or_default();
-    let expected = rust_decimal::Decimal::from(holders as u64 * SHARES_EACH);
-    anyhow::ensure!(
-        outstanding.parse::<rust_decimal::Decimal>().ok() == Some(expected),
-        "the cap table shows {outstanding} outstanding, expected {expected}"
-    );
-    Ok(Holders {
-        company_id,
-        elapsed,
-    })
+        .await
 }
 
 fn read_request(company_id: &str, as_of: Option<Date>) -> ledger::GetCapTableRequest {

@@ -28,6 +28,8 @@ pub mod saga_operations;
 pub mod saga_tombstones;
 pub mod statement;
 
+use std::sync::Arc;
+
 use qapmap_runtime::Settings;
 use qapmap_runtime::consumer::spawn_consumer;
 use qapmap_runtime::dead_letter::DeadLetterAdmin;
@@ -49,18 +51,21 @@ pub async fn build(settings: Settings) -> anyhow::Result<Application> {
     let infrastructure = Infrastructure::connect(settings, &MIGRATOR).await?;
     let subjects = infrastructure.subjects.clone();
     let tables = cap_table::current::CurrentTables::default();
+    let other_dates = Arc::new(cap_table::metrics::OtherDateMetrics::default());
     let api = grpc::LedgerApi {
         pool: infrastructure.pool.clone(),
         subjects: subjects.clone(),
         cache,
         tables: tables.clone(),
+        other_dates: other_dates.clone(),
     };
     let listener_pool = infrastructure.pool.clone();
     let dead_letters = DeadLetterAdmin::new(infrastructure.pool.clone()).into_service();
     let application = Application::bind(infrastructure)
         .await?
         .add_service(grpc::LedgerRoutes::new(api))
-        .add_service(dead_letters);
+        .add_service(dead_letters)
+        .add_metric_source(other_dates);
     // One set of counters for the relay and both consumers, exported at /metrics.
     let metrics = application.messaging_metrics();
     let application = spawn_relay_with(application, metrics.clone());

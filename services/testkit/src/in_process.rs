@@ -49,6 +49,8 @@ pub fn settings(service: ServiceName, database_url: &str, namespace: &TestNamesp
 #[derive(Debug)]
 pub struct RunningService {
     pub port: u16,
+    /// The `/metrics` port, when the settings asked for one (`Some(0)`: any free port).
+    pub metrics_port: Option<u16>,
     /// The service's own database (dropped with this value).
     pub database: TestDatabase,
     pub namespace: TestNamespace,
@@ -83,12 +85,14 @@ impl RunningService {
             .await
             .expect("service starts");
         let port = application.port();
+        let metrics_port = application.metrics_port();
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(application.run_until(async {
             let _ = stopped.await;
         }));
         Self {
             port,
+            metrics_port,
             database,
             namespace,
             stop: Some(stop),

@@ -6,6 +6,8 @@ mod cap_table_route;
 mod mutations;
 mod queries;
 
+use std::sync::Arc;
+
 use prost::Message;
 use qapmap_proto::ledger::v1 as proto;
 use qapmap_proto::ledger::v1::ledger_service_server::LedgerService;
@@ -18,6 +20,7 @@ use tonic::{Request, Response, Status};
 
 use crate::cap_table::cache::CapTableCache;
 use crate::cap_table::current::CurrentTables;
+use crate::cap_table::metrics::OtherDateMetrics;
 use crate::commands::CommandError;
 use crate::holds::HoldError;
 use crate::journal::PostingError;
@@ -32,6 +35,7 @@ pub(crate) struct LedgerApi {
     pub(crate) cache: CapTableCache,
     /// Today's cap tables in memory; `close` drops a company's after its commit.
     pub(crate) tables: CurrentTables<ServedTable>,
+    pub(crate) other_dates: Arc<OtherDateMetrics>,
 }
 
 impl LedgerApi {

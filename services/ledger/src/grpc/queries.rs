@@ -2,6 +2,7 @@
 //! the request's company (row-level security behind the `company_id`
 //! filters); employees reach only their own balance and statement.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use prost::Message;
@@ -17,7 +18,7 @@ use tonic::Response;
 use super::LedgerApi;
 use crate::accounts::Owner;
 use crate::cap_table::cache::CacheKey;
-use crate::cap_table::{self, CapTable, Holder, RowKey};
+use crate::cap_table::{self, CapTable, Holder, Position, RowKey};
 use crate::convert::{self, entry_to_proto};
 use crate::journal::reading;
 use crate::{accounts, statement};
@@ -134,15 +135,66 @@ impl LedgerApi {
                 })
             })
             .transpose()?;
-        if as_of == date::today() {
+        let today = date::today();
+        if as_of == today {
             let table = self.current_cap_table(company_id, as_of).await?;
             return Ok(table.encode_page(after, &page));
         }
-        // Past and future dates are computed each time: they are rarer, and
-        // the query reads the journal only after `as_of`.
-        let mut connection = self.pool.acquire().await?;
-        let table = cap_table::query::load(&mut connection, company_id, as_of).await?;
+        // Other dates are computed on every read (never kept): a past date
+        // from today's table less what came later, when that can be trusted;
+        // else, and for future dates, from Postgres.
+        let earlier = if as_of < today {
+            self.earlier_cap_table(company_id, as_of, today).await?
+        } else {
+            None
+        };
+        let table = match earlier {
+            Some(table) => {
+                self.other_dates.record_from_today_less_later();
+                table
+            }
+            None => {
+                self.other_dates.record_from_postgres();
+                let mut connection = self.pool.acquire().await?;
+                cap_table::query::load(&mut connection, company_id, as_of).await?
+            }
+        };
         Ok(page_of_table(&table, after, &page).encode_to_vec().into())
+    }
+
+    /// The table as of `as_of` (before `today`) from today's positions less
+    /// the changes dated after it (`cap_table::earlier`); `None` when memory
+    /// is not trusted (no change listener) or the ledger moved between
+    /// today's table and the changes read.
+    async fn earlier_cap_table(
+        &self,
+        company_id: uuid::Uuid,
+        as_of: chrono::NaiveDate,
+        today: chrono::NaiveDate,
+    ) -> Result<Option<CapTable>, ApiError> {
+        if self.tables.stamp(company_id).is_none() {
+            return Ok(None);
+        }
+        let current = self.current_cap_table(company_id, today).await?;
+        let mut connection = self.pool.acquire().await?;
+        let changes =
+            cap_table::earlier::later_changes(&mut connection, company_id, as_of, today).await?;
+        drop(connection);
+        if (changes.ledger_sequence, changes.projection_version)
+            != (
+                current.header.ledger_sequence,
+                current.header.projection_version,
+            )
+        {
+            return Ok(None);
+        }
+        let positions = cap_table::earlier::roll_back(&current.positions, &changes);
+        Ok(Some(cap_table::compute(
+            as_of,
+            changes.ledger_sequence,
+            changes.projection_version,
+            positions,
+        )))
     }
 
     /// Today's table: from this process's memory while no change arrived
@@ -267,6 +319,8 @@ pub(crate) struct ServedTable {
     /// The response without rows.
     header: proto::GetCapTableResponse,
     keys: Vec<RowKey>,
+    /// The rows' figures (in key order), from which earlier dates are derived.
+    positions: Vec<Position>,
     encoded_rows: Bytes,
     /// Row `i` is `encoded_rows[offsets[i]..offsets[i + 1]]`.
     offsets: Vec<usize>,
@@ -274,22 +328,25 @@ pub(crate) struct ServedTable {
 
 impl ServedTable {
     fn from_table(table: &CapTable) -> Self {
-        let whole = cap_table_to_proto(table, &table.rows);
-        let keys = table.rows.iter().map(|row| row.position.key()).collect();
-        Self::with_keys(whole, keys)
+        let whole = cap_table_to_proto(table, 0..table.len());
+        let positions = table.positions().to_vec();
+        Self::with_positions(whole, positions)
     }
 
     /// `None` when a row does not read back (a value from another version).
     fn from_response(response: proto::GetCapTableResponse) -> Option<Self> {
-        let keys = response
+        let positions = response
             .rows
             .iter()
-            .map(|row| RowKey::parse(&proto_row_key(row)))
+            .map(proto_row_position)
             .collect::<Option<Vec<_>>>()?;
-        keys.is_sorted().then(|| Self::with_keys(response, keys))
+        positions
+            .is_sorted_by_key(Position::key)
+            .then(|| Self::with_positions(response, positions))
     }
 
-    fn with_keys(mut whole: proto::GetCapTableResponse, keys: Vec<RowKey>) -> Self {
+    fn with_positions(mut whole: proto::GetCapTableResponse, positions: Vec<Position>) -> Self {
+        let keys = positions.iter().map(Position::key).collect();
         let rows = std::mem::take(&mut whole.rows);
         let mut encoded = prost::bytes::BytesMut::new();
         let mut offsets = Vec::with_capacity(rows.len() + 1);
@@ -302,6 +359,7 @@ impl ServedTable {
         Self {
             header: whole,
             keys,
+            positions,
             encoded_rows: encoded.freeze(),
             offsets,
         }
@@ -359,6 +417,34 @@ fn proto_row_key(row: &proto::CapTableRow) -> String {
     format!("{}|{kind}|{id}", row.share_class_id)
 }
 
+/// A row's figures read back from its protobuf form (a pool row's
+/// available pool is its fully diluted count less the rest); `None` for a
+/// row this service did not write.
+fn proto_row_position(row: &proto::CapTableRow) -> Option<Position> {
+    let value = |field: &Option<qapmap_proto::common::v1::Decimal>| {
+        field.as_ref()?.value.parse::<Decimal>().ok()
+    };
+    let shares = value(&row.shares)?;
+    let options_outstanding = value(&row.options_outstanding)?;
+    let fully_diluted = value(&row.fully_diluted)?;
+    let key = RowKey::parse(&proto_row_key(row))?;
+    let (holder, pool_available) = if key.pool {
+        (
+            Holder::Pool(key.id),
+            fully_diluted - shares - options_outstanding,
+        )
+    } else {
+        (Holder::Stakeholder(key.id), Decimal::ZERO)
+    };
+    Some(Position {
+        holder,
+        share_class_id: key.share_class_id,
+        shares,
+        options_outstanding,
+        pool_available,
+    })
+}
+
 /// One page of a table computed for this read: only its rows are converted.
 fn page_of_table(
     table: &CapTable,
@@ -367,20 +453,20 @@ fn page_of_table(
 ) -> proto::GetCapTableResponse {
     let start = after.map_or(0, |after| {
         table
-            .rows
-            .partition_point(|row| row.position.key() <= after)
+            .positions()
+            .partition_point(|position| position.key() <= after)
     });
     let end = start
         .saturating_add(page.fetch_limit() as usize)
-        .min(table.rows.len());
-    let mut response = cap_table_to_proto(table, &table.rows[start..end]);
+        .min(table.len());
+    let mut response = cap_table_to_proto(table, start..end);
     response.next_page_token = page.finish(&mut response.rows, proto_row_key);
     response
 }
 
-fn cap_table_to_proto(table: &CapTable, rows: &[cap_table::Row]) -> proto::GetCapTableResponse {
-    let rows = rows
-        .iter()
+fn cap_table_to_proto(table: &CapTable, rows: Range<usize>) -> proto::GetCapTableResponse {
+    let rows = table
+        .rows(rows)
         .map(|row| {
             let (stakeholder_id, plan_id) = match row.position.holder {
                 Holder::Stakeholder(id) => (id.to_string(), String::new()),
@@ -393,8 +479,10 @@ fn cap_table_to_proto(table: &CapTable, rows: &[cap_table::Row]) -> proto::GetCa
                 shares: Some(decimal::to_proto(row.position.shares)),
                 options_outstanding: Some(decimal::to_proto(row.position.options_outstanding)),
                 fully_diluted: Some(decimal::to_proto(row.position.fully_diluted())),
-                ownership_basic_percent: Some(decimal::to_proto(row.basic_percent)),
-                ownership_fully_diluted_percent: Some(decimal::to_proto(row.fully_diluted_percent)),
+                ownership_basic_percent: Some(decimal::to_proto(table.basic_percent(&row))),
+                ownership_fully_diluted_percent: Some(decimal::to_proto(
+                    table.fully_diluted_percent(&row),
+                )),
                 ownership_basic_percent_display: Some(decimal::to_proto(row.basic_percent_display)),
                 ownership_fully_diluted_percent_display: Some(decimal::to_proto(
                     row.fully_diluted_percent_display,
@@ -450,7 +538,7 @@ mod tests {
     fn an_encoded_page_equals_prosts_encoding_of_that_page() {
         let table = table(7);
         let served = ServedTable::from_table(&table);
-        let whole = cap_table_to_proto(&table, &table.rows);
+        let whole = cap_table_to_proto(&table, 0..table.len());
         let page = PageRequest::parse(3, "").expect("page");
         let first = served.encode_page(None, &page);
         let expected = page_of_table(&table, None, &page);

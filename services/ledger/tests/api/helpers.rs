@@ -77,7 +77,7 @@ impl TestLedger {
             .into_inner())
     }
 
-    async fn around(service: RunningService) -> Self {
+    pub(crate) async fn around(service: RunningService) -> Self {
         let client = LedgerServiceClient::new(service.channel());
         let pool = service.database_pool().await;
         Self {

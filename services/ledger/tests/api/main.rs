@@ -5,6 +5,7 @@
 mod bus;
 mod cap_table;
 mod concurrency;
+mod earlier_dates;
 mod equity_event_consumer;
 mod equity_projection;
 mod helpers;

@@ -1,0 +1,301 @@
+//! An earlier date's cap table from today's: today's positions less what
+//! was dated after that date. A past read then fetches only those later
+//! changes (usually few; none when nothing moved since) in one round trip,
+//! instead of every holder's balance.
+//!
+//! The two must describe the same ledger: the changes are read in one
+//! statement together with the company's versions, and are used only when
+//! those equal the versions today's table was built at. Otherwise the
+//! caller computes the table from Postgres as before.
+
+use std::collections::BTreeMap;
+
+use chrono::NaiveDate;
+use qapmap_runtime::tenancy;
+use rust_decimal::Decimal;
+use sqlx::{PgConnection, Row};
+use uuid::Uuid;
+
+use super::{Holder, Position, RowKey};
+
+/// What moved in `(after, through]`, read in one snapshot with the
+/// versions it belongs to.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LaterChanges {
+    pub ledger_sequence: i64,
+    pub projection_version: i64,
+    /// Net shares per stakeholder and class.
+    pub shares: Vec<SharesMoved>,
+    /// Net options outstanding and pool available per holder, plan and class.
+    pub options: Vec<OptionsMoved>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SharesMoved {
+    pub stakeholder_id: Uuid,
+    pub share_class_id: Uuid,
+    pub quantity: Decimal,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OptionsMoved {
+    /// `None` for a pool-only movement (a plan created or its pool adjusted).
+    pub stakeholder_id: Option<Uuid>,
+    pub plan_id: Uuid,
+    pub share_class_id: Uuid,
+    pub outstanding: Decimal,
+    pub pool_available: Decimal,
+}
+
+/// The changes dated after `after` up to and including `through` (today's
+/// table's date), confined to the company, in one round trip: the
+/// statements of one simple query share an implicit transaction, so the
+/// `SET LOCAL`s end with it, and the one `SELECT` sees one snapshot.
+pub async fn later_changes(
+    connection: &mut PgConnection,
+    company_id: Uuid,
+    after: NaiveDate,
+    through: NaiveDate,
+) -> sqlx::Result<LaterChanges> {
+    // Only values of types that print as plain literals are formatted in.
+    let sql = format!(
+        "{confine};
+         SELECT 'v' AS kind, NULL::uuid AS holder, NULL::uuid AS plan, NULL::uuid AS class,
+                NULL::numeric AS first, NULL::numeric AS second,
+                COALESCE(l.last_sequence, 0) AS sequence,
+                COALESCE(l.projection_version, 0) + COALESCE(p.version, 0) AS version
+         FROM (SELECT '{company_id}'::uuid AS company_id) c
+         LEFT JOIN ledgers l USING (company_id)
+         LEFT JOIN projection_versions p USING (company_id)
+         UNION ALL
+         SELECT 's', a.stakeholder_id, NULL, a.share_class_id, SUM(l.amount), NULL, NULL, NULL
+         FROM journal_entries e
+         JOIN journal_lines l ON l.entry_id = e.id
+         JOIN accounts a ON a.id = l.account_id
+         WHERE e.company_id = '{company_id}' AND e.effective_date > '{after}'
+           AND e.effective_date <= '{through}'
+           AND a.owner_kind = 'stakeholder' AND a.share_class_id IS NOT NULL
+         GROUP BY a.stakeholder_id, a.share_class_id
+         UNION ALL
+         SELECT 'o', stakeholder_id, plan_id, share_class_id,
+                SUM(outstanding_delta), SUM(pool_available_delta), NULL, NULL
+         FROM option_movements
+         WHERE company_id = '{company_id}' AND effective_date > '{after}'
+           AND effective_date <= '{through}'
+         GROUP BY stakeholder_id, plan_id, share_class_id",
+        confine = tenancy::confine_statements(company_id),
+        after = after.format("%Y-%m-%d"),
+        through = through.format("%Y-%m-%d"),
+    );
+    let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+        .fetch_all(&mut *connection)
+        .await?;
+    let mut changes = LaterChanges::default();
+    for row in rows {
+        let kind: String = row.try_get("kind")?;
+        match kind.as_str() {
+            "v" => {
+                changes.ledger_sequence = row.try_get("sequence")?;
+                changes.projection_version = row.try_get("version")?;
+            }
+            "s" => changes.shares.push(SharesMoved {
+                stakeholder_id: row.try_get("holder")?,
+                share_class_id: row.try_get("class")?,
+                quantity: row.try_get("first")?,
+            }),
+            _ => changes.options.push(OptionsMoved {
+                stakeholder_id: row.try_get("holder")?,
+                plan_id: row.try_get("plan")?,
+                share_class_id: row.try_get("class")?,
+                outstanding: row.try_get("first")?,
+                pool_available: row.try_get("second")?,
+            }),
+        }
+    }
+    Ok(changes)
+}
+
+/// The positions before `changes`: `today` (sorted by key, as a computed
+/// table's rows are) less each change, the same grouping
+/// [`super::query::load`] makes; positions that come to zero are dropped.
+/// The result is sorted by key.
+pub fn roll_back(today: &[Position], changes: &LaterChanges) -> Vec<Position> {
+    let mut positions = today.to_vec();
+    // Holders who appeared after the date and are not in today's table
+    // (they left again) are few: a map for them alone.
+    let mut absent: BTreeMap<RowKey, Position> = BTreeMap::new();
+    let mut adjust = |holder: Holder, class: Uuid, change: &dyn Fn(&mut Position)| {
+        let wanted = empty(holder, class);
+        let key = wanted.key();
+        match positions.binary_search_by_key(&key, Position::key) {
+            Ok(index) => change(&mut positions[index]),
+            Err(_) => change(absent.entry(key).or_insert(wanted)),
+        }
+    };
+    for moved in &changes.shares {
+        adjust(
+            Holder::Stakeholder(moved.stakeholder_id),
+            moved.share_class_id,
+            &|p| p.shares -= moved.quantity,
+        );
+    }
+    for moved in &changes.options {
+        if let Some(stakeholder) = moved.stakeholder_id {
+            adjust(
+                Holder::Stakeholder(stakeholder),
+                moved.share_class_id,
+                &|p| p.options_outstanding -= moved.outstanding,
+            );
+        }
+        adjust(Holder::Pool(moved.plan_id), moved.share_class_id, &|p| {
+            p.pool_available -= moved.pool_available
+        });
+    }
+    positions.retain(|p| !p.fully_diluted().is_zero());
+    if absent.is_empty() {
+        return positions;
+    }
+    // Both are sorted: merge, so the result is too (and compute need not sort).
+    let mut merged = Vec::with_capacity(positions.len() + absent.len());
+    let mut absent = absent
+        .into_values()
+        .filter(|p| !p.fully_diluted().is_zero())
+        .peekable();
+    for position in positions {
+        while let Some(earlier) = absent.next_if(|a| a.key() < position.key()) {
+            merged.push(earlier);
+        }
+        merged.push(position);
+    }
+    merged.extend(absent);
+    merged
+}
+
+fn empty(holder: Holder, share_class_id: Uuid) -> Position {
+    Position {
+        holder,
+        share_class_id,
+        shares: Decimal::ZERO,
+        options_outstanding: Decimal::ZERO,
+        pool_available: Decimal::ZERO,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(text: &str) -> Decimal {
+        text.parse().expect("decimal")
+    }
+
+    fn holder(id: u128, class: u128, shares: &str, options: &str) -> Position {
+        Position {
+            holder: Holder::Stakeholder(Uuid::from_u128(id)),
+            share_class_id: Uuid::from_u128(class),
+            shares: d(shares),
+            options_outstanding: d(options),
+            pool_available: Decimal::ZERO,
+        }
+    }
+
+    fn pool(plan: u128, class: u128, available: &str) -> Position {
+        Position {
+            pool_available: d(available),
+            ..empty(Holder::Pool(Uuid::from_u128(plan)), Uuid::from_u128(class))
+        }
+    }
+
+    fn sorted(mut positions: Vec<Position>) -> Vec<Position> {
+        positions.sort_by_key(Position::key);
+        positions
+    }
+
+    #[test]
+    fn later_moves_are_undone_and_holders_who_came_later_disappear() {
+        let today = sorted(vec![
+            holder(1, 9, "100", "0"),
+            holder(2, 9, "50", "30"),
+            holder(3, 9, "10", "0"),
+            pool(7, 9, "970"),
+        ]);
+        let changes = LaterChanges {
+            ledger_sequence: 4,
+            projection_version: 2,
+            shares: vec![
+                // 2 bought 10 more; 3 arrived.
+                SharesMoved {
+                    stakeholder_id: Uuid::from_u128(2),
+                    share_class_id: Uuid::from_u128(9),
+                    quantity: d("10"),
+                },
+                SharesMoved {
+                    stakeholder_id: Uuid::from_u128(3),
+                    share_class_id: Uuid::from_u128(9),
+                    quantity: d("10"),
+                },
+            ],
+            options: vec![OptionsMoved {
+                stakeholder_id: Some(Uuid::from_u128(2)),
+                plan_id: Uuid::from_u128(7),
+                share_class_id: Uuid::from_u128(9),
+                outstanding: d("30"),
+                pool_available: d("-30"),
+            }],
+        };
+        let earlier = roll_back(&today, &changes);
+        assert!(earlier.is_sorted_by_key(Position::key));
+        assert_eq!(
+            earlier,
+            sorted(vec![
+                holder(1, 9, "100", "0"),
+                holder(2, 9, "40", "0"),
+                pool(7, 9, "1000"),
+            ])
+        );
+    }
+
+    #[test]
+    fn a_holder_gone_by_today_comes_back() {
+        let today = sorted(vec![holder(1, 9, "100", "0")]);
+        // 5 sold everything to 1 after the date; a plan's pool was emptied.
+        let changes = LaterChanges {
+            shares: vec![
+                SharesMoved {
+                    stakeholder_id: Uuid::from_u128(5),
+                    share_class_id: Uuid::from_u128(9),
+                    quantity: d("-25"),
+                },
+                SharesMoved {
+                    stakeholder_id: Uuid::from_u128(1),
+                    share_class_id: Uuid::from_u128(9),
+                    quantity: d("25"),
+                },
+            ],
+            options: vec![OptionsMoved {
+                stakeholder_id: None,
+                plan_id: Uuid::from_u128(7),
+                share_class_id: Uuid::from_u128(9),
+                outstanding: Decimal::ZERO,
+                pool_available: d("-500"),
+            }],
+            ..LaterChanges::default()
+        };
+        let earlier = roll_back(&today, &changes);
+        assert!(earlier.is_sorted_by_key(Position::key));
+        assert_eq!(
+            earlier,
+            sorted(vec![
+                holder(1, 9, "75", "0"),
+                holder(5, 9, "25", "0"),
+                pool(7, 9, "500"),
+            ])
+        );
+    }
+
+    #[test]
+    fn nothing_later_leaves_today_as_it_is() {
+        let today = sorted(vec![holder(1, 9, "100", "5"), pool(7, 9, "20")]);
+        assert_eq!(roll_back(&today, &LaterChanges::default()), today);
+    }
+}

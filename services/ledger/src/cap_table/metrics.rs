@@ -1,0 +1,46 @@
+//! How the tables of dates other than today were computed, for the
+//! `/metrics` scrape: from today's table less later changes, or from
+//! Postgres (future dates, no change listener, or the ledger moved while
+//! the changes were read). A rising Postgres share means past reads cost
+//! a whole-table query each.
+
+use std::fmt::Write as _;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use qapmap_runtime::metrics_export::MetricSource;
+
+#[derive(Debug, Default)]
+pub struct OtherDateMetrics {
+    from_today_less_later: AtomicU64,
+    from_postgres: AtomicU64,
+}
+
+impl OtherDateMetrics {
+    pub fn record_from_today_less_later(&self) {
+        self.from_today_less_later.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn record_from_postgres(&self) {
+        self.from_postgres.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl MetricSource for OtherDateMetrics {
+    fn render<'a>(&'a self, out: &'a mut String) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        Box::pin(async move {
+            out.push_str("# TYPE qapmap_cap_table_other_dates_total counter\n");
+            for (source, count) in [
+                ("today_less_later", &self.from_today_less_later),
+                ("postgres", &self.from_postgres),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "qapmap_cap_table_other_dates_total{{computed_from=\"{source}\"}} {}",
+                    count.load(Ordering::Relaxed)
+                );
+            }
+        })
+    }
+}
