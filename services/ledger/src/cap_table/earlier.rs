@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use chrono::NaiveDate;
 use qapmap_runtime::tenancy;
 use rust_decimal::Decimal;
-use sqlx::{PgConnection, Row};
+use sqlx::{Connection, PgConnection, Row};
 use uuid::Uuid;
 
 use super::{Holder, Position, RowKey};
@@ -48,48 +48,54 @@ pub struct OptionsMoved {
 }
 
 /// The changes dated after `after` up to and including `through` (today's
-/// table's date), confined to the company, in one round trip: the
-/// statements of one simple query share an implicit transaction, so the
-/// `SET LOCAL`s end with it, and the one `SELECT` sees one snapshot.
+/// table's date), confined to the company, in one statement (one snapshot)
+/// prepared once per connection: a past read then plans nothing.
+///
+/// The journal lines are fetched by entry id from an array of the entries
+/// in range, not joined: as a join, once a few hundred entries fell in the
+/// range the planner hashed every line of the journal (20 ms for 40,000
+/// lines, against 3 ms by index).
 pub async fn later_changes(
     connection: &mut PgConnection,
     company_id: Uuid,
     after: NaiveDate,
     through: NaiveDate,
 ) -> sqlx::Result<LaterChanges> {
-    // Only values of types that print as plain literals are formatted in.
-    let sql = format!(
-        "{confine};
-         SELECT 'v' AS kind, NULL::uuid AS holder, NULL::uuid AS plan, NULL::uuid AS class,
+    let begin = format!(
+        "BEGIN READ ONLY; {}",
+        tenancy::confine_statements(company_id)
+    );
+    let mut transaction = connection.begin_with(sqlx::AssertSqlSafe(begin)).await?;
+    let rows = sqlx::query(
+        "SELECT 'v' AS kind, NULL::uuid AS holder, NULL::uuid AS plan, NULL::uuid AS class,
                 NULL::numeric AS first, NULL::numeric AS second,
                 COALESCE(l.last_sequence, 0) AS sequence,
                 COALESCE(l.projection_version, 0) + COALESCE(p.version, 0) AS version
-         FROM (SELECT '{company_id}'::uuid AS company_id) c
+         FROM (SELECT $1::uuid AS company_id) c
          LEFT JOIN ledgers l USING (company_id)
          LEFT JOIN projection_versions p USING (company_id)
          UNION ALL
          SELECT 's', a.stakeholder_id, NULL, a.share_class_id, SUM(l.amount), NULL, NULL, NULL
-         FROM journal_entries e
-         JOIN journal_lines l ON l.entry_id = e.id
+         FROM journal_lines l
          JOIN accounts a ON a.id = l.account_id
-         WHERE e.company_id = '{company_id}' AND e.effective_date > '{after}'
-           AND e.effective_date <= '{through}'
+         WHERE l.entry_id = ANY (ARRAY(SELECT e.id FROM journal_entries e
+                                       WHERE e.company_id = $1 AND e.effective_date > $2
+                                         AND e.effective_date <= $3))
            AND a.owner_kind = 'stakeholder' AND a.share_class_id IS NOT NULL
          GROUP BY a.stakeholder_id, a.share_class_id
          UNION ALL
          SELECT 'o', stakeholder_id, plan_id, share_class_id,
                 SUM(outstanding_delta), SUM(pool_available_delta), NULL, NULL
          FROM option_movements
-         WHERE company_id = '{company_id}' AND effective_date > '{after}'
-           AND effective_date <= '{through}'
+         WHERE company_id = $1 AND effective_date > $2 AND effective_date <= $3
          GROUP BY stakeholder_id, plan_id, share_class_id",
-        confine = tenancy::confine_statements(company_id),
-        after = after.format("%Y-%m-%d"),
-        through = through.format("%Y-%m-%d"),
-    );
-    let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-        .fetch_all(&mut *connection)
-        .await?;
+    )
+    .bind(company_id)
+    .bind(after)
+    .bind(through)
+    .fetch_all(&mut *transaction)
+    .await?;
+    transaction.commit().await?;
     let mut changes = LaterChanges::default();
     for row in rows {
         let kind: String = row.try_get("kind")?;
@@ -121,6 +127,9 @@ pub async fn later_changes(
 /// The result is sorted by key.
 pub fn roll_back(today: &[Position], changes: &LaterChanges) -> Vec<Position> {
     let mut positions = today.to_vec();
+    // Only a changed position can have come to zero (today's table holds
+    // none): their indexes, so the check skips the other thousands.
+    let mut changed: Vec<usize> = Vec::new();
     // Holders who appeared after the date and are not in today's table
     // (they left again) are few: a map for them alone.
     let mut absent: BTreeMap<RowKey, Position> = BTreeMap::new();
@@ -128,7 +137,10 @@ pub fn roll_back(today: &[Position], changes: &LaterChanges) -> Vec<Position> {
         let wanted = empty(holder, class);
         let key = wanted.key();
         match positions.binary_search_by_key(&key, Position::key) {
-            Ok(index) => change(&mut positions[index]),
+            Ok(index) => {
+                change(&mut positions[index]);
+                changed.push(index);
+            }
             Err(_) => change(absent.entry(key).or_insert(wanted)),
         }
     };
@@ -151,7 +163,16 @@ pub fn roll_back(today: &[Position], changes: &LaterChanges) -> Vec<Position> {
             p.pool_available -= moved.pool_available
         });
     }
-    positions.retain(|p| !p.fully_diluted().is_zero());
+    changed.retain(|&index| positions[index].fully_diluted().is_zero());
+    if !changed.is_empty() {
+        changed.sort_unstable();
+        let mut index = 0;
+        positions.retain(|_| {
+            let keep = changed.binary_search(&index).is_err();
+            index += 1;
+            keep
+        });
+    }
     if absent.is_empty() {
         return positions;
     }

@@ -69,13 +69,15 @@ pub async fn load(
     let mut positions: BTreeMap<(Uuid, bool, Uuid), Position> = BTreeMap::new();
     // A balance as of a date is today's balance less what entries dated
     // after it moved: the journal is read only after `as_of`, not re-summed
-    // from the beginning (usually few rows, none for today).
+    // from the beginning (usually few rows, none for today). Lines are
+    // fetched by entry id (see `earlier::later_changes` for why not a join).
     let shares: Vec<(Uuid, Uuid, Decimal)> = sqlx::query_as(
         "SELECT a.stakeholder_id, a.share_class_id, a.balance - COALESCE(later.amount, 0)
          FROM accounts a
          LEFT JOIN (SELECT l.account_id, SUM(l.amount) AS amount
-                    FROM journal_entries e JOIN journal_lines l ON l.entry_id = e.id
-                    WHERE e.company_id = $1 AND e.effective_date > $2
+                    FROM journal_lines l
+                    WHERE l.entry_id = ANY (ARRAY(SELECT e.id FROM journal_entries e
+                                                  WHERE e.company_id = $1 AND e.effective_date > $2))
                     GROUP BY 1) later ON later.account_id = a.id
          WHERE a.company_id = $1 AND a.owner_kind = 'stakeholder' AND a.share_class_id IS NOT NULL
            AND a.balance - COALESCE(later.amount, 0) <> 0",
