@@ -90,7 +90,8 @@ pub async fn insert_as_other_company(
 }
 
 /// The tables of this database with a NOT NULL company_id and no row-level
-/// security: must be none.
+/// security, or a policy that reads the company per row instead of once per
+/// statement (runtime migration 0005): must be none.
 pub async fn tenant_tables_without_rls(pool: &PgPool) -> Vec<String> {
     sqlx::query_scalar(
         "SELECT c.relname::text FROM pg_class c
@@ -98,7 +99,10 @@ pub async fn tenant_tables_without_rls(pool: &PgPool) -> Vec<String> {
          JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'company_id' AND a.attnotnull
          WHERE c.relkind = 'r'
            AND NOT (c.relrowsecurity AND EXISTS (
-               SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid AND p.polname = 'tenant_isolation'))
+               SELECT 1 FROM pg_policy p
+               WHERE p.polrelid = c.oid AND p.polname = 'tenant_isolation'
+                 AND pg_get_expr(p.polqual, p.polrelid) LIKE '%( SELECT qapmap_current_company()%'
+                 AND pg_get_expr(p.polwithcheck, p.polrelid) LIKE '%( SELECT qapmap_current_company()%'))
          ORDER BY 1",
     )
     .fetch_all(pool)

@@ -54,7 +54,8 @@ pub struct OptionsMoved {
 /// The journal lines are fetched by entry id from an array of the entries
 /// in range, not joined: as a join, once a few hundred entries fell in the
 /// range the planner hashed every line of the journal (20 ms for 40,000
-/// lines, against 3 ms by index).
+/// lines, against 3 ms by index). They are summed per account before the
+/// accounts are looked up (600 lines, 204 accounts in the bench).
 pub async fn later_changes(
     connection: &mut PgConnection,
     company_id: Uuid,
@@ -76,12 +77,13 @@ pub async fn later_changes(
          LEFT JOIN projection_versions p USING (company_id)
          UNION ALL
          SELECT 's', a.stakeholder_id, NULL, a.share_class_id, SUM(l.amount), NULL, NULL, NULL
-         FROM journal_lines l
+         FROM (SELECT account_id, SUM(amount) AS amount FROM journal_lines
+               WHERE entry_id = ANY (ARRAY(SELECT e.id FROM journal_entries e
+                                           WHERE e.company_id = $1 AND e.effective_date > $2
+                                             AND e.effective_date <= $3))
+               GROUP BY account_id) l
          JOIN accounts a ON a.id = l.account_id
-         WHERE l.entry_id = ANY (ARRAY(SELECT e.id FROM journal_entries e
-                                       WHERE e.company_id = $1 AND e.effective_date > $2
-                                         AND e.effective_date <= $3))
-           AND a.owner_kind = 'stakeholder' AND a.share_class_id IS NOT NULL
+         WHERE a.owner_kind = 'stakeholder' AND a.share_class_id IS NOT NULL
          GROUP BY a.stakeholder_id, a.share_class_id
          UNION ALL
          SELECT 'o', stakeholder_id, plan_id, share_class_id,
@@ -166,9 +168,11 @@ pub fn roll_back(today: &[Position], changes: &LaterChanges) -> Vec<Position> {
     changed.retain(|&index| positions[index].fully_diluted().is_zero());
     if !changed.is_empty() {
         changed.sort_unstable();
+        changed.dedup();
+        let mut emptied = changed.into_iter().peekable();
         let mut index = 0;
         positions.retain(|_| {
-            let keep = changed.binary_search(&index).is_err();
+            let keep = emptied.next_if_eq(&index).is_none();
             index += 1;
             keep
         });
