@@ -558,4 +558,33 @@ mod tests {
         let again = ServedTable::from_response(shared).expect("reads back");
         assert_eq!(again.encode_page(None, &page), first);
     }
+
+    /// Today's table read back from Redis gives the positions a past date
+    /// is derived from, a pool's available shares included.
+    #[test]
+    fn a_table_read_back_from_its_shared_encoding_has_the_same_positions() {
+        let class = Uuid::from_u128(5);
+        let positions = vec![
+            Position {
+                holder: Holder::Stakeholder(Uuid::from_u128(1)),
+                share_class_id: class,
+                shares: "1250.5".parse().expect("decimal"),
+                options_outstanding: Decimal::from(300),
+                pool_available: Decimal::ZERO,
+            },
+            Position {
+                holder: Holder::Pool(Uuid::from_u128(2)),
+                share_class_id: class,
+                shares: Decimal::ZERO,
+                options_outstanding: Decimal::ZERO,
+                pool_available: "9700.25".parse().expect("decimal"),
+            },
+        ];
+        let as_of = NaiveDate::from_ymd_opt(2026, 1, 2).expect("date");
+        let table = compute(as_of, 4, 2, positions);
+        let shared = ServedTable::from_table(&table).encode_whole();
+        let decoded = proto::GetCapTableResponse::decode(shared.as_slice()).expect("decodes");
+        let again = ServedTable::from_response(decoded).expect("reads back");
+        assert_eq!(again.positions, table.positions());
+    }
 }
