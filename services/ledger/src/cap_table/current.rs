@@ -27,7 +27,8 @@ use uuid::Uuid;
 /// company's change (see the migrations).
 pub const LEDGER_CHANGED_CHANNEL: &str = "qapmap_ledger_changed";
 
-/// The most rows kept across companies (~0.5 KiB each as protobuf values):
+/// The most rows kept across companies (~0.6 KiB each: the protobuf bytes
+/// and the figures past dates are derived from):
 /// bounds memory whatever the number of companies read.
 pub const MAX_CACHED_ROWS: usize = 50_000;
 /// Companies whose change counters are remembered before they are reset.
