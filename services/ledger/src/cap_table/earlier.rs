@@ -236,6 +236,22 @@ mod tests {
         positions
     }
 
+    /// Net shares of `holder` in class 9 moved after the date.
+    fn shares_moved(holder: u128, quantity: &str) -> SharesMoved {
+        SharesMoved {
+            stakeholder_id: Uuid::from_u128(holder),
+            share_class_id: Uuid::from_u128(9),
+            quantity: d(quantity),
+        }
+    }
+
+    /// Rolled back, the positions come out sorted and equal to `expected`.
+    fn assert_rolled_back(today: &[Position], changes: &LaterChanges, expected: Vec<Position>) {
+        let earlier = roll_back(today, changes);
+        assert!(earlier.is_sorted_by_key(Position::key));
+        assert_eq!(earlier, sorted(expected));
+    }
+
     #[test]
     fn later_moves_are_undone_and_holders_who_came_later_disappear() {
         let today = sorted(vec![
@@ -247,19 +263,8 @@ mod tests {
         let changes = LaterChanges {
             ledger_sequence: 4,
             projection_version: 2,
-            shares: vec![
-                // 2 bought 10 more; 3 arrived.
-                SharesMoved {
-                    stakeholder_id: Uuid::from_u128(2),
-                    share_class_id: Uuid::from_u128(9),
-                    quantity: d("10"),
-                },
-                SharesMoved {
-                    stakeholder_id: Uuid::from_u128(3),
-                    share_class_id: Uuid::from_u128(9),
-                    quantity: d("10"),
-                },
-            ],
+            // 2 bought 10 more; 3 arrived.
+            shares: vec![shares_moved(2, "10"), shares_moved(3, "10")],
             options: vec![OptionsMoved {
                 stakeholder_id: Some(Uuid::from_u128(2)),
                 plan_id: Uuid::from_u128(7),
@@ -268,15 +273,14 @@ mod tests {
                 pool_available: d("-30"),
             }],
         };
-        let earlier = roll_back(&today, &changes);
-        assert!(earlier.is_sorted_by_key(Position::key));
-        assert_eq!(
-            earlier,
-            sorted(vec![
+        assert_rolled_back(
+            &today,
+            &changes,
+            vec![
                 holder(1, 9, "100", "0"),
                 holder(2, 9, "40", "0"),
                 pool(7, 9, "1000"),
-            ])
+            ],
         );
     }
 
@@ -285,18 +289,7 @@ mod tests {
         let today = sorted(vec![holder(1, 9, "100", "0")]);
         // 5 sold everything to 1 after the date; a plan's pool was emptied.
         let changes = LaterChanges {
-            shares: vec![
-                SharesMoved {
-                    stakeholder_id: Uuid::from_u128(5),
-                    share_class_id: Uuid::from_u128(9),
-                    quantity: d("-25"),
-                },
-                SharesMoved {
-                    stakeholder_id: Uuid::from_u128(1),
-                    share_class_id: Uuid::from_u128(9),
-                    quantity: d("25"),
-                },
-            ],
+            shares: vec![shares_moved(5, "-25"), shares_moved(1, "25")],
             options: vec![OptionsMoved {
                 stakeholder_id: None,
                 plan_id: Uuid::from_u128(7),
@@ -306,15 +299,14 @@ mod tests {
             }],
             ..LaterChanges::default()
         };
-        let earlier = roll_back(&today, &changes);
-        assert!(earlier.is_sorted_by_key(Position::key));
-        assert_eq!(
-            earlier,
-            sorted(vec![
+        assert_rolled_back(
+            &today,
+            &changes,
+            vec![
                 holder(1, 9, "75", "0"),
                 holder(5, 9, "25", "0"),
                 pool(7, 9, "500"),
-            ])
+            ],
         );
     }
 
