@@ -1,7 +1,9 @@
 //! An earlier date's cap table from today's: today's positions less what
-//! was dated after that date. A past read then fetches only those later
-//! changes (usually few; none when nothing moved since) in one round trip,
-//! instead of every holder's balance.
+//! was dated after that date. A past read then needs only those later
+//! changes (usually few; none when nothing moved since), not every holder's
+//! balance. They are read in one round trip, per date, and the reader keeps
+//! them beside today's table (see `grpc::queries`): a later read of that
+//! date, or of any date after it, filters them and touches no database.
 //!
 //! The two must describe the same ledger: the changes are read in one
 //! statement together with the company's versions, and are used only when
@@ -18,20 +20,46 @@ use uuid::Uuid;
 
 use super::{Holder, Position, RowKey};
 
-/// What moved in `(after, through]`, read in one snapshot with the
-/// versions it belongs to.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// What moved in `(after, through]`, per day, read in one snapshot with the
+/// versions it belongs to. It serves any date from `after` on.
+#[derive(Debug, Clone, PartialEq)]
 pub struct LaterChanges {
     pub ledger_sequence: i64,
     pub projection_version: i64,
-    /// Net shares per stakeholder and class.
+    /// The earliest date these changes roll back to.
+    pub after: NaiveDate,
+    /// Net shares per day, stakeholder and class.
     pub shares: Vec<SharesMoved>,
-    /// Net options outstanding and pool available per holder, plan and class.
+    /// Net options outstanding and pool available per day, holder, plan and
+    /// class.
     pub options: Vec<OptionsMoved>,
+}
+
+impl LaterChanges {
+    /// None moved after `after`.
+    pub fn none_after(after: NaiveDate) -> Self {
+        Self {
+            ledger_sequence: 0,
+            projection_version: 0,
+            after,
+            shares: Vec::new(),
+            options: Vec::new(),
+        }
+    }
+
+    /// How many movements are held (what keeping them costs).
+    pub fn len(&self) -> usize {
+        self.shares.len() + self.options.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct SharesMoved {
+    pub effective_date: NaiveDate,
     pub stakeholder_id: Uuid,
     pub share_class_id: Uuid,
     pub quantity: Decimal,
@@ -39,6 +67,7 @@ pub struct SharesMoved {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct OptionsMoved {
+    pub effective_date: NaiveDate,
     /// `None` for a pool-only movement (a plan created or its pool adjusted).
     pub stakeholder_id: Option<Uuid>,
     pub plan_id: Uuid,
@@ -54,8 +83,8 @@ pub struct OptionsMoved {
 /// The journal lines are fetched by entry id from an array of the entries
 /// in range, not joined: as a join, once a few hundred entries fell in the
 /// range the planner hashed every line of the journal (20 ms for 40,000
-/// lines, against 3 ms by index). They are summed per account before the
-/// accounts are looked up (600 lines, 204 accounts in the bench).
+/// lines, against 3 ms by index). They are summed per day and account
+/// before the accounts are looked up (600 lines, 204 accounts in the bench).
 pub async fn later_changes(
     connection: &mut PgConnection,
     company_id: Uuid,
@@ -68,29 +97,32 @@ pub async fn later_changes(
     );
     let mut transaction = connection.begin_with(sqlx::AssertSqlSafe(begin)).await?;
     let rows = sqlx::query(
-        "SELECT 'v' AS kind, NULL::uuid AS holder, NULL::uuid AS plan, NULL::uuid AS class,
-                NULL::numeric AS first, NULL::numeric AS second,
+        "SELECT 'v' AS kind, NULL::date AS day, NULL::uuid AS holder, NULL::uuid AS plan,
+                NULL::uuid AS class, NULL::numeric AS first, NULL::numeric AS second,
                 COALESCE(l.last_sequence, 0) AS sequence,
                 COALESCE(l.projection_version, 0) + COALESCE(p.version, 0) AS version
          FROM (SELECT $1::uuid AS company_id) c
          LEFT JOIN ledgers l USING (company_id)
          LEFT JOIN projection_versions p USING (company_id)
          UNION ALL
-         SELECT 's', a.stakeholder_id, NULL, a.share_class_id, SUM(l.amount), NULL, NULL, NULL
-         FROM (SELECT account_id, SUM(amount) AS amount FROM journal_lines
-               WHERE entry_id = ANY (ARRAY(SELECT e.id FROM journal_entries e
-                                           WHERE e.company_id = $1 AND e.effective_date > $2
-                                             AND e.effective_date <= $3))
-               GROUP BY account_id) l
+         SELECT 's', l.effective_date, a.stakeholder_id, NULL, a.share_class_id, SUM(l.amount),
+                NULL, NULL, NULL
+         FROM (SELECT e.effective_date, jl.account_id, SUM(jl.amount) AS amount
+               FROM journal_lines jl JOIN journal_entries e ON e.id = jl.entry_id
+               WHERE jl.entry_id = ANY (ARRAY(SELECT e.id FROM journal_entries e
+                                              WHERE e.company_id = $1 AND e.effective_date > $2
+                                                AND e.effective_date <= $3))
+                 AND e.company_id = $1
+               GROUP BY e.effective_date, jl.account_id) l
          JOIN accounts a ON a.id = l.account_id
          WHERE a.owner_kind = 'stakeholder' AND a.share_class_id IS NOT NULL
-         GROUP BY a.stakeholder_id, a.share_class_id
+         GROUP BY l.effective_date, a.stakeholder_id, a.share_class_id
          UNION ALL
-         SELECT 'o', stakeholder_id, plan_id, share_class_id,
+         SELECT 'o', effective_date, stakeholder_id, plan_id, share_class_id,
                 SUM(outstanding_delta), SUM(pool_available_delta), NULL, NULL
          FROM option_movements
          WHERE company_id = $1 AND effective_date > $2 AND effective_date <= $3
-         GROUP BY stakeholder_id, plan_id, share_class_id",
+         GROUP BY effective_date, stakeholder_id, plan_id, share_class_id",
     )
     .bind(company_id)
     .bind(after)
@@ -98,7 +130,7 @@ pub async fn later_changes(
     .fetch_all(&mut *transaction)
     .await?;
     transaction.commit().await?;
-    let mut changes = LaterChanges::default();
+    let mut changes = LaterChanges::none_after(after);
     for row in rows {
         let kind: String = row.try_get("kind")?;
         match kind.as_str() {
@@ -107,11 +139,13 @@ pub async fn later_changes(
                 changes.projection_version = row.try_get("version")?;
             }
             "s" => changes.shares.push(SharesMoved {
+                effective_date: row.try_get("day")?,
                 stakeholder_id: row.try_get("holder")?,
                 share_class_id: row.try_get("class")?,
                 quantity: row.try_get("first")?,
             }),
             _ => changes.options.push(OptionsMoved {
+                effective_date: row.try_get("day")?,
                 stakeholder_id: row.try_get("holder")?,
                 plan_id: row.try_get("plan")?,
                 share_class_id: row.try_get("class")?,
@@ -123,11 +157,15 @@ pub async fn later_changes(
     Ok(changes)
 }
 
-/// The positions before `changes`: `today` (sorted by key, as a computed
-/// table's rows are) less each change, the same grouping
-/// [`super::query::load`] makes; positions that come to zero are dropped.
-/// The result is sorted by key.
-pub fn roll_back(today: &[Position], changes: &LaterChanges) -> Vec<Position> {
+/// The positions as of `as_of` (not before `changes.after`): `today` (sorted
+/// by key, as a computed table's rows are) less each change dated after
+/// `as_of`, the same grouping [`super::query::load`] makes; positions that
+/// come to zero are dropped. The result is sorted by key.
+pub fn roll_back(today: &[Position], changes: &LaterChanges, as_of: NaiveDate) -> Vec<Position> {
+    debug_assert!(
+        as_of >= changes.after,
+        "the changes do not reach back that far"
+    );
     let mut positions = today.to_vec();
     // Only a changed position can have come to zero (today's table holds
     // none): their indexes, so the check skips the other thousands.
@@ -146,14 +184,15 @@ pub fn roll_back(today: &[Position], changes: &LaterChanges) -> Vec<Position> {
             Err(_) => change(absent.entry(key).or_insert(wanted)),
         }
     };
-    for moved in &changes.shares {
+    let later = |effective_date: NaiveDate| effective_date > as_of;
+    for moved in changes.shares.iter().filter(|m| later(m.effective_date)) {
         adjust(
             Holder::Stakeholder(moved.stakeholder_id),
             moved.share_class_id,
             &|p| p.shares -= moved.quantity,
         );
     }
-    for moved in &changes.options {
+    for moved in changes.options.iter().filter(|m| later(m.effective_date)) {
         if let Some(stakeholder) = moved.stakeholder_id {
             adjust(
                 Holder::Stakeholder(stakeholder),
@@ -236,9 +275,20 @@ mod tests {
         positions
     }
 
-    /// Net shares of `holder` in class 9 moved after the date.
+    /// The date tables are rolled back to.
+    fn as_of() -> NaiveDate {
+        NaiveDate::from_ymd_opt(2025, 6, 1).expect("date")
+    }
+
+    /// `days` after [`as_of`] (on it for 0).
+    fn later_by(days: u64) -> NaiveDate {
+        as_of() + chrono::Days::new(days)
+    }
+
+    /// Net shares of `holder` in class 9 moved the day after the date.
     fn shares_moved(holder: u128, quantity: &str) -> SharesMoved {
         SharesMoved {
+            effective_date: later_by(1),
             stakeholder_id: Uuid::from_u128(holder),
             share_class_id: Uuid::from_u128(9),
             quantity: d(quantity),
@@ -247,7 +297,7 @@ mod tests {
 
     /// Rolled back, the positions come out sorted and equal to `expected`.
     fn assert_rolled_back(today: &[Position], changes: &LaterChanges, expected: Vec<Position>) {
-        let earlier = roll_back(today, changes);
+        let earlier = roll_back(today, changes, as_of());
         assert!(earlier.is_sorted_by_key(Position::key));
         assert_eq!(earlier, sorted(expected));
     }
@@ -263,9 +313,11 @@ mod tests {
         let changes = LaterChanges {
             ledger_sequence: 4,
             projection_version: 2,
+            after: as_of(),
             // 2 bought 10 more; 3 arrived.
             shares: vec![shares_moved(2, "10"), shares_moved(3, "10")],
             options: vec![OptionsMoved {
+                effective_date: later_by(30),
                 stakeholder_id: Some(Uuid::from_u128(2)),
                 plan_id: Uuid::from_u128(7),
                 share_class_id: Uuid::from_u128(9),
@@ -291,13 +343,14 @@ mod tests {
         let changes = LaterChanges {
             shares: vec![shares_moved(5, "-25"), shares_moved(1, "25")],
             options: vec![OptionsMoved {
+                effective_date: later_by(2),
                 stakeholder_id: None,
                 plan_id: Uuid::from_u128(7),
                 share_class_id: Uuid::from_u128(9),
                 outstanding: Decimal::ZERO,
                 pool_available: d("-500"),
             }],
-            ..LaterChanges::default()
+            ..LaterChanges::none_after(as_of())
         };
         assert_rolled_back(
             &today,
@@ -313,6 +366,36 @@ mod tests {
     #[test]
     fn nothing_later_leaves_today_as_it_is() {
         let today = sorted(vec![holder(1, 9, "100", "5"), pool(7, 9, "20")]);
-        assert_eq!(roll_back(&today, &LaterChanges::default()), today);
+        let nothing = LaterChanges::none_after(as_of());
+        assert_eq!(roll_back(&today, &nothing, as_of()), today);
+    }
+
+    /// Changes kept from an earlier read reach further back than this one:
+    /// only those after its date are undone.
+    #[test]
+    fn changes_on_or_before_the_date_stay() {
+        let today = sorted(vec![holder(1, 9, "100", "0"), holder(2, 9, "30", "0")]);
+        let changes = LaterChanges {
+            after: as_of() - chrono::Days::new(10),
+            shares: vec![
+                // On the date itself, and before it: part of the table.
+                SharesMoved {
+                    effective_date: later_by(0),
+                    ..shares_moved(2, "20")
+                },
+                SharesMoved {
+                    effective_date: as_of() - chrono::Days::new(3),
+                    ..shares_moved(2, "10")
+                },
+                // After it: undone.
+                shares_moved(1, "40"),
+            ],
+            ..LaterChanges::none_after(as_of())
+        };
+        assert_rolled_back(
+            &today,
+            &changes,
+            vec![holder(1, 9, "60", "0"), holder(2, 9, "30", "0")],
+        );
     }
 }

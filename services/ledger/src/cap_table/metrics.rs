@@ -2,7 +2,9 @@
 //! `/metrics` scrape: from today's table less later changes, or from
 //! Postgres (future dates, no change listener, or the ledger moved while
 //! the changes were read). A rising Postgres share means past reads cost
-//! a whole-table query each.
+//! a whole-table query each. Also how often the later changes were read
+//! from Postgres, not found kept beside today's table: about once per
+//! change to the company while past dates are read.
 
 use std::fmt::Write as _;
 use std::future::Future;
@@ -15,6 +17,7 @@ use qapmap_runtime::metrics_export::MetricSource;
 pub struct OtherDateMetrics {
     from_today_less_later: AtomicU64,
     from_postgres: AtomicU64,
+    later_changes_read: AtomicU64,
 }
 
 impl OtherDateMetrics {
@@ -24,6 +27,10 @@ impl OtherDateMetrics {
 
     pub fn record_from_postgres(&self) {
         self.from_postgres.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn record_later_changes_read(&self) {
+        self.later_changes_read.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -41,6 +48,12 @@ impl MetricSource for OtherDateMetrics {
                     count.load(Ordering::Relaxed)
                 );
             }
+            let _ = writeln!(
+                out,
+                "# TYPE qapmap_cap_table_later_changes_reads_total counter\n\
+                 qapmap_cap_table_later_changes_reads_total {}",
+                self.later_changes_read.load(Ordering::Relaxed)
+            );
         })
     }
 }

@@ -3,7 +3,7 @@
 //! filters); employees reach only their own balance and statement.
 
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use prost::Message;
 use prost::bytes::{BufMut, Bytes};
@@ -18,6 +18,7 @@ use tonic::Response;
 use super::LedgerApi;
 use crate::accounts::Owner;
 use crate::cap_table::cache::CacheKey;
+use crate::cap_table::earlier::LaterChanges;
 use crate::cap_table::{self, CapTable, Holder, Position, RowKey};
 use crate::convert::{self, entry_to_proto};
 use crate::journal::reading;
@@ -163,9 +164,10 @@ impl LedgerApi {
     }
 
     /// The table as of `as_of` (before `today`) from today's positions less
-    /// the changes dated after it (`cap_table::earlier`); `None` when memory
-    /// is not trusted (no change listener) or the ledger moved between
-    /// today's table and the changes read.
+    /// the changes dated after it (`cap_table::earlier`), kept beside
+    /// today's table once read; `None` when memory is not trusted (no change
+    /// listener) or the ledger moved between today's table and the changes
+    /// read.
     async fn earlier_cap_table(
         &self,
         company_id: uuid::Uuid,
@@ -176,19 +178,27 @@ impl LedgerApi {
             return Ok(None);
         }
         let current = self.current_cap_table(company_id, today).await?;
-        let mut connection = self.pool.acquire().await?;
-        let changes =
-            cap_table::earlier::later_changes(&mut connection, company_id, as_of, today).await?;
-        drop(connection);
-        if (changes.ledger_sequence, changes.projection_version)
-            != (
-                current.header.ledger_sequence,
-                current.header.projection_version,
-            )
-        {
-            return Ok(None);
-        }
-        let positions = cap_table::earlier::roll_back(&current.positions, &changes);
+        let changes = match current.later_changes_reaching(as_of) {
+            Some(kept) => kept,
+            None => {
+                let mut connection = self.pool.acquire().await?;
+                let changes =
+                    cap_table::earlier::later_changes(&mut connection, company_id, as_of, today)
+                        .await?;
+                drop(connection);
+                self.other_dates.record_later_changes_read();
+                if (changes.ledger_sequence, changes.projection_version)
+                    != (
+                        current.header.ledger_sequence,
+                        current.header.projection_version,
+                    )
+                {
+                    return Ok(None);
+                }
+                current.keep_later_changes(changes)
+            }
+        };
+        let positions = cap_table::earlier::roll_back(&current.positions, &changes, as_of);
         Ok(Some(cap_table::compute(
             as_of,
             changes.ledger_sequence,
@@ -324,6 +334,9 @@ pub(crate) struct ServedTable {
     encoded_rows: Bytes,
     /// Row `i` is `encoded_rows[offsets[i]..offsets[i + 1]]`.
     offsets: Vec<usize>,
+    /// The changes dated after some past date, read at this table's
+    /// versions: they die with the table when the company changes.
+    later_changes: Mutex<Option<Arc<LaterChanges>>>,
 }
 
 impl ServedTable {
@@ -362,7 +375,34 @@ impl ServedTable {
             positions,
             encoded_rows: encoded.freeze(),
             offsets,
+            later_changes: Mutex::default(),
         }
+    }
+
+    /// The kept changes, when they reach back to `as_of`.
+    fn later_changes_reaching(&self, as_of: chrono::NaiveDate) -> Option<Arc<LaterChanges>> {
+        let kept = self
+            .later_changes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        kept.as_ref().filter(|kept| kept.after <= as_of).cloned()
+    }
+
+    /// Keeps `changes` (read at this table's versions) unless those kept
+    /// reach further back, or they outnumber the table's rows: memory then
+    /// stays within the bound on rows kept (`current::MAX_CACHED_ROWS`).
+    fn keep_later_changes(&self, changes: LaterChanges) -> Arc<LaterChanges> {
+        let changes = Arc::new(changes);
+        if changes.len() <= self.keys.len() {
+            let mut kept = self
+                .later_changes
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if kept.as_ref().is_none_or(|kept| kept.after > changes.after) {
+                *kept = Some(changes.clone());
+            }
+        }
+        changes
     }
 
     /// The whole table's encoding (the value shared in Redis).

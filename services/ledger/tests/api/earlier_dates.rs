@@ -1,8 +1,9 @@
 //! Past dates' cap tables derived from today's table less the changes dated
 //! after them (`cap_table::earlier`): equal to the tables computed from
 //! Postgres, on a history where holders arrive, leave and trade, options are
-//! granted and exercised and the pool changes; and the gRPC read takes that
-//! way whenever it can (counted at `/metrics`).
+//! granted and exercised and the pool changes; the gRPC read takes that
+//! way whenever it can, and reads the later changes again only for an
+//! earlier date or after a change (both counted at `/metrics`).
 
 use chrono::{Days, NaiveDate};
 use qapmap_ledger::cap_table::{compute, earlier, query};
@@ -124,6 +125,12 @@ async fn every_earlier_table_derived_from_today_equals_the_table_computed_from_p
         .await
         .expect("today's table");
     let positions = current.positions().to_vec();
+    // What a reader keeps after reading the earliest date: it serves the
+    // later dates too, filtered by date.
+    let earliest = history.dates[0];
+    let kept = earlier::later_changes(&mut connection, company, earliest, today)
+        .await
+        .expect("changes after the earliest date");
     for as_of in history.dates {
         let changes = earlier::later_changes(&mut connection, company, as_of, today)
             .await
@@ -133,16 +140,21 @@ async fn every_earlier_table_derived_from_today_equals_the_table_computed_from_p
             (current.ledger_sequence, current.projection_version),
             "read at the versions of today's table"
         );
-        let derived = compute(
-            as_of,
-            changes.ledger_sequence,
-            changes.projection_version,
-            earlier::roll_back(&positions, &changes),
-        );
         let from_postgres = query::load(&mut connection, company, as_of)
             .await
             .expect("table from Postgres");
-        assert_eq!(derived, from_postgres, "as of {as_of}");
+        for (changes, read_after) in [(&changes, as_of), (&kept, earliest)] {
+            let derived = compute(
+                as_of,
+                changes.ledger_sequence,
+                changes.projection_version,
+                earlier::roll_back(&positions, changes, as_of),
+            );
+            assert_eq!(
+                derived, from_postgres,
+                "as of {as_of}, from changes read after {read_after}"
+            );
+        }
     }
 }
 
@@ -164,9 +176,22 @@ async fn ledger_with_metrics() -> TestLedger {
 
 /// `qapmap_cap_table_other_dates_total` by how the table was computed.
 async fn other_dates_computed(ledger: &TestLedger, from: &str) -> u64 {
+    scraped_count(
+        ledger,
+        &format!("qapmap_cap_table_other_dates_total{{computed_from=\"{from}\"}}"),
+    )
+    .await
+}
+
+/// How often the ledger read the later changes from Postgres.
+async fn later_changes_reads(ledger: &TestLedger) -> u64 {
+    scraped_count(ledger, "qapmap_cap_table_later_changes_reads_total").await
+}
+
+async fn scraped_count(ledger: &TestLedger, series: &str) -> u64 {
     let port = ledger.service.metrics_port.expect("metrics on");
     let scrape = qapmap_testkit::runtime_checks::scrape_metrics(port).await;
-    let prefix = format!("qapmap_cap_table_other_dates_total{{computed_from=\"{from}\"}} ");
+    let prefix = format!("{series} ");
     scrape
         .lines()
         .find_map(|line| line.strip_prefix(&prefix))
@@ -210,4 +235,57 @@ async fn past_reads_are_derived_from_todays_table_and_future_ones_computed_from_
         "410.5"
     );
     assert_eq!(other_dates_computed(&ledger, "postgres").await, 1);
+}
+
+/// Reads `as_of` until the later changes are kept: until a read no longer
+/// reads them from Postgres. (The history's own change notifications reach
+/// the listener a little after its last write; a table loaded before they
+/// arrive is not kept, nor are the changes read with it.) The reads so far.
+async fn once_kept(ledger: &TestLedger, as_of: NaiveDate) -> u64 {
+    let mut reads = later_changes_reads(ledger).await;
+    for _ in 0..100 {
+        ledger.cap_table(Some(date::to_proto(as_of))).await;
+        let now = later_changes_reads(ledger).await;
+        if now == reads {
+            return now;
+        }
+        reads = now;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the later changes were never kept");
+}
+
+/// The kept later changes serve the dates after the one they were read
+/// for. They describe one state of the ledger: an earlier date reads them
+/// again, and so does any date once the company changed, even by a
+/// backdated entry.
+#[tokio::test]
+async fn kept_later_changes_serve_later_dates_until_the_company_changes() {
+    let ledger = ledger_with_metrics().await;
+    let history = history(&ledger).await;
+    let read = |as_of: NaiveDate| ledger.cap_table(Some(date::to_proto(as_of)));
+    let alice_shares = |table: &proto::GetCapTableResponse| {
+        value(&row(table, history.alice, COMMON).expect("alice").shares).to_owned()
+    };
+
+    let reads = once_kept(&ledger, day(2025, 1, 15)).await;
+    assert_eq!(alice_shares(&read(day(2025, 1, 15)).await), "350");
+    assert_eq!(alice_shares(&read(day(2025, 2, 1)).await), "350");
+    assert_eq!(later_changes_reads(&ledger).await, reads, "kept");
+    // Before Bob sold her his 100 shares on 2024-09-01.
+    assert_eq!(alice_shares(&read(day(2024, 8, 31)).await), "250");
+    assert_eq!(
+        later_changes_reads(&ledger).await,
+        reads + 1,
+        "read further back"
+    );
+    assert_eq!(alice_shares(&read(day(2025, 1, 15)).await), "350");
+    assert_eq!(later_changes_reads(&ledger).await, reads + 1, "kept");
+
+    // Alice gives Bob 5 shares back, dated before the last date read.
+    transfer(&ledger, history.alice, history.bob, "5", day(2024, 12, 1)).await;
+    assert_eq!(alice_shares(&read(day(2025, 1, 15)).await), "345");
+    assert_eq!(alice_shares(&read(day(2024, 11, 30)).await), "350");
+    assert!(later_changes_reads(&ledger).await >= reads + 3, "read anew");
+    assert_eq!(other_dates_computed(&ledger, "postgres").await, 0);
 }
