@@ -199,7 +199,7 @@ impl LedgerApi {
             }
         };
         let positions = cap_table::earlier::roll_back(&current.positions, &changes, as_of);
-        Ok(Some(cap_table::compute(
+        Ok(Some(cap_table::compute_sorted(
             as_of,
             changes.ledger_sequence,
             changes.projection_version,
