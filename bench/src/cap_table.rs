@@ -1,10 +1,13 @@
 //! Cap table reads of one company with many holders: cached (today's date;
 //! the ledger keeps today's table in memory, and in Redis) and uncached (a
-//! past `as_of`, computed from Postgres on every call).
+//! past `as_of`, computed on every call from today's table less the changes
+//! dated after it; those are read from Postgres once and kept beside
+//! today's table, so the cold reads ask for a new earlier date each time).
 
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use chrono::Datelike;
 use futures::{StreamExt, TryStreamExt};
 use prost::Message;
 use qapmap_proto::common::v1::Date;
@@ -200,6 +203,57 @@ pub(crate) fn read_load_on_one_thread(
     runtime.block_on(async {
         let ledger = crate::system::ledger_channels(config).await?;
         read_load(&ledger, company_id, as_of, concurrency, duration).await
+    })
+}
+
+/// One caller reading past tables whose later changes the ledger has not
+/// kept: each read asks for the day before the last one asked (from the
+/// day before `before`), and changes kept for a date serve only that date
+/// and later ones, so every read has the ledger fetch the later changes
+/// from Postgres before computing. What the first past read after a change
+/// to the company costs. On a thread of its own, like the other reads.
+pub(crate) fn cold_reads_on_one_thread(
+    config: &Config,
+    company_id: &str,
+    before: chrono::NaiveDate,
+    reads: u64,
+) -> anyhow::Result<Reads> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let ledger = crate::system::ledger_channels(config).await?;
+        let mut client = tonic::client::Grpc::new(ledger[0].clone());
+        let mut latencies = Latencies::default();
+        let (mut errors, mut first_error) = (0u64, None);
+        let began = Instant::now();
+        for days in 1..=reads {
+            let as_of = before - chrono::Days::new(days);
+            let request = read_request(
+                company_id,
+                date(as_of.year(), as_of.month() as i32, as_of.day() as i32),
+            );
+            let sent = Instant::now();
+            match read_undecoded(&mut client, request).await {
+                Ok(length) if length > 0 => latencies.record(sent.elapsed()),
+                Ok(_) => {
+                    errors += 1;
+                    first_error.get_or_insert("an empty response".to_owned());
+                }
+                Err(status) => {
+                    errors += 1;
+                    first_error.get_or_insert(status.to_string());
+                }
+            }
+        }
+        let latency = latencies.summary();
+        Ok(Reads {
+            requests_per_second: latency.count as f64 / began.elapsed().as_secs_f64(),
+            latency,
+            errors,
+            rows: PAGE_SIZE as usize,
+            first_error,
+        })
     })
 }
 

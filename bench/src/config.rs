@@ -21,6 +21,9 @@ pub(crate) struct Size {
     pub(crate) holders: usize,
     pub(crate) read_duration: Duration,
     pub(crate) read_concurrency: usize,
+    /// Past reads that each need the later changes from Postgres (one day
+    /// earlier each, all after the holders' issuance on 2024-01-02).
+    pub(crate) cold_reads: u64,
     pub(crate) vesting_awards: usize,
     /// How long a saga may take before it counts as failed.
     pub(crate) saga_patience: Duration,
@@ -40,6 +43,7 @@ impl Size {
             holders: 10_000,
             read_duration: Duration::from_secs(10),
             read_concurrency: 64,
+            cold_reads: 500,
             vesting_awards: 1_000_000,
             saga_patience: Duration::from_secs(60),
             stats_settle: crate::commits::STATS_SETTLE_FULL,
@@ -62,6 +66,7 @@ impl Size {
             // pool's 3 s acquire timeout (UNAVAILABLE). The smoke run checks
             // the harness, not the saturation point.
             read_concurrency: 16,
+            cold_reads: 20,
             vesting_awards: 100_000,
             saga_patience: Duration::from_secs(30),
             stats_settle: crate::commits::STATS_SETTLE_TINY,

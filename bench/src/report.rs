@@ -434,7 +434,7 @@ pub(crate) async fn run(config: &Config) -> anyhow::Result<bool> {
                 Some(ReadFloor::Cached),
             ),
             (
-                "uncached (as_of 2025-06-01: computed on every read, today's positions less later changes)",
+                "uncached (as_of 2025-06-01: computed on every read, today's positions less the later changes kept beside them)",
                 date(2025, 6, 1),
                 size.read_concurrency,
                 Some(ReadFloor::Uncached),
@@ -513,6 +513,33 @@ pub(crate) async fn run(config: &Config) -> anyhow::Result<bool> {
                 );
             }
         }
+        // Not judged: the first past read after a change, which reads the
+        // later changes from Postgres.
+        let reads = size.cold_reads;
+        let (reader_config, company_id) = (config.clone(), holders.company_id.clone());
+        let cold = tokio::task::spawn_blocking(move || {
+            cap_table::cold_reads_on_one_thread(
+                &reader_config,
+                &company_id,
+                chrono::NaiveDate::from_ymd_opt(2025, 6, 1).expect("date"),
+                reads,
+            )
+        })
+        .await??;
+        println!(
+            "uncached, cold (later changes read from Postgres on every read: {reads} reads, each a day earlier than the last, from 2025-05-31), one caller:"
+        );
+        println!("  requests/s: {:.0} /s", cold.requests_per_second);
+        println!("  latency:    {}", cold.latency.line());
+        println!(
+            "  errors:     {}{}",
+            cold.errors,
+            cold.first_error
+                .as_deref()
+                .map(|e| format!(" (first: {e})"))
+                .unwrap_or_default()
+        );
+        ok &= cold.errors == 0;
     }
 
     if config.runs(Part::Vesting) {

@@ -70,7 +70,9 @@ pub async fn load(
     // A balance as of a date is today's balance less what entries dated
     // after it moved: the journal is read only after `as_of`, not re-summed
     // from the beginning (usually few rows, none for today). Lines are
-    // fetched by entry id (see `earlier::later_changes` for why not a join).
+    // fetched by entry id from an array: as a join, once a few hundred
+    // entries fell in the range the planner hashed every line of the
+    // journal (20 ms for 40,000 lines, against 3 ms by index).
     let shares: Vec<(Uuid, Uuid, Decimal)> = sqlx::query_as(
         "SELECT a.stakeholder_id, a.share_class_id, a.balance - COALESCE(later.amount, 0)
          FROM accounts a
