@@ -424,8 +424,8 @@ pub(crate) async fn run(config: &Config) -> anyhow::Result<bool> {
         sampler.take_peaks();
         // The last two runs are not judged: one caller at a time shows the
         // uncached read's own latency, without 63 others queued before it;
-        // a future date is computed from Postgres alone (every balance read
-        // on each call), the way past dates were before 2026-11-22.
+        // a future date reads the changes dated up to it on every call
+        // (none here) and adds them to today's table.
         for (label, as_of, concurrency, judged) in [
             (
                 "cached (today: the ledger's memory)",
@@ -446,7 +446,7 @@ pub(crate) async fn run(config: &Config) -> anyhow::Result<bool> {
                 None,
             ),
             (
-                "future date (as_of 2027-06-01: every balance from Postgres on every read)",
+                "future date (as_of 2027-06-01: today's positions plus the changes dated up to it, read from Postgres on every read)",
                 date(2027, 6, 1),
                 size.read_concurrency,
                 None,

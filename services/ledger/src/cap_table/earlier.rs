@@ -1,7 +1,7 @@
 //! An earlier date's cap table from today's: today's positions less what
-//! was dated after that date. A past read then needs only those later
-//! changes (usually few; none when nothing moved since), not every holder's
-//! balance. They are read in one round trip, per date, and the reader keeps
+//! was dated after that date (and a later date's, today's plus what is
+//! dated up to it). A read then needs only those changes (usually few;
+//! none when nothing moved since), not every holder's balance. They are read in one round trip, per date, and the reader keeps
 //! them beside today's table (see `grpc::queries`): a later read of that
 //! date, or of any date after it, filters them and touches no database.
 //!
@@ -170,12 +170,40 @@ pub fn roll_back(today: &[Position], changes: &LaterChanges, as_of: NaiveDate) -
         as_of >= changes.after,
         "the changes do not reach back that far"
     );
+    shift(today, changes, |date| date > as_of, Direction::Undo)
+}
+
+/// The positions as of `as_of`, a date after today's table's: `today` plus
+/// each change dated up to `as_of`. `changes` must have been read (from
+/// today's date) through `as_of` at least. Otherwise as [`roll_back`].
+pub fn roll_forward(today: &[Position], changes: &LaterChanges, as_of: NaiveDate) -> Vec<Position> {
+    debug_assert!(as_of >= changes.after, "a date after today's table's");
+    shift(today, changes, |date| date <= as_of, Direction::Apply)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    Undo,
+    Apply,
+}
+
+/// `today` with the changes whose date `selected` accepts undone or applied.
+fn shift(
+    today: &[Position],
+    changes: &LaterChanges,
+    selected: impl Fn(NaiveDate) -> bool,
+    direction: Direction,
+) -> Vec<Position> {
+    let signed = |quantity: Decimal| match direction {
+        Direction::Undo => -quantity,
+        Direction::Apply => quantity,
+    };
     let mut positions = today.to_vec();
-    // Only a changed position can have come to zero (today's table holds
-    // none): their indexes, so the check skips the other thousands.
+    // Only a changed position can come to zero (today's table holds none):
+    // their indexes, so the check skips the other thousands.
     let mut changed: Vec<usize> = Vec::new();
-    // Holders who appeared after the date and are not in today's table
-    // (they left again) are few: a map for them alone.
+    // Holders not in today's table (who left again since the date, or
+    // arrive after today) are few: a map for them alone.
     let mut absent: BTreeMap<RowKey, Position> = BTreeMap::new();
     let mut adjust = |holder: Holder, class: Uuid, change: &dyn Fn(&mut Position)| {
         let wanted = empty(holder, class);
@@ -188,24 +216,27 @@ pub fn roll_back(today: &[Position], changes: &LaterChanges, as_of: NaiveDate) -
             Err(_) => change(absent.entry(key).or_insert(wanted)),
         }
     };
-    let later = |effective_date: NaiveDate| effective_date > as_of;
-    for moved in changes.shares.iter().filter(|m| later(m.effective_date)) {
+    for moved in changes.shares.iter().filter(|m| selected(m.effective_date)) {
         adjust(
             Holder::Stakeholder(moved.stakeholder_id),
             moved.share_class_id,
-            &|p| p.shares -= moved.quantity,
+            &|p| p.shares += signed(moved.quantity),
         );
     }
-    for moved in changes.options.iter().filter(|m| later(m.effective_date)) {
+    for moved in changes
+        .options
+        .iter()
+        .filter(|m| selected(m.effective_date))
+    {
         if let Some(stakeholder) = moved.stakeholder_id {
             adjust(
                 Holder::Stakeholder(stakeholder),
                 moved.share_class_id,
-                &|p| p.options_outstanding -= moved.outstanding,
+                &|p| p.options_outstanding += signed(moved.outstanding),
             );
         }
         adjust(Holder::Pool(moved.plan_id), moved.share_class_id, &|p| {
-            p.pool_available -= moved.pool_available
+            p.pool_available += signed(moved.pool_available)
         });
     }
     changed.retain(|&index| positions[index].fully_diluted().is_zero());
@@ -230,8 +261,8 @@ pub fn roll_back(today: &[Position], changes: &LaterChanges, as_of: NaiveDate) -
         .filter(|p| !p.fully_diluted().is_zero())
         .peekable();
     for position in positions {
-        while let Some(earlier) = absent.next_if(|a| a.key() < position.key()) {
-            merged.push(earlier);
+        while let Some(before) = absent.next_if(|a| a.key() < position.key()) {
+            merged.push(before);
         }
         merged.push(position);
     }
@@ -400,6 +431,35 @@ mod tests {
             &today,
             &changes,
             vec![holder(1, 9, "60", "0"), holder(2, 9, "30", "0")],
+        );
+    }
+
+    /// A later date: changes up to it are applied, those after it are not;
+    /// a holder who sells everything disappears, a newcomer appears.
+    #[test]
+    fn a_later_date_applies_the_changes_up_to_it() {
+        let today = sorted(vec![holder(1, 9, "100", "0"), holder(2, 9, "30", "0")]);
+        let changes = LaterChanges {
+            shares: vec![
+                // 2 sells all to 3 the next day; 1 buys more a month later.
+                shares_moved(2, "-30"),
+                shares_moved(3, "30"),
+                SharesMoved {
+                    effective_date: later_by(30),
+                    ..shares_moved(1, "5")
+                },
+            ],
+            ..LaterChanges::none_after(as_of())
+        };
+        let forward = roll_forward(&today, &changes, later_by(1));
+        assert!(forward.is_sorted_by_key(Position::key));
+        assert_eq!(
+            forward,
+            sorted(vec![holder(1, 9, "100", "0"), holder(3, 9, "30", "0")])
+        );
+        assert_eq!(
+            roll_forward(&today, &changes, later_by(30)),
+            sorted(vec![holder(1, 9, "105", "0"), holder(3, 9, "30", "0")])
         );
     }
 }

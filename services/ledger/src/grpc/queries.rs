@@ -141,17 +141,17 @@ impl LedgerApi {
             let table = self.current_cap_table(company_id, as_of).await?;
             return Ok(table.encode_page(after, &page));
         }
-        // Other dates are computed on every read (never kept): a past date
-        // from today's table less what came later, when that can be trusted;
-        // else, and for future dates, from Postgres.
-        let earlier = if as_of < today {
+        // Other dates are computed on every read (never kept): from today's
+        // table less what came later, or plus what comes up to a later date,
+        // when that can be trusted; else from Postgres.
+        let derived = if as_of < today {
             self.earlier_cap_table(company_id, as_of, today).await?
         } else {
-            None
+            self.later_cap_table(company_id, as_of, today).await?
         };
-        let table = match earlier {
+        let table = match derived {
             Some(table) => {
-                self.other_dates.record_from_today_less_later();
+                self.other_dates.record_from_today(as_of < today);
                 table
             }
             None => {
@@ -187,18 +187,43 @@ impl LedgerApi {
                         .await?;
                 drop(connection);
                 self.other_dates.record_later_changes_read();
-                if (changes.ledger_sequence, changes.projection_version)
-                    != (
-                        current.header.ledger_sequence,
-                        current.header.projection_version,
-                    )
-                {
+                if !current.has_versions_of(&changes) {
                     return Ok(None);
                 }
                 current.keep_later_changes(changes)
             }
         };
         let positions = cap_table::earlier::roll_back(&current.positions, &changes, as_of);
+        Ok(Some(cap_table::compute_sorted(
+            as_of,
+            changes.ledger_sequence,
+            changes.projection_version,
+            positions,
+        )))
+    }
+
+    /// The table as of `as_of` (after `today`) from today's positions plus
+    /// the changes dated up to it, read on every call (usually none: few
+    /// entries are dated ahead); `None` as for [`Self::earlier_cap_table`].
+    async fn later_cap_table(
+        &self,
+        company_id: uuid::Uuid,
+        as_of: chrono::NaiveDate,
+        today: chrono::NaiveDate,
+    ) -> Result<Option<CapTable>, ApiError> {
+        if self.tables.stamp(company_id).is_none() {
+            return Ok(None);
+        }
+        let current = self.current_cap_table(company_id, today).await?;
+        let mut connection = self.pool.acquire().await?;
+        let changes =
+            cap_table::earlier::later_changes(&mut connection, company_id, today, as_of).await?;
+        drop(connection);
+        self.other_dates.record_later_changes_read();
+        if !current.has_versions_of(&changes) {
+            return Ok(None);
+        }
+        let positions = cap_table::earlier::roll_forward(&current.positions, &changes, as_of);
         Ok(Some(cap_table::compute_sorted(
             as_of,
             changes.ledger_sequence,
@@ -377,6 +402,13 @@ impl ServedTable {
             offsets,
             later_changes: Mutex::default(),
         }
+    }
+
+    /// Whether `changes` were read at this table's versions (describe the
+    /// same ledger).
+    fn has_versions_of(&self, changes: &LaterChanges) -> bool {
+        (changes.ledger_sequence, changes.projection_version)
+            == (self.header.ledger_sequence, self.header.projection_version)
     }
 
     /// The kept changes, when they reach back to `as_of`.
