@@ -197,12 +197,24 @@ pub(crate) fn read_load_on_one_thread(
     concurrency: usize,
     duration: Duration,
 ) -> anyhow::Result<Reads> {
+    on_one_thread(config, |ledger| async move {
+        read_load(&ledger, company_id, as_of, concurrency, duration).await
+    })
+}
+
+/// `reads` on a runtime with one thread, over channels to the ledger made
+/// on it.
+fn on_one_thread<Load, Loading>(config: &Config, reads: Load) -> anyhow::Result<Reads>
+where
+    Load: FnOnce(Vec<AuthenticatedChannel>) -> Loading,
+    Loading: std::future::Future<Output = anyhow::Result<Reads>>,
+{
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
         let ledger = crate::system::ledger_channels(config).await?;
-        read_load(&ledger, company_id, as_of, concurrency, duration).await
+        reads(ledger).await
     })
 }
 
@@ -218,11 +230,7 @@ pub(crate) fn cold_reads_on_one_thread(
     before: chrono::NaiveDate,
     reads: u64,
 ) -> anyhow::Result<Reads> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let ledger = crate::system::ledger_channels(config).await?;
+    on_one_thread(config, |ledger| async move {
         let mut client = tonic::client::Grpc::new(ledger[0].clone());
         let mut latencies = Latencies::default();
         let (mut errors, mut first_error) = (0u64, None);

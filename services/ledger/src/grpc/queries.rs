@@ -144,12 +144,7 @@ impl LedgerApi {
         // Other dates are computed on every read (never kept): from today's
         // table less what came later, or plus what comes up to a later date,
         // when that can be trusted; else from Postgres.
-        let derived = if as_of < today {
-            self.earlier_cap_table(company_id, as_of, today).await?
-        } else {
-            self.later_cap_table(company_id, as_of, today).await?
-        };
-        let table = match derived {
+        let table = match self.derived_cap_table(company_id, as_of, today).await? {
             Some(table) => {
                 self.other_dates.record_from_today(as_of < today);
                 table
@@ -163,12 +158,13 @@ impl LedgerApi {
         Ok(page_of_table(&table, after, &page).encode_to_vec().into())
     }
 
-    /// The table as of `as_of` (before `today`) from today's positions less
-    /// the changes dated after it (`cap_table::earlier`), kept beside
-    /// today's table once read; `None` when memory is not trusted (no change
-    /// listener) or the ledger moved between today's table and the changes
-    /// read.
-    async fn earlier_cap_table(
+    /// The table as of `as_of` from today's positions (`cap_table::earlier`):
+    /// a past date's less the changes dated after it, kept beside today's
+    /// table once read; a future date's plus the changes dated up to it,
+    /// read on every call (usually none: few entries are dated ahead).
+    /// `None` when memory is not trusted (no change listener) or the ledger
+    /// moved between today's table and the changes read.
+    async fn derived_cap_table(
         &self,
         company_id: uuid::Uuid,
         as_of: chrono::NaiveDate,
@@ -177,53 +173,36 @@ impl LedgerApi {
         if self.tables.stamp(company_id).is_none() {
             return Ok(None);
         }
+        let past = as_of < today;
         let current = self.current_cap_table(company_id, today).await?;
-        let changes = match current.later_changes_reaching(as_of) {
+        let kept = past
+            .then(|| current.later_changes_reaching(as_of))
+            .flatten();
+        let changes = match kept {
             Some(kept) => kept,
             None => {
+                let (after, through) = if past { (as_of, today) } else { (today, as_of) };
                 let mut connection = self.pool.acquire().await?;
                 let changes =
-                    cap_table::earlier::later_changes(&mut connection, company_id, as_of, today)
+                    cap_table::earlier::later_changes(&mut connection, company_id, after, through)
                         .await?;
                 drop(connection);
                 self.other_dates.record_later_changes_read();
                 if !current.has_versions_of(&changes) {
                     return Ok(None);
                 }
-                current.keep_later_changes(changes)
+                if past {
+                    current.keep_later_changes(changes)
+                } else {
+                    Arc::new(changes)
+                }
             }
         };
-        let positions = cap_table::earlier::roll_back(&current.positions, &changes, as_of);
-        Ok(Some(cap_table::compute_sorted(
-            as_of,
-            changes.ledger_sequence,
-            changes.projection_version,
-            positions,
-        )))
-    }
-
-    /// The table as of `as_of` (after `today`) from today's positions plus
-    /// the changes dated up to it, read on every call (usually none: few
-    /// entries are dated ahead); `None` as for [`Self::earlier_cap_table`].
-    async fn later_cap_table(
-        &self,
-        company_id: uuid::Uuid,
-        as_of: chrono::NaiveDate,
-        today: chrono::NaiveDate,
-    ) -> Result<Option<CapTable>, ApiError> {
-        if self.tables.stamp(company_id).is_none() {
-            return Ok(None);
-        }
-        let current = self.current_cap_table(company_id, today).await?;
-        let mut connection = self.pool.acquire().await?;
-        let changes =
-            cap_table::earlier::later_changes(&mut connection, company_id, today, as_of).await?;
-        drop(connection);
-        self.other_dates.record_later_changes_read();
-        if !current.has_versions_of(&changes) {
-            return Ok(None);
-        }
-        let positions = cap_table::earlier::roll_forward(&current.positions, &changes, as_of);
+        let positions = if past {
+            cap_table::earlier::roll_back(&current.positions, &changes, as_of)
+        } else {
+            cap_table::earlier::roll_forward(&current.positions, &changes, as_of)
+        };
         Ok(Some(cap_table::compute_sorted(
             as_of,
             changes.ledger_sequence,
