@@ -240,17 +240,9 @@ fn shift(
         });
     }
     changed.retain(|&index| positions[index].fully_diluted().is_zero());
-    if !changed.is_empty() {
-        changed.sort_unstable();
-        changed.dedup();
-        let mut emptied = changed.into_iter().peekable();
-        let mut index = 0;
-        positions.retain(|_| {
-            let keep = emptied.next_if_eq(&index).is_none();
-            index += 1;
-            keep
-        });
-    }
+    changed.sort_unstable();
+    changed.dedup();
+    remove_sorted(&mut positions, &changed);
     if absent.is_empty() {
         return positions;
     }
@@ -268,6 +260,22 @@ fn shift(
     }
     merged.extend(absent);
     merged
+}
+
+/// Removes the positions at `indexes` (ascending, distinct), moving the
+/// rows between them as blocks: a per-row `retain` over 10,000 rows was 5%
+/// of a past read.
+fn remove_sorted(positions: &mut Vec<Position>, indexes: &[usize]) {
+    let Some(&first) = indexes.first() else {
+        return;
+    };
+    let mut kept = first;
+    for (at, &index) in indexes.iter().enumerate() {
+        let next = indexes.get(at + 1).copied().unwrap_or(positions.len());
+        positions.copy_within(index + 1..next, kept);
+        kept += next - index - 1;
+    }
+    positions.truncate(kept);
 }
 
 fn empty(holder: Holder, share_class_id: Uuid) -> Position {
@@ -461,5 +469,26 @@ mod tests {
             roll_forward(&today, &changes, later_by(30)),
             sorted(vec![holder(1, 9, "105", "0"), holder(3, 9, "30", "0")])
         );
+    }
+
+    #[test]
+    fn removing_rows_keeps_the_others_in_order() {
+        let rows: Vec<Position> = (0..8).map(|i| holder(i, 9, "1", "0")).collect();
+        for indexes in [
+            vec![],
+            vec![0],
+            vec![7],
+            vec![2, 5],
+            vec![0, 1, 2],
+            vec![3, 4, 7],
+        ] {
+            let mut left = rows.clone();
+            remove_sorted(&mut left, &indexes);
+            let expected: Vec<Position> = (0..8)
+                .filter(|i| !indexes.contains(i))
+                .map(|i| rows[i])
+                .collect();
+            assert_eq!(left, expected, "without {indexes:?}");
+        }
     }
 }
