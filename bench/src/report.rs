@@ -164,6 +164,21 @@ async fn background(counter: &mut Counter, label: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A read run's throughput, latency and errors.
+fn print_reads(reads: &cap_table::Reads) {
+    println!("  requests/s: {:.0} /s", reads.requests_per_second);
+    println!("  latency:    {}", reads.latency.line());
+    println!(
+        "  errors:     {}{}",
+        reads.errors,
+        reads
+            .first_error
+            .as_deref()
+            .map(|e| format!(" (first: {e})"))
+            .unwrap_or_default()
+    );
+}
+
 fn print_memory(label: &str, config: &Config, kib: &[u64]) {
     let parts: Vec<String> = config
         .processes
@@ -472,17 +487,7 @@ pub(crate) async fn run(config: &Config) -> anyhow::Result<bool> {
                 size.read_duration.as_secs_f64(),
                 reads.rows
             );
-            println!("  requests/s: {:.0} /s", reads.requests_per_second);
-            println!("  latency:    {}", reads.latency.line());
-            println!(
-                "  errors:     {}{}",
-                reads.errors,
-                reads
-                    .first_error
-                    .as_deref()
-                    .map(|e| format!(" (first: {e})"))
-                    .unwrap_or_default()
-            );
+            print_reads(&reads);
             let peak = sampler.take_peaks();
             print_memory("peak", config, &peak);
             max_each(&mut read_peak, &peak);
@@ -529,16 +534,7 @@ pub(crate) async fn run(config: &Config) -> anyhow::Result<bool> {
         println!(
             "uncached, cold (later changes read from Postgres on every read: {reads} reads, each a day earlier than the last, from 2025-05-31), one caller:"
         );
-        println!("  requests/s: {:.0} /s", cold.requests_per_second);
-        println!("  latency:    {}", cold.latency.line());
-        println!(
-            "  errors:     {}{}",
-            cold.errors,
-            cold.first_error
-                .as_deref()
-                .map(|e| format!(" (first: {e})"))
-                .unwrap_or_default()
-        );
+        print_reads(&cold);
         ok &= cold.errors == 0;
     }
 

@@ -21,12 +21,14 @@ use uuid::Uuid;
 use super::{Holder, Position, RowKey};
 
 /// What moved in `(after, through]`, per day, read in one snapshot with the
-/// versions it belongs to. It serves any date from `after` on.
+/// versions it belongs to. Read from a past date up to today's, it rolls
+/// today's table back to any date from `after` on; read from today's up to
+/// a later date, it rolls the table forward to that date.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LaterChanges {
     pub ledger_sequence: i64,
     pub projection_version: i64,
-    /// The earliest date these changes roll back to.
+    /// The changes are those dated after this date.
     pub after: NaiveDate,
     /// Net shares per day, stakeholder and class.
     pub shares: Vec<SharesMoved>,
@@ -76,9 +78,10 @@ pub struct OptionsMoved {
     pub pool_available: Decimal,
 }
 
-/// The changes dated after `after` up to and including `through` (today's
-/// table's date), confined to the company, in one statement (one snapshot)
-/// prepared once per connection: a past read then plans nothing.
+/// The changes dated after `after` up to and including `through` (a past
+/// date and today's, or today's and a later date), confined to the company,
+/// in one statement (one snapshot) prepared once per connection: a read
+/// then plans nothing.
 ///
 /// Each entry in range has its lines, and each summed line its account,
 /// looked up by index: the `OFFSET 0` keeps the planner from flattening

@@ -121,8 +121,8 @@ pub struct CapTable {
     pub totals: Totals,
     /// Sorted by key.
     positions: Vec<Position>,
-    basic_display: Display,
-    diluted_display: Display,
+    basic_display: DisplayColumn,
+    diluted_display: DisplayColumn,
 }
 
 /// A column of display percentages, each summing to 100.00. Kept as
@@ -130,12 +130,12 @@ pub struct CapTable {
 /// into decimals only for the rows a page shows (converting 10,000 rows for
 /// every past read took a sixth of the machine).
 #[derive(Debug, Clone, PartialEq)]
-enum Display {
+enum DisplayColumn {
     Hundredths(Vec<i64>),
     Decimals(Vec<Decimal>),
 }
 
-impl Display {
+impl DisplayColumn {
     fn from_decimals(percents: Vec<Decimal>) -> Self {
         percents
             .iter()
@@ -228,8 +228,8 @@ pub fn compute_sorted(
 #[derive(Debug, PartialEq)]
 struct Figures {
     totals: Totals,
-    basic_display: Display,
-    diluted_display: Display,
+    basic_display: DisplayColumn,
+    diluted_display: DisplayColumn,
 }
 
 /// [`Figures`] in exact integer arithmetic: every figure scaled to an
@@ -282,9 +282,9 @@ fn in_integers(positions: &[Position]) -> Option<Figures> {
     })
 }
 
-fn display_in_integers(parts: &[i128], whole: i128) -> Option<Display> {
+fn display_in_integers(parts: &[i128], whole: i128) -> Option<DisplayColumn> {
     if whole == 0 {
-        return Some(Display::Hundredths(vec![0; parts.len()]));
+        return Some(DisplayColumn::Hundredths(vec![0; parts.len()]));
     }
     let mut hundredths = Vec::with_capacity(parts.len());
     let mut remainders = Vec::with_capacity(parts.len());
@@ -303,7 +303,7 @@ fn display_in_integers(parts: &[i128], whole: i128) -> Option<Display> {
         remainders.push(remainder);
     }
     give_largest_remainders(&mut hundredths, &remainders);
-    Some(Display::Hundredths(hundredths))
+    Some(DisplayColumn::Hundredths(hundredths))
 }
 
 /// Hundredths of a percent made to sum to 100.00: the missing hundredths go
@@ -374,8 +374,8 @@ fn in_decimals(positions: &[Position]) -> Figures {
         .map(|p| percent(p.fully_diluted(), totals.fully_diluted))
         .collect();
     Figures {
-        basic_display: Display::from_decimals(round_to_hundred(&basic)),
-        diluted_display: Display::from_decimals(round_to_hundred(&diluted)),
+        basic_display: DisplayColumn::from_decimals(round_to_hundred(&basic)),
+        diluted_display: DisplayColumn::from_decimals(round_to_hundred(&diluted)),
         totals,
     }
 }
