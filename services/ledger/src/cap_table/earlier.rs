@@ -341,6 +341,24 @@ mod tests {
         }
     }
 
+    /// Options of plan 7 (class 9) granted to `holder` (`None`: the pool
+    /// alone changed) on `day`.
+    fn options_moved(
+        holder: Option<u128>,
+        outstanding: &str,
+        pool_available: &str,
+        day: NaiveDate,
+    ) -> OptionsMoved {
+        OptionsMoved {
+            effective_date: day,
+            stakeholder_id: holder.map(Uuid::from_u128),
+            plan_id: Uuid::from_u128(7),
+            share_class_id: Uuid::from_u128(9),
+            outstanding: d(outstanding),
+            pool_available: d(pool_available),
+        }
+    }
+
     /// Rolled back, the positions come out sorted and equal to `expected`.
     fn assert_rolled_back(today: &[Position], changes: &LaterChanges, expected: Vec<Position>) {
         let earlier = roll_back(today, changes, as_of());
@@ -362,14 +380,7 @@ mod tests {
             after: as_of(),
             // 2 bought 10 more; 3 arrived.
             shares: vec![shares_moved(2, "10"), shares_moved(3, "10")],
-            options: vec![OptionsMoved {
-                effective_date: later_by(30),
-                stakeholder_id: Some(Uuid::from_u128(2)),
-                plan_id: Uuid::from_u128(7),
-                share_class_id: Uuid::from_u128(9),
-                outstanding: d("30"),
-                pool_available: d("-30"),
-            }],
+            options: vec![options_moved(Some(2), "30", "-30", later_by(30))],
         };
         assert_rolled_back(
             &today,
@@ -388,14 +399,7 @@ mod tests {
         // 5 sold everything to 1 after the date; a plan's pool was emptied.
         let changes = LaterChanges {
             shares: vec![shares_moved(5, "-25"), shares_moved(1, "25")],
-            options: vec![OptionsMoved {
-                effective_date: later_by(2),
-                stakeholder_id: None,
-                plan_id: Uuid::from_u128(7),
-                share_class_id: Uuid::from_u128(9),
-                outstanding: Decimal::ZERO,
-                pool_available: d("-500"),
-            }],
+            options: vec![options_moved(None, "0", "-500", later_by(2))],
             ..LaterChanges::none_after(as_of())
         };
         assert_rolled_back(
