@@ -15,7 +15,13 @@ use crate::bus::Bus;
 use crate::helpers::{TestLedger, date, dec, row, value};
 use crate::ocf_tutorial::{COMMON, HOLDER, event, granted, plan_created};
 
-const TIMEOUT: Duration = Duration::from_secs(30);
+/// Covers a grant's fourth attempt, 36 s after its first (backoff 1 s, 5 s,
+/// 30 s). Published before its plan, the grant can fail three times: when
+/// both come back in one batch, the plan (same company key) waits behind
+/// the failing grant, and only a batch without the grant lets it land. A
+/// CI run saw exactly that with a 30 s wait: plan applied, grant waiting
+/// out its 30 s backoff.
+const TIMEOUT: Duration = Duration::from_secs(60);
 
 async fn publish(bus: &Bus, name: &str, message_id: &str, event: &DomainEvent) {
     let subject = bus.subjects.event("equity", name);
