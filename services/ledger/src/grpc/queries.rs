@@ -638,4 +638,57 @@ mod tests {
         let again = ServedTable::from_response(decoded).expect("reads back");
         assert_eq!(again.positions, table.positions());
     }
+
+    /// Changes after `after` for a table of `table(3)`'s versions: `moves`
+    /// share movements the day after.
+    fn changes_after(after: NaiveDate, moves: usize) -> LaterChanges {
+        let day = after + chrono::Days::new(1);
+        LaterChanges {
+            ledger_sequence: 12,
+            projection_version: 3,
+            shares: (0..moves as u128)
+                .map(|i| cap_table::earlier::SharesMoved {
+                    effective_date: day,
+                    stakeholder_id: Uuid::from_u128(i),
+                    share_class_id: Uuid::from_u128(1),
+                    quantity: Decimal::ONE,
+                })
+                .collect(),
+            ..LaterChanges::none_after(after)
+        }
+    }
+
+    /// Kept changes serve their date and later ones; those reaching further
+    /// back replace them, not the reverse; changes outnumbering the table's
+    /// rows are used once and never kept (the memory bound).
+    #[test]
+    fn later_changes_are_kept_within_the_tables_size_and_the_furthest_back_win() {
+        let day = |d: u32| NaiveDate::from_ymd_opt(2025, 6, d).expect("date");
+        let served = ServedTable::from_table(&table(3));
+        assert!(served.has_versions_of(&changes_after(day(10), 0)));
+        assert!(served.later_changes_reaching(day(10)).is_none());
+
+        served.keep_later_changes(changes_after(day(10), 3));
+        let kept = served.later_changes_reaching(day(20)).expect("kept");
+        assert_eq!(kept.after, day(10));
+        assert!(
+            served.later_changes_reaching(day(9)).is_none(),
+            "not that far back"
+        );
+
+        served.keep_later_changes(changes_after(day(15), 1));
+        let kept = served.later_changes_reaching(day(20)).expect("kept");
+        assert_eq!(kept.after, day(10), "the further-reaching ones stay");
+
+        let used = served.keep_later_changes(changes_after(day(1), 4));
+        assert_eq!(used.len(), 4, "used for this read");
+        let kept = served.later_changes_reaching(day(20)).expect("kept");
+        assert_eq!(kept.after, day(10), "4 movements for 3 rows are not kept");
+
+        served.keep_later_changes(changes_after(day(5), 2));
+        assert_eq!(
+            served.later_changes_reaching(day(5)).expect("kept").after,
+            day(5)
+        );
+    }
 }
