@@ -70,7 +70,11 @@ pub fn projects(event: Option<&Event>) -> bool {
     )
 }
 
-/// Applies an equity domain event in the caller's transaction.
+/// Applies an equity domain event in the caller's transaction. Every event
+/// lands as a movement (a change of options outstanding and pool
+/// available), so events that overtake one another, once their plan is
+/// known, give the same sums: a pool adjustment moves by its own
+/// `new − previous`, not towards an absolute size.
 pub async fn apply_equity_event(
     tx: &mut PgConnection,
     event: &DomainEvent,
@@ -159,19 +163,30 @@ async fn pool_adjusted(
         "pool_adjusted.new_pool_size",
         adjusted.new_pool_size.as_ref(),
     )?;
-    let (share_class_id, old_size) = plan(tx, company_id, plan_id).await?;
-    sqlx::query("UPDATE equity_plans SET pool_size = $3 WHERE company_id = $1 AND plan_id = $2")
-        .bind(company_id)
-        .bind(plan_id)
-        .bind(new_size)
-        .execute(&mut *tx)
-        .await?;
+    let (share_class_id, stored_size) = plan(tx, company_id, plan_id).await?;
+    // Events from before `previous_pool_size` existed can only move to the
+    // stored size.
+    let previous_size = match adjusted.previous_pool_size.as_ref() {
+        Some(previous) => {
+            decimal::non_negative("pool_adjusted.previous_pool_size", Some(previous))?
+        }
+        None => stored_size,
+    };
+    let change = new_size - previous_size;
+    sqlx::query(
+        "UPDATE equity_plans SET pool_size = pool_size + $3 WHERE company_id = $1 AND plan_id = $2",
+    )
+    .bind(company_id)
+    .bind(plan_id)
+    .bind(change)
+    .execute(&mut *tx)
+    .await?;
     Ok(Movement {
         plan_id,
         share_class_id,
         stakeholder_id: None,
         outstanding_delta: Decimal::ZERO,
-        pool_available_delta: new_size - old_size,
+        pool_available_delta: change,
     })
 }
 

@@ -24,7 +24,8 @@
 //! A handler asks for a retry ([`HandlerError::Retry`], e.g. a transient
 //! database error): the message is nak'ed with the backoff delay of its
 //! attempt, and so are the later messages of its partition key in the batch,
-//! unhandled, so they do not overtake it. After
+//! unhandled, so they do not overtake it; unless it only came too early
+//! ([`HandlerError::Early`]), when one of them may be what it waits for. After
 //! [`ConsumerConfig::max_deliveries`] attempts, or at once when the handler
 //! says [`HandlerError::Poison`], it is stored as a dead letter and
 //! acknowledged, so the messages behind it keep flowing.
@@ -58,7 +59,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use async_nats::jetstream::{self, AckKind, consumer::PullConsumer, consumer::pull};
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use sqlx::{Connection, PgConnection, PgPool, Row};
 use tracing::Instrument;
 
@@ -135,6 +136,15 @@ pub enum HandlerError {
     /// after the last attempt.
     #[error("retry later: {0:#}")]
     Retry(anyhow::Error),
+    /// The message came before one it depends on (a grant before its
+    /// plan): retried later with backoff, like [`HandlerError::Retry`], but
+    /// the later messages of its key go on meanwhile, since one of them may
+    /// be what it waits for. Holding them back would bring both back
+    /// together after every delay, the dependency behind its dependant,
+    /// until the dependant ran out of attempts. Only for handlers whose
+    /// effects do not depend on the order in which such messages land.
+    #[error("arrived early: {0:#}")]
+    Early(anyhow::Error),
     /// The message can never succeed: dead letter now.
     #[error("poison: {0:#}")]
     Poison(anyhow::Error),
@@ -489,7 +499,7 @@ impl<H: MessageHandler> Consumer<H> {
             .messages()
             .await
             .context("pulling messages")?;
-        let mut ready = batch.ready_chunks(self.config.max_batch);
+        let mut ready = BoundedPull::new(batch.ready_chunks(self.config.max_batch), consumer);
         let mut pull = Pull::default();
         while let Some(chunk) = ready.next().await {
             let mut messages = Vec::with_capacity(chunk.len());
@@ -510,7 +520,16 @@ impl<H: MessageHandler> Consumer<H> {
                 return Err(anyhow::anyhow!(error)).context("receiving a message");
             }
         }
+        self.note_if_cut(&ready);
         Ok(pull)
+    }
+
+    /// Counts and logs a pull whose end the server never sent.
+    fn note_if_cut<S: futures::Stream + Unpin>(&self, pull: &BoundedPull<'_, S>) {
+        if pull.cut() {
+            self.metrics.record_pull_cut();
+            tracing::warn!(consumer = %self.config.name, "the server never ended a pull; ended it at its deadline");
+        }
     }
 
     /// Pulls what is ready (waiting up to [`FETCH_EXPIRY`] for a first
@@ -541,7 +560,9 @@ impl<H: MessageHandler> Consumer<H> {
             .messages()
             .await
             .context("pulling messages")?;
-        let (mut messages, mut failure) = collect_messages(ready).await;
+        let mut ready = BoundedPull::new(ready, consumer);
+        let (mut messages, mut failure) = collect_messages(&mut ready).await;
+        self.note_if_cut(&ready);
         let mut later_failure = None;
         if !messages.is_empty() && messages.len() < max && failure.is_none() {
             tokio::time::sleep(linger).await;
@@ -555,7 +576,8 @@ impl<H: MessageHandler> Consumer<H> {
                 .await;
             match later {
                 Ok(later) => {
-                    let (more, more_failure) = collect_messages(later).await;
+                    let (more, more_failure) =
+                        collect_messages(&mut BoundedPull::unbounded(later)).await;
                     messages.extend(more);
                     failure = more_failure;
                 }
@@ -733,8 +755,9 @@ impl<H: MessageHandler> Consumer<H> {
                 .handle_in_savepoint(&mut transaction, received, &mut savepoint)
                 .instrument(span)
                 .await;
+            let holds_key = !matches!(outcome, Err(HandlerError::Early(_)));
             let verdict = self.verdict(received, outcome);
-            if let (Verdict::Retry { delay, .. }, Some(key)) = (&verdict, key) {
+            if let (Verdict::Retry { delay, .. }, Some(key), true) = (&verdict, key, holds_key) {
                 held_back.insert(key, *delay);
             }
             verdicts.push(verdict);
@@ -811,12 +834,14 @@ impl<H: MessageHandler> Consumer<H> {
             Err(HandlerError::Poison(error)) => Verdict::DeadLetter {
                 error: format!("poison: {error:#}"),
             },
-            Err(HandlerError::Retry(error)) if received.delivery_count >= max => {
+            Err(HandlerError::Retry(error) | HandlerError::Early(error))
+                if received.delivery_count >= max =>
+            {
                 Verdict::DeadLetter {
                     error: format!("{error:#}"),
                 }
             }
-            Err(HandlerError::Retry(error)) => Verdict::Retry {
+            Err(HandlerError::Retry(error) | HandlerError::Early(error)) => Verdict::Retry {
                 delay: self.config.retry_delay(received.delivery_count),
                 error: format!("{error:#}"),
             },
@@ -984,12 +1009,13 @@ enum Savepoint {
 
 /// Every message of one pull request until it ends, and the error that
 /// ended it early, if any.
-async fn collect_messages<S, E>(pull: S) -> (Vec<jetstream::Message>, Option<E>)
+async fn collect_messages<S, E>(
+    pull: &mut BoundedPull<'_, S>,
+) -> (Vec<jetstream::Message>, Option<E>)
 where
-    S: futures::Stream<Item = Result<jetstream::Message, E>>,
+    S: futures::Stream<Item = Result<jetstream::Message, E>> + Unpin,
 {
     let mut messages = Vec::new();
-    let mut pull = std::pin::pin!(pull);
     while let Some(message) = pull.next().await {
         match message {
             Ok(message) => messages.push(message),
@@ -997,6 +1023,115 @@ where
         }
     }
     (messages, None)
+}
+
+/// How long after a pull's expiry the consumer asks the server about it if
+/// the server has not ended it. nats-server 2.9 now and then never sends
+/// the end of a pull request, and async-nats then waits out its own
+/// timeout, the expiry plus 5 s: a whole consumer stood still for those
+/// 5 s (every saga at 64 in flight waited on equity's commands, p90 6.0 s,
+/// in one bench run).
+pub const PULL_GRACE: Duration = Duration::from_millis(500);
+
+/// How long the consumer waits for the server's word on a pull.
+const PULL_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Where a [`BoundedPull`] stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PullState {
+    /// Before its deadline.
+    Open,
+    /// Past its deadline, the server holding no pull request of this
+    /// consumer: ended with what had already arrived.
+    Cut,
+    /// Past its deadline, but the server still holds a request of this
+    /// consumer, or did not answer: left to end as it would have.
+    Kept,
+}
+
+/// A pull's items as they come, until the server ends the request. At the
+/// deadline ([`FETCH_EXPIRY`] + [`PULL_GRACE`]) the consumer asks the
+/// server whether it still holds a pull request of this consumer (one
+/// worker pulls at a time, so only this one). When it holds none, it will
+/// deliver nothing more to this one, and the pull ends with what had
+/// arrived. Otherwise, or without an answer (a server paused, or
+/// restarting), the pull is left alone: a message delivered to a pull
+/// already ended would come back only after the ack wait, while later
+/// messages of its key overtook it.
+struct BoundedPull<'a, S> {
+    items: S,
+    deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    /// The server to ask; without one, a pull past its deadline is cut.
+    consumer: Option<&'a PullConsumer>,
+    state: PullState,
+}
+
+impl<'a, S: futures::Stream + Unpin> BoundedPull<'a, S> {
+    /// For a pull just asked for with [`FETCH_EXPIRY`].
+    fn new(items: S, consumer: &'a PullConsumer) -> Self {
+        Self::with_deadline(items, FETCH_EXPIRY + PULL_GRACE, Some(consumer))
+    }
+
+    /// For a no-wait pull without an expiry, which the server ends at once.
+    fn unbounded(items: S) -> Self {
+        Self {
+            items,
+            deadline: None,
+            consumer: None,
+            state: PullState::Open,
+        }
+    }
+
+    fn with_deadline(items: S, after: Duration, consumer: Option<&'a PullConsumer>) -> Self {
+        Self {
+            items,
+            deadline: Some(Box::pin(tokio::time::sleep(after))),
+            consumer,
+            state: PullState::Open,
+        }
+    }
+
+    async fn next(&mut self) -> Option<S::Item> {
+        match (self.state, self.deadline.as_mut()) {
+            (PullState::Open, Some(deadline)) => {
+                tokio::select! {
+                    biased;
+                    item = self.items.next() => return item,
+                    () = deadline => {}
+                }
+                self.state = if self.server_holds_no_request().await {
+                    PullState::Cut
+                } else {
+                    PullState::Kept
+                };
+                self.next_after_deadline().await
+            }
+            _ => self.next_after_deadline().await,
+        }
+    }
+
+    async fn next_after_deadline(&mut self) -> Option<S::Item> {
+        match self.state {
+            // Only what has already arrived.
+            PullState::Cut => self.items.next().now_or_never().flatten(),
+            PullState::Open | PullState::Kept => self.items.next().await,
+        }
+    }
+
+    async fn server_holds_no_request(&self) -> bool {
+        let Some(consumer) = self.consumer else {
+            return true;
+        };
+        matches!(
+            tokio::time::timeout(PULL_CHECK_TIMEOUT, consumer.get_info()).await,
+            Ok(Ok(info)) if info.num_waiting == 0
+        )
+    }
+
+    /// Whether the pull was ended at its deadline.
+    fn cut(&self) -> bool {
+        self.state == PullState::Cut
+    }
 }
 
 /// What one pull did.
@@ -1146,6 +1281,85 @@ mod tests {
         assert_eq!(config.retry_delay(1), Duration::from_millis(10));
         assert_eq!(config.retry_delay(2), Duration::from_millis(20));
         assert_eq!(config.retry_delay(9), Duration::from_millis(20));
+    }
+
+    /// Every item of `pull` until it ends; fails if that takes 10 s.
+    async fn drained<S: futures::Stream + Unpin>(pull: &mut BoundedPull<'_, S>) -> Vec<S::Item> {
+        let drain = async {
+            let mut items = Vec::new();
+            while let Some(item) = pull.next().await {
+                items.push(item);
+            }
+            items
+        };
+        tokio::time::timeout(Duration::from_secs(10), drain)
+            .await
+            .expect("the pull ends")
+    }
+
+    #[tokio::test]
+    async fn a_pull_the_server_never_ends_is_cut_at_its_deadline_keeping_what_arrived() {
+        let (sender, receiver) = futures::channel::mpsc::unbounded();
+        sender.unbounded_send(1).expect("send");
+        sender.unbounded_send(2).expect("send");
+        let mut pull = BoundedPull::with_deadline(receiver, Duration::from_millis(50), None);
+        assert_eq!(drained(&mut pull).await, vec![1, 2]);
+        assert!(pull.cut());
+        drop(sender);
+    }
+
+    #[tokio::test]
+    async fn a_pull_the_server_ends_is_not_cut() {
+        let (sender, receiver) = futures::channel::mpsc::unbounded();
+        sender.unbounded_send(1).expect("send");
+        drop(sender);
+        let mut pull = BoundedPull::with_deadline(receiver, Duration::from_secs(5), None);
+        assert_eq!(drained(&mut pull).await, vec![1]);
+        assert!(!pull.cut());
+    }
+
+    /// Goal: at the deadline, a pull the server still holds is left to end
+    /// when the server ends it, never cut: a message the server then
+    /// delivered to it would wait out the ack wait, overtaken by later ones.
+    /// Method: an empty pull expiring after 800 ms, a deadline at 100 ms.
+    #[tokio::test]
+    async fn a_pull_the_server_still_holds_is_not_cut_at_its_deadline() {
+        let namespace = qapmap_testkit::nats::TestNamespace::new();
+        let client = async_nats::connect(namespace.url.as_str())
+            .await
+            .expect("connect to NATS");
+        let jetstream = jetstream::new(client);
+        // This crate's own `Subjects`: the testkit's come from its copy of it.
+        let subjects = Subjects::new(namespace.name.clone());
+        crate::messaging::ensure_streams(&jetstream, &subjects)
+            .await
+            .expect("streams");
+        let config = ConsumerConfig::new("held", StreamKind::Events, subjects.event("test", "*"));
+        let consumer: PullConsumer = jetstream
+            .get_stream(subjects.stream_name(StreamKind::Events))
+            .await
+            .expect("stream")
+            .create_consumer(config.pull_config())
+            .await
+            .expect("consumer");
+
+        let asked = Instant::now();
+        let empty = consumer
+            .fetch()
+            .max_messages(1)
+            .expires(Duration::from_millis(800))
+            .messages()
+            .await
+            .expect("pull");
+        let mut pull =
+            BoundedPull::with_deadline(empty, Duration::from_millis(100), Some(&consumer));
+        assert!(drained(&mut pull).await.is_empty());
+        assert!(!pull.cut(), "the server held the request at the deadline");
+        assert!(
+            asked.elapsed() >= Duration::from_millis(700),
+            "the pull ended when the server ended it, after {:?}",
+            asked.elapsed()
+        );
     }
 
     #[test]

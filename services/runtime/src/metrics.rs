@@ -17,6 +17,7 @@ pub struct MessagingMetrics {
     redelivered_duplicates_total: AtomicU64,
     ignored_total: AtomicU64,
     dead_lettered_total: AtomicU64,
+    pulls_cut_total: AtomicU64,
 }
 
 /// The outbox rows still waiting for JetStream.
@@ -56,6 +57,16 @@ impl MessagingMetrics {
 
     pub(crate) fn record_dead_lettered(&self) {
         self.dead_lettered_total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn record_pull_cut(&self) {
+        self.pulls_cut_total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Pulls whose end the server never sent, ended by the consumer at
+    /// their deadline (`consumer::PULL_GRACE`).
+    pub fn pulls_cut_total(&self) -> u64 {
+        self.pulls_cut_total.load(Ordering::Relaxed)
     }
 
     /// Messages this process published and JetStream acknowledged; its rate

@@ -225,6 +225,10 @@ impl MetricSource for CoreMetrics {
                     "qapmap_messages_dead_lettered_total",
                     self.messaging.dead_lettered_total(),
                 ),
+                (
+                    "qapmap_consumer_pulls_cut_total",
+                    self.messaging.pulls_cut_total(),
+                ),
             ];
             for (name, value) in counters {
                 let _ = writeln!(

@@ -77,8 +77,11 @@ async fn apply(
     match equity_projection::apply_equity_event(transaction, event).await {
         Ok(_) => Ok(Handled::Done),
         // Events of one plan may arrive out of order (a redelivered message
-        // bends stream order): retry until the plan's creation has landed.
-        Err(error @ ProjectionError::UnknownPlan(_)) => Err(HandlerError::Retry(error.into())),
+        // bends stream order): retry until the plan's creation has landed,
+        // letting the company's later events (the plan among them) go on.
+        // Safe, because every event lands as a movement whose sum does not
+        // depend on the order (`equity_projection::apply_equity_event`).
+        Err(error @ ProjectionError::UnknownPlan(_)) => Err(HandlerError::Early(error.into())),
         Err(ProjectionError::Database(error)) => Err(HandlerError::Retry(error.into())),
         Err(error @ ProjectionError::Invalid { .. }) => Err(HandlerError::Poison(error.into())),
     }

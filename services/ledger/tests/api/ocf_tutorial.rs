@@ -62,12 +62,25 @@ pub(crate) fn exercised(quantity: &str) -> Event {
     })
 }
 
+/// A pool adjustment in the form older events have: without the size it
+/// replaced, so the projection moves the pool to `new_size` from the size
+/// it holds.
 pub(crate) fn pool_adjusted(new_size: &str) -> Event {
     Event::PoolAdjusted(equity::PoolAdjusted {
         plan_id: PLAN.to_string(),
         new_pool_size: Some(dec(new_size)),
         share_class_id: COMMON.to_string(),
         ..Default::default()
+    })
+}
+
+/// A pool adjustment as the equity service sends it today.
+pub(crate) fn pool_resized(previous_size: &str, new_size: &str) -> Event {
+    Event::PoolAdjusted(equity::PoolAdjusted {
+        plan_id: PLAN.to_string(),
+        new_pool_size: Some(dec(new_size)),
+        share_class_id: COMMON.to_string(),
+        previous_pool_size: Some(dec(previous_size)),
     })
 }
 

@@ -152,3 +152,54 @@ async fn a_poison_message_is_dead_lettered_without_blocking_and_a_replay_applies
     consumer.stop().await;
     server.stop().await;
 }
+
+/// Goal: a message that arrives before one it depends on, behind it in the
+/// stream and of the same key, lands once that one has, and is not dead
+/// lettered. Holding the prerequisite back behind the early message
+/// brought the two back together after every delay, the prerequisite
+/// always behind, until the early message ran out of attempts.
+/// Method: `needs-previous:order:2` needs `order:1`; both are on the stream,
+/// in that order, before the consumer starts, so its first batch holds
+/// both; each may be delivered twice. Held back, `order:1` would come
+/// back only behind the second and last attempt of `order:2`.
+#[tokio::test]
+async fn a_message_that_came_early_lands_after_the_later_message_it_waits_for() {
+    let harness = Harness::start().await;
+    let relay = harness.relay();
+    let relay = Running::spawn(move |stop| relay.run(stop));
+    let events = [
+        harness.event_needing_previous("order", 2),
+        harness.event("order", 1, false),
+    ];
+    harness.enqueue(&events).await;
+    wait_for_count(
+        &harness,
+        "SELECT count(*) FROM outbox WHERE published_at IS NULL",
+        0,
+    )
+    .await;
+
+    let config = harness.consumer_config("effects").with_max_deliveries(2);
+    let consumer = harness.consumer(config);
+    let consumer = Running::spawn(move |stop| consumer.run(stop));
+    wait_for_count(
+        &harness,
+        "SELECT (SELECT count(*) FROM effects) + (SELECT count(*) FROM dead_letters)",
+        2,
+    )
+    .await;
+    let landed: Vec<i32> = sqlx::query_scalar(
+        "SELECT seq FROM effects WHERE partition_key = 'order' ORDER BY applied",
+    )
+    .fetch_all(&harness.pool)
+    .await
+    .expect("effects");
+    assert_eq!(landed, vec![1, 2], "both landed, the prerequisite first");
+    assert_eq!(
+        harness.count("SELECT count(*) FROM dead_letters").await,
+        0,
+        "nothing was dead lettered"
+    );
+    consumer.stop().await;
+    relay.stop().await;
+}

@@ -97,6 +97,16 @@ impl Harness {
         } else {
             format!("{key}:{seq}")
         };
+        self.event_with_body(key, body)
+    }
+
+    /// An event that needs `<key>:<seq - 1>` to have landed first: the
+    /// handler says it came early until then.
+    pub(crate) fn event_needing_previous(&self, key: &str, seq: i32) -> OutboxMessage {
+        self.event_with_body(key, format!("needs-previous:{key}:{seq}"))
+    }
+
+    fn event_with_body(&self, key: &str, body: String) -> OutboxMessage {
         OutboxMessage {
             message_id: Uuid::now_v7(),
             company_id: None,
@@ -225,7 +235,8 @@ impl Harness {
     }
 }
 
-/// Writes one `effects` row per message; refuses poison until it is fixed.
+/// Writes one `effects` row per message; refuses poison until it is fixed,
+/// and says a `needs-previous:` message came early until its predecessor landed.
 #[derive(Debug)]
 pub(crate) struct RecordingHandler {
     consumer: String,
@@ -243,6 +254,10 @@ impl MessageHandler for RecordingHandler {
             Some(rest) => (true, rest),
             None => (false, body),
         };
+        let (needs_previous, rest) = match rest.strip_prefix("needs-previous:") {
+            Some(rest) => (true, rest),
+            None => (false, rest),
+        };
         if poison {
             let fixed: bool = sqlx::query_scalar("SELECT fixed FROM poison_fixed")
                 .fetch_one(&mut *transaction)
@@ -259,6 +274,22 @@ impl MessageHandler for RecordingHandler {
         let seq: i32 = seq
             .parse()
             .map_err(|error: std::num::ParseIntError| HandlerError::Poison(error.into()))?;
+        if needs_previous {
+            let previous: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM effects WHERE consumer = $1 AND partition_key = $2 AND seq = $3",
+            )
+            .bind(&self.consumer)
+            .bind(key)
+            .bind(seq - 1)
+            .fetch_one(&mut *transaction)
+            .await?;
+            if previous == 0 {
+                return Err(HandlerError::Early(anyhow::anyhow!(
+                    "{key}:{} has not landed yet",
+                    seq - 1
+                )));
+            }
+        }
         sqlx::query(
             "INSERT INTO effects (consumer, partition_key, seq, message_id) VALUES ($1, $2, $3, $4)",
         )
