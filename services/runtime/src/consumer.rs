@@ -1027,10 +1027,10 @@ where
 
 /// How long after a pull's expiry the consumer asks the server about it if
 /// the server has not ended it. nats-server 2.9 now and then never sends
-/// the end of a pull request, and async-nats then waits out its own
-/// timeout, the expiry plus 5 s: a whole consumer stood still for those
-/// 5 s (every saga at 64 in flight waited on equity's commands, p90 6.0 s,
-/// in one bench run).
+/// the end of a pull request (1 in 60 rounds in a probe of the projection's
+/// pull), and async-nats then waits out its own timeout, the expiry plus
+/// 5 s, with the consumer's worker waiting on it. (A bench run had sagas
+/// wait 6.0 s at 64 in flight; whether this was the cause is not known.)
 pub const PULL_GRACE: Duration = Duration::from_millis(500);
 
 /// How long the consumer waits for the server's word on a pull.
