@@ -1318,12 +1318,9 @@ mod tests {
         assert!(!pull.cut());
     }
 
-    /// Goal: at the deadline, a pull the server still holds is left to end
-    /// when the server ends it, never cut: a message the server then
-    /// delivered to it would wait out the ack wait, overtaken by later ones.
-    /// Method: an empty pull expiring after 800 ms, a deadline at 100 ms.
-    #[tokio::test]
-    async fn a_pull_the_server_still_holds_is_not_cut_at_its_deadline() {
+    /// A durable pull consumer on a fresh namespace of the test NATS, and
+    /// the namespace (its streams go when it is dropped).
+    async fn server_consumer() -> (PullConsumer, qapmap_testkit::nats::TestNamespace) {
         let namespace = qapmap_testkit::nats::TestNamespace::new();
         let client = async_nats::connect(namespace.url.as_str())
             .await
@@ -1335,14 +1332,23 @@ mod tests {
             .await
             .expect("streams");
         let config = ConsumerConfig::new("held", StreamKind::Events, subjects.event("test", "*"));
-        let consumer: PullConsumer = jetstream
+        let consumer = jetstream
             .get_stream(subjects.stream_name(StreamKind::Events))
             .await
             .expect("stream")
             .create_consumer(config.pull_config())
             .await
             .expect("consumer");
+        (consumer, namespace)
+    }
 
+    /// Goal: at the deadline, a pull the server still holds is left to end
+    /// when the server ends it, never cut: a message the server then
+    /// delivered to it would wait out the ack wait, overtaken by later ones.
+    /// Method: an empty pull expiring after 800 ms, a deadline at 100 ms.
+    #[tokio::test]
+    async fn a_pull_the_server_still_holds_is_not_cut_at_its_deadline() {
+        let (consumer, _namespace) = server_consumer().await;
         let asked = Instant::now();
         let empty = consumer
             .fetch()
@@ -1360,6 +1366,23 @@ mod tests {
             "the pull ended when the server ended it, after {:?}",
             asked.elapsed()
         );
+    }
+
+    /// Goal: a pull whose end never comes while the server holds no pull
+    /// request (the request it forgot) is cut at its deadline, keeping what
+    /// had arrived; this is the server's real answer, not a stand-in.
+    /// Method: the consumer exists but nothing pulls from it; the items
+    /// come from a channel that never ends.
+    #[tokio::test]
+    async fn a_pull_the_server_holds_no_request_for_is_cut_at_its_deadline() {
+        let (consumer, _namespace) = server_consumer().await;
+        let (sender, receiver) = futures::channel::mpsc::unbounded();
+        sender.unbounded_send(1).expect("send");
+        let mut pull =
+            BoundedPull::with_deadline(receiver, Duration::from_millis(100), Some(&consumer));
+        assert_eq!(drained(&mut pull).await, vec![1]);
+        assert!(pull.cut(), "the server said it held no request");
+        drop(sender);
     }
 
     #[test]
