@@ -9,6 +9,7 @@ use qapmap_proto::equity::v1 as equity;
 use qapmap_proto::messaging::v1::{DomainEvent, domain_event::Event};
 use qapmap_runtime::messaging::StreamKind;
 use qapmap_testkit::eventually;
+use rust_decimal::Decimal;
 use uuid::Uuid;
 
 use crate::bus::Bus;
@@ -138,6 +139,43 @@ async fn equity_events_on_the_bus_reach_the_cap_table_once_even_out_of_order() {
         inbox, 5,
         "plan, grant, two resizes, and the grant under a new id"
     );
+}
+
+/// Goal: a pool shrink that lands before the growth it follows (the
+/// growth came before its plan and waits for its retry) does not lose
+/// either: the stored size would go below zero, so the shrink is retried
+/// too, and both end applied.
+/// Method: growth 1000 → 3000 before the plan; then the plan; then the
+/// shrink 3000 → 0, which reaches the consumer while the growth waits.
+#[tokio::test]
+async fn a_pool_shrink_that_overtakes_its_growth_waits_for_it() {
+    let ledger = TestLedger::start().await;
+    let bus = Bus::connect(&ledger.service.namespace, "ledger").await;
+    let company = ledger.company_id;
+    let plan = event(company, date(2023, 1, 1), plan_created("1000"));
+    let grow = event(company, date(2023, 2, 1), pool_resized("1000", "3000"));
+    let shrink = event(company, date(2023, 3, 1), pool_resized("3000", "0"));
+
+    publish(&bus, "pool_adjusted", &Uuid::now_v7().to_string(), &grow).await;
+    publish(
+        &bus,
+        "equity_plan_created",
+        &Uuid::now_v7().to_string(),
+        &plan,
+    )
+    .await;
+    publish(&bus, "pool_adjusted", &Uuid::now_v7().to_string(), &shrink).await;
+    assert_shown(&bus, &ledger, ("", "0", 3)).await;
+    let stored: Decimal = sqlx::query_scalar("SELECT pool_size FROM equity_plans")
+        .fetch_one(&ledger.pool)
+        .await
+        .expect("pool size");
+    assert_eq!(stored, Decimal::ZERO);
+    let dead: i64 = sqlx::query_scalar("SELECT count(*) FROM dead_letters")
+        .fetch_one(&ledger.pool)
+        .await
+        .expect("dead letters");
+    assert_eq!(dead, 0);
 }
 
 #[tokio::test]
