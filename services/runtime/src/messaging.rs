@@ -178,7 +178,32 @@ pub async fn ensure_streams_replicated(
     Ok(())
 }
 
+/// Attempts at making a stream. nats-server 2.9 removes an account's
+/// storage directory when its last stream is deleted, and a create racing
+/// that removal fails ("could not create storage directory", JetStream
+/// error 10049): a CI run met it while tests made and deleted namespaces
+/// side by side. The next attempt finds the directory made afresh.
+const STREAM_ATTEMPTS: u32 = 5;
+
 async fn ensure_stream(
+    jetstream: &jetstream::Context,
+    config: stream::Config,
+) -> anyhow::Result<()> {
+    let mut attempt = 1;
+    loop {
+        match try_ensure_stream(jetstream, config.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(error) if attempt < STREAM_ATTEMPTS => {
+                tracing::warn!(stream = %config.name, attempt, error.message = %format!("{error:#}"), "making the stream failed; trying again");
+                tokio::time::sleep(Duration::from_millis(100) * attempt).await;
+                attempt += 1;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+async fn try_ensure_stream(
     jetstream: &jetstream::Context,
     config: stream::Config,
 ) -> anyhow::Result<()> {
