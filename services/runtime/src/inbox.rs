@@ -68,6 +68,35 @@ pub fn inline_record_sql(consumer: &str, message_id: &str, subject: &str) -> Opt
     })
 }
 
+/// Deletes up to `limit` inbox rows handled more than `retention` ago,
+/// keeping those whose message has a pending dead letter of the same
+/// consumer (its replay is known by the original id). See
+/// [`crate::relay::DEFAULT_INBOX_RETENTION`] for why the rows are no longer
+/// needed.
+pub async fn prune(
+    pool: &sqlx::PgPool,
+    retention: std::time::Duration,
+    limit: i64,
+) -> sqlx::Result<sqlx::postgres::PgQueryResult> {
+    sqlx::query(
+        // `ctid = ANY(ARRAY(..))`: with `IN (..)` the planner joined the
+        // chosen rows against a scan of the whole inbox.
+        "DELETE FROM inbox WHERE ctid = ANY(ARRAY(
+             SELECT i.ctid FROM inbox i
+             WHERE i.handled_at < now() - make_interval(secs => $1)
+               AND NOT EXISTS (
+                   SELECT 1 FROM dead_letters d
+                   WHERE d.status = 'pending'
+                     AND d.consumer = i.consumer
+                     AND d.message_id = i.message_id)
+             LIMIT $2))",
+    )
+    .bind(retention.as_secs_f64())
+    .bind(limit)
+    .execute(pool)
+    .await
+}
+
 /// Enqueues the reply to a message recorded in this transaction (as
 /// [`crate::outbox::enqueue`] does) and stores it with the message's inbox
 /// row, in one statement.

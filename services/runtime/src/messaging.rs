@@ -16,8 +16,9 @@ const STARTUP_WAIT: Duration = Duration::from_secs(30);
 /// JetStream drops a message whose id it saw within this window. It must
 /// outlast the relay's retry horizon so a re-publish after a crash is dropped.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(15 * 60);
-/// How long messages stay in a stream.
-const MAX_AGE: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+/// How long messages stay in a stream: no copy of an older message can be
+/// delivered.
+pub const MAX_AGE: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 
 /// The subject and stream names of one namespace.
 #[derive(Debug, Clone)]
