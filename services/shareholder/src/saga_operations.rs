@@ -135,6 +135,7 @@ fn classify(error: PaymentError) -> SagaPaymentError {
         PaymentError::StakeholderNotFound(_)
         | PaymentError::PaymentInstructionMissing
         | PaymentError::KeyReused(_)
-        | PaymentError::NotFound(_) => SagaPaymentError::Rejected(error),
+        | PaymentError::NotFound(_)
+        | PaymentError::NotOutcomeUnknown { .. } => SagaPaymentError::Rejected(error),
     }
 }

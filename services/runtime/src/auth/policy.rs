@@ -4,7 +4,8 @@
 //! - Reads (`Get*`, `List*`): admin, operator, and partners holding the
 //!   service's `<area>:read` scope.
 //! - Writes: admin, and partners holding `<area>:write`.
-//! - Saga retry/abort: admin and operator. Dead letters: operator only
+//! - Saga retry/abort, and settling a payment whose outcome is unknown
+//!   (`ResolvePayment`): admin and operator. Dead letters: operator only
 //!   (they span companies).
 //! - Employees: only the self-service methods listed in [`SELF_SERVICE`],
 //!   confined to their own stakeholder by the handler.
@@ -92,6 +93,16 @@ pub fn for_method(path: &str) -> Option<MethodPolicy> {
         }
         _ => return None,
     };
+    // Settling an unknown payment outcome is reconciliation, like a saga
+    // retry: operators may, partners may not declare money moved.
+    if area == "shareholder" && method == "ResolvePayment" {
+        return Some(MethodPolicy {
+            roles: &[Role::Admin, Role::Operator],
+            partner_scope: None,
+            self_service: false,
+            platform: false,
+        });
+    }
     let operations = area == "sagas" && matches!(method, "RetrySaga" | "AbortSaga");
     let roles: &'static [Role] = if is_read || operations {
         &[Role::Admin, Role::Operator]
@@ -149,6 +160,18 @@ mod tests {
             }
         }
         assert!(seen > 50, "only {seen} methods found");
+    }
+
+    #[test]
+    fn only_admins_and_operators_settle_an_unknown_payment_outcome() {
+        let resolve = "/qapmap.shareholder.v1.ShareholderService/ResolvePayment";
+        assert_eq!(decide(resolve, &[Role::Admin], &[]), Decision::Company);
+        assert_eq!(decide(resolve, &[Role::Operator], &[]), Decision::Company);
+        assert_eq!(
+            decide(resolve, &[Role::Partner], &["shareholder:write"]),
+            Decision::Denied
+        );
+        assert_eq!(decide(resolve, &[Role::Employee], &[]), Decision::Denied);
     }
 
     #[test]

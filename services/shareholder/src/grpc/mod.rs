@@ -46,6 +46,7 @@ fn method(name: &str) -> &'static str {
         }
         "CollectPayment" => "/qapmap.shareholder.v1.ShareholderService/CollectPayment",
         "DisbursePayment" => "/qapmap.shareholder.v1.ShareholderService/DisbursePayment",
+        "ResolvePayment" => "/qapmap.shareholder.v1.ShareholderService/ResolvePayment",
         other => unreachable!("no mutating method {other}"),
     }
 }
@@ -133,5 +134,12 @@ impl ShareholderService for ShareholderApi {
         request: Request<proto::ListPaymentsRequest>,
     ) -> Result<Response<proto::ListPaymentsResponse>, Status> {
         respond(payments::list(self, request.into_inner()).await)
+    }
+
+    async fn resolve_payment(
+        &self,
+        request: Request<proto::ResolvePaymentRequest>,
+    ) -> Result<Response<proto::ResolvePaymentResponse>, Status> {
+        respond(payments::resolve(self, request.into_inner()).await)
     }
 }

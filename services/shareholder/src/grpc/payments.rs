@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use super::{ShareholderApi, method};
 use crate::convert;
+use crate::payment::reconcile::{self, Resolution};
 use crate::payment::{
     Direction, IdempotencyKey, PaymentAmount, PaymentError, PaymentIntent, store,
 };
@@ -132,6 +133,65 @@ async fn stored_response<Resp: Message + Default>(
     Ok(stored)
 }
 
+/// Settles a payment whose outcome is unknown (see `payment::reconcile`),
+/// with its audit record and, when the money moved, its event.
+pub(super) async fn resolve(
+    api: &ShareholderApi,
+    request: proto::ResolvePaymentRequest,
+) -> ApiResult<proto::ResolvePaymentResponse> {
+    let company_id = ids::parse("company_id", &request.company_id)?;
+    let key = RequestKey::new(
+        company_id,
+        &request.request_id,
+        method("ResolvePayment"),
+        &request,
+    )?;
+    let payment_id = ids::parse("payment_id", &request.payment_id)?;
+    let resolution = resolution_from_proto(&request)?;
+    let mut transaction = api.pool.begin().await?;
+    if let Some(stored) = idempotency::begin(&mut transaction, &key).await? {
+        return Ok(stored);
+    }
+    let payment = reconcile::resolve(
+        &mut transaction,
+        &api.subjects,
+        company_id,
+        payment_id,
+        resolution,
+    )
+    .await?;
+    let response = proto::ResolvePaymentResponse {
+        payment: Some(convert::payment_to_proto(&payment)),
+    };
+    idempotency::finish(&mut transaction, &key, &response).await?;
+    transaction.commit().await?;
+    Ok(response)
+}
+
+fn resolution_from_proto(request: &proto::ResolvePaymentRequest) -> ApiResult<Resolution> {
+    let reference = request.gateway_reference.trim();
+    match proto::PaymentResolution::try_from(request.resolution) {
+        Ok(proto::PaymentResolution::MoneyMoved) if reference.is_empty() => Err(ApiError::invalid(
+            "gateway_reference",
+            "required when the money moved",
+        )),
+        Ok(proto::PaymentResolution::MoneyMoved) if reference.len() > 256 => Err(
+            ApiError::invalid("gateway_reference", "at most 256 characters"),
+        ),
+        Ok(proto::PaymentResolution::MoneyMoved) => Ok(Resolution::MoneyMoved {
+            gateway_reference: reference.to_owned(),
+        }),
+        Ok(proto::PaymentResolution::MoneyNotMoved) if !reference.is_empty() => Err(
+            ApiError::invalid("gateway_reference", "must be empty when no money moved"),
+        ),
+        Ok(proto::PaymentResolution::MoneyNotMoved) => Ok(Resolution::MoneyNotMoved),
+        Ok(proto::PaymentResolution::Unspecified) | Err(_) => Err(ApiError::invalid(
+            "resolution",
+            "must be PAYMENT_RESOLUTION_MONEY_MOVED or PAYMENT_RESOLUTION_MONEY_NOT_MOVED",
+        )),
+    }
+}
+
 pub(super) async fn get(
     api: &ShareholderApi,
     request: proto::GetPaymentRequest,
@@ -185,7 +245,9 @@ impl From<PaymentError> for ApiError {
             PaymentError::GatewayUnavailable(_) | PaymentError::InProgress => {
                 ApiError::Unavailable(error.to_string())
             }
-            PaymentError::PaymentInstructionMissing | PaymentError::OutcomeUnknown(_) => {
+            PaymentError::PaymentInstructionMissing
+            | PaymentError::OutcomeUnknown(_)
+            | PaymentError::NotOutcomeUnknown { .. } => {
                 ApiError::precondition(reason, error.to_string())
             }
             PaymentError::Database(error) => ApiError::from(error),

@@ -265,6 +265,27 @@ async fn record_final_in(
     if !store::record_outcome(&mut *transaction, payment.id, &payment.status).await? {
         return Err(PaymentError::OutcomeUnknown(payment.id));
     }
+    announce(&mut *transaction, subjects, payment).await?;
+    if let Some(audit) = audit {
+        // Last, so the record names the event just enqueued.
+        audit::record(
+            &mut *transaction,
+            payment.company_id,
+            &audit.actor,
+            &audit.method,
+            &audit.request_id,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Enqueues the `PaymentRecorded` event of a payment's final outcome.
+pub(super) async fn announce(
+    transaction: &mut PgConnection,
+    subjects: &Subjects,
+    payment: &Payment,
+) -> Result<(), PaymentError> {
     let aggregate = events::Aggregate {
         company_id: payment.company_id,
         aggregate_type: "payment",
@@ -284,17 +305,6 @@ async fn record_final_in(
         event,
     )
     .await?;
-    if let Some(audit) = audit {
-        // Last, so the record names the event just enqueued.
-        audit::record(
-            &mut *transaction,
-            payment.company_id,
-            &audit.actor,
-            &audit.method,
-            &audit.request_id,
-        )
-        .await?;
-    }
     Ok(())
 }
 

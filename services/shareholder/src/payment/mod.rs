@@ -5,10 +5,12 @@
 //! - [`gateway`]: the port every gateway implements; [`sandbox`]: the default.
 //! - [`store`]: the `payments` table.
 //! - [`executor`]: record the attempt, call the gateway, record the outcome.
+//! - [`reconcile`]: an operator settles a payment whose outcome is unknown.
 
 pub mod executor;
 pub mod gateway;
 pub mod model;
+pub mod reconcile;
 pub mod sandbox;
 pub mod store;
 
@@ -43,6 +45,9 @@ pub enum PaymentError {
     OutcomeUnknown(Uuid),
     #[error("unknown payment {0}")]
     NotFound(Uuid),
+    /// Only a payment whose outcome is unknown can be resolved.
+    #[error("payment {id} is {status}, not outcome_unknown: there is nothing to resolve")]
+    NotOutcomeUnknown { id: Uuid, status: &'static str },
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }
@@ -58,6 +63,7 @@ impl PaymentError {
             Self::InProgress => "payment_in_progress",
             Self::OutcomeUnknown(_) => "payment_outcome_unknown",
             Self::NotFound(_) => "payment_not_found",
+            Self::NotOutcomeUnknown { .. } => "payment_not_outcome_unknown",
             Self::Database(_) => "internal",
         }
     }

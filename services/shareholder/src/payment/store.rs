@@ -106,6 +106,29 @@ pub async fn record_outcome<'e>(
     Ok(updated.rows_affected() == 1)
 }
 
+/// Settles a payment whose outcome was unknown (see [`super::reconcile`]).
+/// False when it is not (or no longer) `outcome_unknown`.
+pub async fn resolve_unknown<'e>(
+    executor: impl PgExecutor<'e>,
+    payment_id: Uuid,
+    status: &PaymentStatus,
+) -> sqlx::Result<bool> {
+    let gateway_reference = match status {
+        PaymentStatus::Succeeded { gateway_reference } => Some(gateway_reference.as_str()),
+        _ => None,
+    };
+    let updated = sqlx::query(
+        "UPDATE payments SET status = $2, gateway_reference = $3, updated_at = now()
+         WHERE id = $1 AND status = 'outcome_unknown'",
+    )
+    .bind(payment_id)
+    .bind(status.as_db())
+    .bind(gateway_reference)
+    .execute(executor)
+    .await?;
+    Ok(updated.rows_affected() == 1)
+}
+
 pub async fn find<'e>(
     executor: impl PgExecutor<'e>,
     company_id: Uuid,

@@ -4,6 +4,7 @@
 mod audit;
 mod helpers;
 mod payments;
+mod reconcile;
 mod saga_commands;
 mod saga_operations;
 mod self_service;

@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use crate::helpers::{TestApp, spawn_app};
 
-fn payments(app: &TestApp) -> Payments {
+pub(crate) fn payments(app: &TestApp) -> Payments {
     Payments::new(
         app.pool.clone(),
         app.gateway.clone(),
@@ -23,7 +23,7 @@ fn payments(app: &TestApp) -> Payments {
     )
 }
 
-async fn command(app: &TestApp, instruction: &str) -> SagaPayment {
+pub(crate) async fn command(app: &TestApp, instruction: &str) -> SagaPayment {
     let holder = app.stakeholder_paying_with(instruction).await;
     let money = Money {
         amount: Decimal::new(12_345, 2),
@@ -62,7 +62,7 @@ async fn pivot(
     result
 }
 
-async fn collect(
+pub(crate) async fn collect(
     app: &TestApp,
     payments: &Payments,
     command: &SagaPayment,
@@ -78,7 +78,7 @@ async fn disburse(
     pivot(app, payments, command, Direction::Disbursement).await
 }
 
-fn key(command: &SagaPayment) -> String {
+pub(crate) fn key(command: &SagaPayment) -> String {
     format!("saga:{}:{}", command.saga_id, command.step)
 }
 
