@@ -17,6 +17,7 @@ pub mod saga_operations;
 pub mod stakeholder;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use qapmap_proto::shareholder::v1::shareholder_service_server::ShareholderServiceServer;
@@ -27,6 +28,7 @@ use qapmap_runtime::relay::spawn_relay_with;
 use qapmap_runtime::server::{Application, Infrastructure};
 use sqlx::migrate::Migrator;
 
+use crate::payment::executor::DEFAULT_GATEWAY_TIMEOUT;
 use crate::payment::{PaymentGateway, Payments, SandboxGateway, SandboxSettings};
 
 /// The service's schema, embedded at compile time.
@@ -47,12 +49,29 @@ pub async fn build_with_gateway(
     settings: Settings,
     gateway: Arc<dyn PaymentGateway>,
 ) -> anyhow::Result<Application> {
+    build_with_gateway_timeout(settings, gateway, DEFAULT_GATEWAY_TIMEOUT).await
+}
+
+/// Like [`build_with_gateway`], declaring a payment's outcome unknown when
+/// the gateway has not answered within `gateway_timeout` (at most the
+/// default: the saga consumer's ack wait is sized for it). Tests use a
+/// short one.
+pub async fn build_with_gateway_timeout(
+    settings: Settings,
+    gateway: Arc<dyn PaymentGateway>,
+    gateway_timeout: Duration,
+) -> anyhow::Result<Application> {
+    anyhow::ensure!(
+        !gateway_timeout.is_zero() && gateway_timeout <= DEFAULT_GATEWAY_TIMEOUT,
+        "the gateway timeout must be positive and at most {DEFAULT_GATEWAY_TIMEOUT:?}"
+    );
     let infrastructure = Infrastructure::connect(settings, &MIGRATOR).await?;
     let payments = Payments::new(
         infrastructure.pool.clone(),
         gateway,
         infrastructure.subjects.clone(),
-    );
+    )
+    .with_gateway_timeout(gateway_timeout);
     let commands = saga_commands::consumer_config(&infrastructure.subjects);
     let command_handler =
         saga_commands::CommandHandler::new(payments.clone(), infrastructure.subjects.clone());

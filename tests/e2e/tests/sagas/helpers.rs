@@ -5,6 +5,7 @@
 
 pub(crate) use qapmap_testkit::fixtures::four_year_one_year_cliff;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use qapmap_orchestrator::definition::Timing;
@@ -19,6 +20,7 @@ use qapmap_proto::shareholder::v1 as shareholder;
 use qapmap_proto::shareholder::v1::shareholder_service_client::ShareholderServiceClient;
 use qapmap_runtime::ServiceName;
 use qapmap_runtime::auth::client::AuthenticatedChannel as Channel;
+use qapmap_shareholder::payment::{PaymentGateway, SandboxGateway, SandboxSettings};
 use qapmap_testkit::database::TestDatabase;
 use qapmap_testkit::in_process::RunningService;
 use qapmap_testkit::nats::TestNamespace;
@@ -143,14 +145,65 @@ impl System {
         Self::with_orchestrator(namespace, Orchestrator::Process { process, database }).await
     }
 
+    /// Everything in-process, for sagas whose payment's outcome becomes
+    /// unknown: the orchestrator gives the pivot `max_pivot_attempts`
+    /// deadlines of `step_deadline` before it parks the saga, and the
+    /// shareholder gives the gateway `gateway_timeout`. Also returns the
+    /// sandbox gateway, to count its calls.
+    pub(crate) async fn start_with_payment_limits(
+        step_deadline: Duration,
+        max_pivot_attempts: u32,
+        gateway_timeout: Duration,
+    ) -> (Self, Arc<SandboxGateway>) {
+        let namespace = TestNamespace::new();
+        let timing = Timing {
+            step_deadline,
+            max_pivot_attempts,
+            max_compensation_attempts: 50,
+            ..Timing::default()
+        };
+        let orchestrator = RunningService::start_with(
+            ServiceName::Orchestrator,
+            TestDatabase::create("orchestrator").await,
+            namespace.share(),
+            move |settings| qapmap_orchestrator::build_with_timing(settings, timing),
+        )
+        .await;
+        let gateway = Arc::new(SandboxGateway::new(SandboxSettings::default()));
+        let service_gateway: Arc<dyn PaymentGateway> = gateway.clone();
+        let shareholder = start_service(ServiceName::Shareholder, &namespace, move |settings| {
+            qapmap_shareholder::build_with_gateway_timeout(
+                settings,
+                service_gateway,
+                gateway_timeout,
+            )
+        })
+        .await;
+        let system = Self::with_services(
+            namespace,
+            Orchestrator::InProcess(orchestrator),
+            shareholder,
+        )
+        .await;
+        (system, gateway)
+    }
+
     async fn with_orchestrator(namespace: TestNamespace, orchestrator: Orchestrator) -> Self {
-        let equity = start_service(ServiceName::Equity, &namespace, qapmap_equity::build).await;
         let shareholder = start_service(
             ServiceName::Shareholder,
             &namespace,
             qapmap_shareholder::build,
         )
         .await;
+        Self::with_services(namespace, orchestrator, shareholder).await
+    }
+
+    async fn with_services(
+        namespace: TestNamespace,
+        orchestrator: Orchestrator,
+        shareholder: RunningService,
+    ) -> Self {
+        let equity = start_service(ServiceName::Equity, &namespace, qapmap_equity::build).await;
         let ledger = start_service(ServiceName::Ledger, &namespace, qapmap_ledger::build).await;
         Self {
             namespace,

@@ -6,5 +6,6 @@ mod concurrency;
 mod exercise;
 mod faults;
 mod helpers;
+mod reconciliation;
 mod scale;
 mod self_service;
