@@ -106,6 +106,29 @@ pub async fn begin<R: Message + Default>(
     })
 }
 
+/// Stores the response of a request whose audit record was written with
+/// its effect, in an earlier transaction: a payment's outcome (and its
+/// event) must commit before its response can be stored, and its record
+/// names that event.
+pub async fn store_response<R: Message>(
+    transaction: &mut PgConnection,
+    key: &RequestKey,
+    response: &R,
+) -> Result<(), ApiError> {
+    sqlx::query(
+        "INSERT INTO idempotent_requests (company_id, request_id, method, request, response)
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(key.company_id)
+    .bind(&key.request_id)
+    .bind(key.method)
+    .bind(&key.request)
+    .bind(response.encode_to_vec())
+    .execute(&mut *transaction)
+    .await?;
+    Ok(())
+}
+
 /// Stores the response of a request handled in this transaction.
 pub async fn finish<R: Message>(
     transaction: &mut PgConnection,

@@ -2,10 +2,13 @@
 //! makes it execute at most once; the request-id record is checked first (a
 //! reused id for another method is refused before any money moves) and
 //! written once the result is final. A gateway call cannot sit inside one
-//! database transaction, so these are the two ends of it.
+//! database transaction, so these are the two ends of it. The audit record
+//! is written with the final outcome and its event, before the response is
+//! stored.
 
 use prost::Message;
 use qapmap_proto::shareholder::v1 as proto;
+use qapmap_runtime::audit::Actor;
 use qapmap_runtime::decimal::Money;
 use qapmap_runtime::idempotency::{self, RequestKey};
 use qapmap_runtime::pagination::PageRequest;
@@ -16,7 +19,7 @@ use super::{ShareholderApi, method};
 use crate::convert;
 use crate::payment::reconcile::{self, Resolution};
 use crate::payment::{
-    Direction, IdempotencyKey, PaymentAmount, PaymentError, PaymentIntent, store,
+    Direction, IdempotencyKey, PaymentAmount, PaymentAudit, PaymentError, PaymentIntent, store,
 };
 
 /// The fields collect and disburse share.
@@ -79,6 +82,7 @@ fn parse_intent(
     call: &PaymentCall<'_>,
     company_id: Uuid,
     direction: Direction,
+    method: &str,
 ) -> ApiResult<PaymentIntent> {
     let stakeholder_id = ids::parse("stakeholder_id", call.stakeholder_id)?;
     let money = Money::required("amount", call.amount)?;
@@ -90,8 +94,16 @@ fn parse_intent(
         direction,
         amount,
         key: IdempotencyKey::for_request(call.request_id),
-        // The idempotency layer records API payments.
-        audit: None,
+        // Recorded with the final outcome, so the record names its event
+        // (the response is stored in a later transaction).
+        audit: Some(PaymentAudit {
+            actor: Actor::current().unwrap_or_else(|| Actor {
+                subject: "system".to_owned(),
+                roles: String::new(),
+            }),
+            method: method.to_owned(),
+            request_id: call.request_id.to_owned(),
+        }),
     })
 }
 
@@ -105,7 +117,7 @@ async fn pay<Req: Message, Resp: Message + Default>(
 ) -> ApiResult<Resp> {
     let company_id = ids::parse("company_id", call.company_id)?;
     let key = RequestKey::new(company_id, call.request_id, method, request)?;
-    let intent = parse_intent(&call, company_id, direction)?;
+    let intent = parse_intent(&call, company_id, direction, method)?;
     if let Some(stored) = stored_response(api, &key).await? {
         return Ok(stored);
     }
@@ -116,7 +128,8 @@ async fn pay<Req: Message, Resp: Message + Default>(
     if let Some(stored) = idempotency::begin(&mut transaction, &key).await? {
         return Ok(stored);
     }
-    idempotency::finish(&mut transaction, &key, &response).await?;
+    // The payment's audit record was written with its outcome.
+    idempotency::store_response(&mut transaction, &key, &response).await?;
     transaction.commit().await?;
     Ok(response)
 }

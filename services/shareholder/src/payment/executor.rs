@@ -50,9 +50,8 @@ pub struct PaymentIntent {
     pub direction: Direction,
     pub amount: PaymentAmount,
     pub key: IdempotencyKey,
-    /// The audit record to write with the payment's final outcome, for
-    /// payments no gRPC call records (a saga's pivot). None for the API's
-    /// payments, which the idempotency layer records.
+    /// The audit record to write with the payment's final outcome, so it
+    /// names the outcome's event. None writes none.
     pub audit: Option<PaymentAudit>,
 }
 

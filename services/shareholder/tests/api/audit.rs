@@ -212,3 +212,47 @@ async fn a_saga_payment_is_audited_once_under_its_initiator_with_its_outcome() {
     assert_eq!(refused.rejected_with(), "payment_instruction_missing");
     assert_eq!(app.count("audit_log").await, audited_after_create);
 }
+
+#[tokio::test]
+async fn an_api_payment_is_audited_once_with_its_caller_and_its_outcome_event() {
+    let app = spawn_app().await;
+    let company = app.company_id;
+    let mut admin =
+        ShareholderServiceClient::new(app.service.channel_with_token(&admin_token(company)));
+    let holder = app.stakeholder_paying_with("bank:ada").await;
+    let request = proto::CollectPaymentRequest {
+        request_id: "collect-audited".to_owned(),
+        company_id: company.to_string(),
+        stakeholder_id: holder.id.clone(),
+        amount: Some(crate::helpers::money("25", "USD")),
+    };
+
+    let mark = outbox_mark(&app.pool).await;
+    admin
+        .collect_payment(request.clone())
+        .await
+        .expect("collected");
+    let events = events_since(&app.pool, company, mark).await;
+    assert_eq!(events.len(), 1, "PaymentRecorded");
+    let expected = vec![AuditRow {
+        subject: format!("admin-of-{company}"),
+        roles: "admin".to_owned(),
+        method: "/qapmap.shareholder.v1.ShareholderService/CollectPayment".to_owned(),
+        request_id: request.request_id.clone(),
+        event_ids: events,
+    }];
+    assert_eq!(
+        audit_rows(&app.pool, company, &request.request_id).await,
+        expected
+    );
+
+    // A repeat returns the first result: no second payment, no second record.
+    admin
+        .collect_payment(request.clone())
+        .await
+        .expect("repeat");
+    assert_eq!(
+        audit_rows(&app.pool, company, &request.request_id).await,
+        expected
+    );
+}
