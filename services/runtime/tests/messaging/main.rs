@@ -6,5 +6,6 @@ mod dead_letters;
 mod housekeeping;
 mod inbox;
 mod load;
+mod outbox_tenancy;
 mod relay;
 mod support;
