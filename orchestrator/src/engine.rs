@@ -225,10 +225,7 @@ impl Engine {
             return Err(EngineError::NotFound(saga_id));
         }
         self.transition(&mut transaction, saga_id, event).await?;
-        let actor = Actor::current().unwrap_or_else(|| Actor {
-            subject: "system".to_owned(),
-            roles: String::new(),
-        });
+        let actor = Actor::current_or_system();
         let saga_key = saga_id.to_string();
         let request_id = if request_id.is_empty() {
             saga_key.as_str()

@@ -36,6 +36,14 @@ impl Actor {
         current_call().map(|call| Self::of(&call))
     }
 
+    /// The caller of the gRPC call being served, or `system` outside one.
+    pub fn current_or_system() -> Self {
+        Self::current().unwrap_or_else(|| Self {
+            subject: "system".to_owned(),
+            roles: String::new(),
+        })
+    }
+
     pub fn of(call: &AuthorizedCall) -> Self {
         Self {
             subject: call.caller.subject.clone(),

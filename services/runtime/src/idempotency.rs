@@ -136,10 +136,7 @@ pub async fn finish<R: Message>(
     response: &R,
 ) -> Result<(), ApiError> {
     // The audit record rides in the same statement: one round trip.
-    let actor = Actor::current().unwrap_or_else(|| Actor {
-        subject: "system".to_owned(),
-        roles: String::new(),
-    });
+    let actor = Actor::current_or_system();
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "WITH stored AS (
              INSERT INTO idempotent_requests (company_id, request_id, method, request, response)

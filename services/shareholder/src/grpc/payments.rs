@@ -97,10 +97,7 @@ fn parse_intent(
         // Recorded with the final outcome, so the record names its event
         // (the response is stored in a later transaction).
         audit: Some(PaymentAudit {
-            actor: Actor::current().unwrap_or_else(|| Actor {
-                subject: "system".to_owned(),
-                roles: String::new(),
-            }),
+            actor: Actor::current_or_system(),
             method: method.to_owned(),
             request_id: call.request_id.to_owned(),
         }),

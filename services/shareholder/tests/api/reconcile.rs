@@ -10,7 +10,16 @@ use tonic::Code;
 use uuid::Uuid;
 
 use crate::helpers::{TestApp, bad_field, reason, spawn_app};
-use crate::saga_operations::{collect, command, key, payments};
+use crate::saga_operations::{attempt_started_an_hour_ago, collect, command, key, payments};
+
+fn money_not_moved(app: &TestApp, payment_id: Uuid) -> proto::ResolvePaymentRequest {
+    resolve_request(
+        app,
+        &payment_id.to_string(),
+        proto::PaymentResolution::MoneyNotMoved,
+        "",
+    )
+}
 
 fn resolve_request(
     app: &TestApp,
@@ -100,17 +109,9 @@ async fn money_that_moved_is_recorded_once_and_the_saga_retry_gets_it_without_pa
     );
     assert_eq!(recorded_events(&app).await, 1);
     assert_eq!(app.count("audit_log").await, audited + 1);
-    let second = resolve(
-        &app,
-        resolve_request(
-            &app,
-            &payment_id.to_string(),
-            proto::PaymentResolution::MoneyNotMoved,
-            "",
-        ),
-    )
-    .await
-    .expect_err("already settled");
+    let second = resolve(&app, money_not_moved(&app, payment_id))
+        .await
+        .expect_err("already settled");
     assert_eq!(reason(&second), "payment_not_outcome_unknown");
     assert_eq!(the_payment(&app).await.1, "succeeded");
 }
@@ -122,19 +123,7 @@ async fn money_that_did_not_move_is_tried_again_by_the_saga_retry() {
     let app = spawn_app().await;
     // An attempt a crash abandoned an hour ago, for a holder the gateway pays.
     let command = command(&app, "bank:ada").await;
-    sqlx::query(
-        "INSERT INTO payments (id, company_id, idempotency_key, stakeholder_id, direction, amount,
-             currency, status, gateway_attempts, attempt_started_at)
-         VALUES ($1, $2, $3, $4, 'collection', 123.45, 'USD', 'outcome_unknown', 1,
-                 now() - interval '1 hour')",
-    )
-    .bind(Uuid::now_v7())
-    .bind(command.company_id)
-    .bind(key(&command))
-    .bind(command.stakeholder_id)
-    .execute(&app.pool)
-    .await
-    .expect("abandoned attempt");
+    attempt_started_an_hour_ago(&app, &command, "outcome_unknown").await;
     let (payment_id, _) = the_payment(&app).await;
     let payments = payments(&app);
     let before = collect(&app, &payments, &command)
@@ -142,17 +131,9 @@ async fn money_that_did_not_move_is_tried_again_by_the_saga_retry() {
         .expect_err("unknown until resolved");
     assert!(matches!(before, SagaPaymentError::OutcomeUnknown(_)));
 
-    let resolved = resolve(
-        &app,
-        resolve_request(
-            &app,
-            &payment_id.to_string(),
-            proto::PaymentResolution::MoneyNotMoved,
-            "",
-        ),
-    )
-    .await
-    .expect("resolved");
+    let resolved = resolve(&app, money_not_moved(&app, payment_id))
+        .await
+        .expect("resolved");
     assert_eq!(
         resolved.status,
         proto::PaymentStatus::FailedRetryable as i32

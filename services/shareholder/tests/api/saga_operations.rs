@@ -78,6 +78,29 @@ async fn disburse(
     pivot(app, payments, command, Direction::Disbursement).await
 }
 
+/// What a process left behind an hour ago for `command`'s collection: an
+/// attempt in `status` (`pending` when it died mid-call).
+pub(crate) async fn attempt_started_an_hour_ago(
+    app: &TestApp,
+    command: &SagaPayment,
+    status: &str,
+) {
+    sqlx::query(
+        "INSERT INTO payments (id, company_id, idempotency_key, stakeholder_id, direction, amount,
+             currency, status, gateway_attempts, attempt_started_at)
+         VALUES ($1, $2, $3, $4, 'collection', 123.45, 'USD', $5, 1,
+                 now() - interval '1 hour')",
+    )
+    .bind(Uuid::now_v7())
+    .bind(command.company_id)
+    .bind(key(command))
+    .bind(command.stakeholder_id)
+    .bind(status)
+    .execute(&app.pool)
+    .await
+    .expect("an earlier attempt");
+}
+
 pub(crate) fn key(command: &SagaPayment) -> String {
     format!("saga:{}:{}", command.saga_id, command.step)
 }
@@ -161,19 +184,7 @@ async fn an_attempt_abandoned_by_a_crash_is_detected_and_not_paid_again() {
     let app = spawn_app().await;
     let payments = payments(&app).with_gateway_timeout(Duration::from_millis(100));
     let command = command(&app, "bank:ada").await;
-    sqlx::query(
-        "INSERT INTO payments (id, company_id, idempotency_key, stakeholder_id, direction, amount,
-             currency, status, gateway_attempts, attempt_started_at)
-         VALUES ($1, $2, $3, $4, 'collection', 123.45, 'USD', 'pending', 1,
-                 now() - interval '1 hour')",
-    )
-    .bind(Uuid::now_v7())
-    .bind(command.company_id)
-    .bind(key(&command))
-    .bind(command.stakeholder_id)
-    .execute(&app.pool)
-    .await
-    .expect("abandoned attempt");
+    attempt_started_an_hour_ago(&app, &command, "pending").await;
 
     let error = collect(&app, &payments, &command)
         .await

@@ -127,14 +127,8 @@ impl System {
             max_compensation_attempts: 50,
             ..Timing::default()
         };
-        let orchestrator = RunningService::start_with(
-            ServiceName::Orchestrator,
-            TestDatabase::create("orchestrator").await,
-            namespace.share(),
-            move |settings| qapmap_orchestrator::build_with_timing(settings, timing),
-        )
-        .await;
-        Self::with_orchestrator(namespace, Orchestrator::InProcess(orchestrator)).await
+        let orchestrator = in_process_orchestrator(&namespace, timing).await;
+        Self::with_orchestrator(namespace, orchestrator).await
     }
 
     /// The orchestrator as a real process (`target/<profile>/qapmap-orchestrator`).
@@ -162,13 +156,7 @@ impl System {
             max_compensation_attempts: 50,
             ..Timing::default()
         };
-        let orchestrator = RunningService::start_with(
-            ServiceName::Orchestrator,
-            TestDatabase::create("orchestrator").await,
-            namespace.share(),
-            move |settings| qapmap_orchestrator::build_with_timing(settings, timing),
-        )
-        .await;
+        let orchestrator = in_process_orchestrator(&namespace, timing).await;
         let gateway = Arc::new(SandboxGateway::new(SandboxSettings::default()));
         let service_gateway: Arc<dyn PaymentGateway> = gateway.clone();
         let shareholder = start_service(ServiceName::Shareholder, &namespace, move |settings| {
@@ -179,12 +167,7 @@ impl System {
             )
         })
         .await;
-        let system = Self::with_services(
-            namespace,
-            Orchestrator::InProcess(orchestrator),
-            shareholder,
-        )
-        .await;
+        let system = Self::with_services(namespace, orchestrator, shareholder).await;
         (system, gateway)
     }
 
@@ -622,6 +605,17 @@ where
         build,
     )
     .await
+}
+
+async fn in_process_orchestrator(namespace: &TestNamespace, timing: Timing) -> Orchestrator {
+    let service = RunningService::start_with(
+        ServiceName::Orchestrator,
+        TestDatabase::create("orchestrator").await,
+        namespace.share(),
+        move |settings| qapmap_orchestrator::build_with_timing(settings, timing),
+    )
+    .await;
+    Orchestrator::InProcess(service)
 }
 
 async fn spawn_orchestrator(database: &TestDatabase, namespace: &TestNamespace) -> ServiceProcess {
