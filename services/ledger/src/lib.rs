@@ -7,6 +7,7 @@
 //! - [`commands`]: issue, transfer, cancel, retire, adjust authorized, reverse.
 //! - [`saga_operations`]: the orchestrator's steps, idempotent by (saga id, step).
 //! - [`equity_projection`]: options and pools from the equity service's events.
+//! - [`projection_retention`]: how long the projection remembers applied events.
 //! - [`cap_table`]: the cap table as of a date, kept in memory (dropped on
 //!   change notifications) and in Redis.
 //! - [`statement`]: a stakeholder's lines with running balances.
@@ -24,6 +25,7 @@ pub mod events;
 mod grpc;
 pub mod holds;
 pub mod journal;
+pub mod projection_retention;
 pub mod saga_operations;
 pub mod saga_tombstones;
 pub mod statement;
@@ -60,6 +62,7 @@ pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         other_dates: other_dates.clone(),
     };
     let listener_pool = infrastructure.pool.clone();
+    let retention_pool = infrastructure.pool.clone();
     let dead_letters = DeadLetterAdmin::new(infrastructure.pool.clone()).into_service();
     let application = Application::bind(infrastructure)
         .await?
@@ -72,6 +75,9 @@ pub async fn build(settings: Settings) -> anyhow::Result<Application> {
     let application = application.spawn_background("cap-table-listener", move |stop| async move {
         tables.listen(&listener_pool, stop).await;
         Ok(())
+    });
+    let application = application.spawn_background("projection-retention", move |stop| {
+        projection_retention::run(retention_pool, stop)
     });
     let application = spawn_consumer(
         application,

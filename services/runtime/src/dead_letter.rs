@@ -115,6 +115,30 @@ impl From<DeadLetterRow> for DeadLetter {
 const SELECT_COLUMNS: &str = "id, consumer, subject, message_id, payload, headers, last_error,
     delivery_count, dead_at, status, resolution";
 
+/// Deletes up to `limit` dead letters resolved (replayed or discarded) more
+/// than `retention` ago. A pending dead letter is never deleted, however old:
+/// it still waits for an operator. See
+/// [`crate::relay::DEFAULT_DEAD_LETTER_RETENTION`].
+pub async fn prune(
+    pool: &PgPool,
+    retention: std::time::Duration,
+    limit: i64,
+) -> sqlx::Result<sqlx::postgres::PgQueryResult> {
+    // `id = ANY(ARRAY(..))`, as the outbox prune, so the chosen ids are
+    // looked up by key rather than joined against a scan of the table.
+    sqlx::query(
+        "DELETE FROM dead_letters WHERE id = ANY(ARRAY(
+             SELECT id FROM dead_letters
+             WHERE status <> 'pending'
+               AND resolved_at < now() - make_interval(secs => $1)
+             LIMIT $2))",
+    )
+    .bind(retention.as_secs_f64())
+    .bind(limit)
+    .execute(pool)
+    .await
+}
+
 /// Stores `message` as a dead letter of `consumer` and enqueues its copy to
 /// the dead-letter stream, in one transaction. A message already pending for
 /// this consumer is kept once. Returns the dead letter's id when stored.

@@ -83,6 +83,10 @@ pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
 /// message with a pending dead letter are kept however old, since a replay
 /// carries the original id.
 pub const DEFAULT_INBOX_RETENTION: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+/// How long a resolved (replayed or discarded) dead letter is kept, for
+/// operators looking back at an incident; the audit trail keeps who
+/// resolved it and how beyond that. Pending ones are kept until resolved.
+pub const DEFAULT_DEAD_LETTER_RETENTION: Duration = Duration::from_secs(90 * 24 * 60 * 60);
 /// How often published outbox rows and inbox rows past their retention are
 /// pruned.
 pub const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
@@ -120,6 +124,9 @@ pub struct RelayConfig {
     pub retention: Duration,
     /// How long inbox rows are kept (see [`DEFAULT_INBOX_RETENTION`]).
     pub inbox_retention: Duration,
+    /// How long resolved dead letters are kept (see
+    /// [`DEFAULT_DEAD_LETTER_RETENTION`]).
+    pub dead_letter_retention: Duration,
 }
 
 impl Default for RelayConfig {
@@ -129,6 +136,7 @@ impl Default for RelayConfig {
             poll_interval: DEFAULT_POLL_INTERVAL,
             retention: DEFAULT_RETENTION,
             inbox_retention: DEFAULT_INBOX_RETENTION,
+            dead_letter_retention: DEFAULT_DEAD_LETTER_RETENTION,
         }
     }
 }
@@ -481,8 +489,8 @@ impl Relay {
         Ok(join_all(acks).await)
     }
 
-    /// Deletes published outbox rows and inbox rows past their retention,
-    /// in bounded batches. Every relay of the database may prune: the
+    /// Deletes published outbox rows, inbox rows and resolved dead letters
+    /// past their retention, in bounded batches. Every relay of the database may prune: the
     /// deletes only ever remove rows nobody needs, so two at once are
     /// harmless.
     pub async fn prune(&self) -> Result<Pruned, sqlx::Error> {
@@ -505,24 +513,34 @@ impl Relay {
             crate::inbox::prune(&self.pool, self.config.inbox_retention, PRUNE_BATCH_SIZE)
         })
         .await?;
-        Ok(Pruned { outbox, inbox })
+        let dead_letters = prune_in_batches(|| {
+            crate::dead_letter::prune(
+                &self.pool,
+                self.config.dead_letter_retention,
+                PRUNE_BATCH_SIZE,
+            )
+        })
+        .await?;
+        Ok(Pruned {
+            outbox,
+            inbox,
+            dead_letters,
+        })
     }
 
     async fn prune_logged(&self) {
         match self.prune().await {
-            Ok(Pruned {
-                outbox: 0,
-                inbox: 0,
-            }) => {}
+            Ok(pruned) if pruned == Pruned::default() => {}
             Ok(pruned) => {
                 tracing::info!(
                     outbox = pruned.outbox,
                     inbox = pruned.inbox,
-                    "pruned published outbox rows and old inbox rows"
+                    dead_letters = pruned.dead_letters,
+                    "pruned published outbox rows, old inbox rows and resolved dead letters"
                 )
             }
             Err(error) => {
-                tracing::warn!(error.message = %error, "pruning the outbox or inbox failed")
+                tracing::warn!(error.message = %error, "pruning the outbox, inbox or dead letters failed")
             }
         }
     }
@@ -533,11 +551,13 @@ impl Relay {
 pub struct Pruned {
     pub outbox: u64,
     pub inbox: u64,
+    pub dead_letters: u64,
 }
 
 /// Runs a delete of at most [`PRUNE_BATCH_SIZE`] rows until one deletes
 /// fewer, at most [`PRUNE_ROUNDS_MAX`] times, so one pass stays bounded.
-async fn prune_in_batches<F, Fut>(mut delete: F) -> Result<u64, sqlx::Error>
+/// For a service's own tables past their retention too.
+pub async fn prune_in_batches<F, Fut>(mut delete: F) -> Result<u64, sqlx::Error>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<sqlx::postgres::PgQueryResult, sqlx::Error>>,

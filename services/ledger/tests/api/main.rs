@@ -11,6 +11,7 @@ mod equity_projection;
 mod helpers;
 mod invariants;
 mod ocf_tutorial;
+mod projection_retention;
 mod saga_commands;
 mod saga_operations;
 mod self_service;

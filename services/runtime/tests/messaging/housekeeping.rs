@@ -1,5 +1,5 @@
-//! Housekeeping: published outbox rows and old inbox rows are pruned, and
-//! nothing that may still be needed is.
+//! Housekeeping: published outbox rows, old inbox rows and long-resolved
+//! dead letters are pruned, and nothing that may still be needed is.
 
 use std::time::Duration;
 
@@ -25,17 +25,33 @@ async fn inbox_row(harness: &Harness, message_id: &str, days_ago: i32) {
 }
 
 async fn dead_letter(harness: &Harness, message_id: &str, status: &str) {
+    dead_letter_resolved(harness, message_id, status, 0).await;
+}
+
+/// A dead letter in `status`; one not pending was resolved `days_ago`.
+async fn dead_letter_resolved(harness: &Harness, message_id: &str, status: &str, days_ago: i32) {
     sqlx::query(
-        "INSERT INTO dead_letters (id, consumer, subject, message_id, payload, last_error, delivery_count, status)
-         VALUES ($1, $2, 'test.cmd.test.do_it', $3, '\\x00', 'gave up', 5, $4)",
+        "INSERT INTO dead_letters (id, consumer, subject, message_id, payload, last_error, delivery_count,
+                                   status, dead_at, resolved_at)
+         VALUES ($1, $2, 'test.cmd.test.do_it', $3, '\\x00', 'gave up', 5, $4,
+                 now() - make_interval(days => $5 + 1),
+                 CASE WHEN $4 <> 'pending' THEN now() - make_interval(days => $5) END)",
     )
     .bind(Uuid::now_v7())
     .bind(CONSUMER)
     .bind(message_id)
     .bind(status)
+    .bind(days_ago)
     .execute(&harness.pool)
     .await
     .expect("dead letter");
+}
+
+async fn dead_letter_ids(harness: &Harness) -> Vec<String> {
+    sqlx::query_scalar("SELECT message_id FROM dead_letters ORDER BY message_id")
+        .fetch_all(&harness.pool)
+        .await
+        .expect("dead letters")
 }
 
 /// An outbox row made `days_ago`, published then too unless `published` is false.
@@ -95,7 +111,8 @@ async fn a_prune_deletes_only_rows_no_message_can_need_again() {
         pruned,
         Pruned {
             outbox: 1,
-            inbox: 2
+            inbox: 2,
+            dead_letters: 0,
         }
     );
     assert_eq!(
@@ -130,5 +147,39 @@ async fn a_running_relay_prunes_old_inbox_rows() {
         pruned,
         "the old inbox row was pruned: {:?}",
         inbox_ids(&harness).await
+    );
+}
+
+/// Goal: a dead letter an operator resolved (replayed or discarded) over 90
+/// days ago is pruned; one resolved more recently stays, and so does every
+/// pending one, however old: it still waits for an operator, and its inbox
+/// row (if any) with it.
+#[tokio::test]
+async fn a_prune_deletes_only_dead_letters_resolved_long_ago() {
+    let harness = Harness::start().await;
+    dead_letter_resolved(&harness, "a-replayed-long-ago", "replayed", 91).await;
+    dead_letter_resolved(&harness, "b-discarded-long-ago", "discarded", 120).await;
+    dead_letter_resolved(&harness, "c-discarded-last-month", "discarded", 30).await;
+    dead_letter_resolved(&harness, "d-pending-for-a-year", "pending", 365).await;
+    inbox_row(&harness, "d-pending-for-a-year", 365).await;
+
+    let pruned = harness.relay().prune().await.expect("prune");
+
+    assert_eq!(
+        pruned,
+        Pruned {
+            outbox: 0,
+            inbox: 0,
+            dead_letters: 2,
+        }
+    );
+    assert_eq!(
+        dead_letter_ids(&harness).await,
+        ["c-discarded-last-month", "d-pending-for-a-year"]
+    );
+    assert_eq!(inbox_ids(&harness).await, ["d-pending-for-a-year"]);
+    assert_eq!(
+        harness.relay().prune().await.expect("second prune"),
+        Pruned::default()
     );
 }
