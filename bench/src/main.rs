@@ -20,9 +20,11 @@ mod keys;
 mod machine;
 mod memory;
 mod report;
+mod resolve;
 mod sagas;
 mod scans;
 mod stats;
+mod step_times;
 mod system;
 mod vesting;
 

@@ -125,12 +125,12 @@ fn print_phase(label: &str, phase: &Phase, commits: &PhaseFigures, calibration: 
     }
     println!("  outcomes:            {}", phase.errors_line());
     println!(
-        "  GetSaga polls:       {} ({:.1} per saga)",
+        "  status reads:        {} ({:.1} per saga; GetSaga polls, or ListSagas calls in the open loop)",
         phase.polls,
         phase.polls as f64 / phase.outcomes.len().max(1) as f64
     );
     println!(
-        "  Postgres commits:    {} in {:.1} s = {raw:.1} per saga raw; {marginal:.1} per saga without the harness's GetSaga polls",
+        "  Postgres commits:    {} in {:.1} s = {raw:.1} per saga raw; {marginal:.1} per saga without the harness's status reads",
         commits.delta,
         commits.elapsed.as_secs_f64()
     );
@@ -363,6 +363,9 @@ pub(crate) async fn run(config: &Config) -> anyhow::Result<bool> {
             open.elapsed.as_secs_f64(),
             size.open_duration.as_secs_f64()
         );
+        for line in crate::step_times::lines(&open) {
+            println!("{line}");
+        }
         let peak = sampler.take_peaks();
         print_memory("peak", config, &peak);
         max_each(&mut saga_peak, &peak);

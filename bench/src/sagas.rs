@@ -8,7 +8,9 @@
 //! Completion is observed with GetSaga: closed-loop workers poll their own
 //! saga first at 3/4 of the running mean latency, then every 1/8 of the
 //! longer of that mean and its own wait so far (5-500 ms); the
-//! open loop does not poll during arrivals and resolves every saga afterwards.
+//! open loop does not poll during arrivals and resolves every saga
+//! afterwards, listing each company's sagas (one call per company, not one
+//! per saga: see `resolve`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -34,6 +36,8 @@ pub(crate) struct Outcome {
     /// Closed loop: start until the client saw the terminal state.
     pub(crate) observed: Option<Duration>,
     pub(crate) reason: String,
+    /// Each step's time, as the orchestrator stamped it.
+    pub(crate) steps: Vec<crate::step_times::StepTime>,
 }
 
 #[derive(Debug, Default)]
@@ -80,6 +84,17 @@ impl Phase {
             }
         }
         latencies
+    }
+
+    /// Start, end and step times of every completed saga.
+    pub(crate) fn completed_with_steps(&self) -> impl Iterator<Item = crate::step_times::Span<'_>> {
+        self.completed().filter_map(|outcome| {
+            Some((
+                outcome.start_wall,
+                outcome.end_wall?,
+                outcome.steps.as_slice(),
+            ))
+        })
     }
 
     pub(crate) fn observed(&self) -> Latencies {
@@ -138,7 +153,7 @@ fn truncate(text: &str) -> String {
     text.chars().take(200).collect()
 }
 
-fn wall(timestamp: Option<&prost_types::Timestamp>) -> Option<SystemTime> {
+pub(crate) fn wall(timestamp: Option<&prost_types::Timestamp>) -> Option<SystemTime> {
     let timestamp = timestamp?;
     Some(
         UNIX_EPOCH
@@ -149,7 +164,7 @@ fn wall(timestamp: Option<&prost_types::Timestamp>) -> Option<SystemTime> {
     )
 }
 
-fn terminal(state: i32) -> Option<saga::SagaState> {
+pub(crate) fn terminal(state: i32) -> Option<saga::SagaState> {
     match saga::SagaState::try_from(state) {
         Ok(
             state @ (saga::SagaState::Completed
@@ -226,7 +241,11 @@ async fn await_end(
     }
 }
 
-fn outcome_of(saga: &saga::Saga, start_wall: SystemTime, observed: Option<Duration>) -> Outcome {
+pub(crate) fn outcome_of(
+    saga: &saga::Saga,
+    start_wall: SystemTime,
+    observed: Option<Duration>,
+) -> Outcome {
     let state = terminal(saga.state).unwrap_or(saga::SagaState::Running);
     Outcome {
         state,
@@ -234,6 +253,7 @@ fn outcome_of(saga: &saga::Saga, start_wall: SystemTime, observed: Option<Durati
         end_wall: terminal(saga.state).and(wall(saga.updated_at.as_ref())),
         observed: terminal(saga.state).and(observed),
         reason: saga.state_reason.clone(),
+        steps: crate::step_times::of(saga),
     }
 }
 
@@ -340,8 +360,9 @@ fn merge(into: &mut Phase, part: Phase) {
 }
 
 /// Sagas started at `rate` per second for `duration` (each at its
-/// scheduled time, whatever the earlier ones are doing), then each resolved
-/// with GetSaga (8 at a time, every 100 ms while running).
+/// scheduled time, whatever the earlier ones are doing), then resolved by
+/// listing each company's sagas ([`crate::resolve`]), every 100 ms while
+/// some run.
 pub(crate) async fn open_loop(
     system: &System,
     companies: &[Company],
@@ -383,38 +404,12 @@ pub(crate) async fn open_loop(
         }
     }
     let deadline = Instant::now() + patience;
-    let resolved: Vec<(anyhow::Result<Outcome>, u64)> = futures::stream::iter(started)
-        .enumerate()
-        .map(|(index, (company, start_wall, saga_id))| {
-            let mut client = system.sagas(index);
-            async move {
-                let (result, polls) = await_end(
-                    &mut client,
-                    &company.company_id,
-                    &saga_id,
-                    Duration::ZERO,
-                    Pace::Fixed(Duration::from_millis(100)),
-                    deadline,
-                )
-                .await;
-                (
-                    result.map(|saga| outcome_of(&saga, start_wall, None)),
-                    polls,
-                )
-            }
-        })
-        .buffer_unordered(8)
-        .collect()
-        .await;
-    for (result, polls) in resolved {
-        phase.polls += polls;
-        match result {
-            Ok(outcome) => phase.outcomes.push(outcome),
-            Err(error) => {
-                phase.poll_errors += 1;
-                phase.first_error.get_or_insert(format!("{error:#}"));
-            }
-        }
+    let resolved = crate::resolve::by_listing(system, started, deadline).await;
+    phase.polls += resolved.calls;
+    phase.outcomes.extend(resolved.outcomes);
+    phase.poll_errors += resolved.missing;
+    if let Some(error) = resolved.first_error {
+        phase.first_error.get_or_insert(error);
     }
     phase.elapsed = began.elapsed();
     phase
