@@ -772,8 +772,15 @@ impl<H: MessageHandler> Consumer<H> {
         // same round trip asks whether the batch enqueued anything for a
         // local relay to publish.
         let mut wake_relay = false;
+        // The local relays' marks ride along (see `local_relay`): settled
+        // when the batch commits, given back to the relay otherwise.
+        let mut loans = Vec::new();
         if !doomed {
-            match batch_end(&mut transaction, savepoint, waking_locally).await {
+            loans = local_relays
+                .iter()
+                .filter_map(local_relay::LocalRelay::lend_marks)
+                .collect();
+            match batch_end(&mut transaction, savepoint, waking_locally, &loans).await {
                 Ok(enqueued) => wake_relay = enqueued,
                 Err(_) => doomed = true,
             }
@@ -806,6 +813,7 @@ impl<H: MessageHandler> Consumer<H> {
                 .collect();
             return (verdicts, false);
         }
+        loans.into_iter().for_each(local_relay::MarksLoan::settle);
         if wake_relay {
             local_relays.iter().for_each(|relay| relay.wake());
         }
@@ -1172,31 +1180,41 @@ macro_rules! ask_relay_wake {
     };
 }
 const ASK_RELAY_WAKE: &str = ask_relay_wake!();
-const RELEASE_AND_ASK_RELAY_WAKE: &str =
-    concat!("RELEASE SAVEPOINT qapmap_message; ", ask_relay_wake!());
 
-/// Ends a batch before its COMMIT: releases the last message's savepoint
-/// when one is held and, when the batch wakes its relay locally, says
-/// whether it enqueued anything, in one round trip.
+/// Ends a batch before its COMMIT, in one round trip: releases the last
+/// message's savepoint when one is held, writes the marks lent by the local
+/// relays (with the handler's settings reset first, so its company
+/// confinement does not hide other companies' outbox rows) and, when the
+/// batch wakes its relay locally, says whether it enqueued anything.
 async fn batch_end(
     transaction: &mut PgConnection,
     savepoint: Savepoint,
     waking_locally: bool,
+    loans: &[local_relay::MarksLoan],
 ) -> sqlx::Result<bool> {
-    let release = savepoint == Savepoint::Held;
-    if !waking_locally {
-        if release {
-            sqlx::raw_sql("RELEASE SAVEPOINT qapmap_message")
-                .execute(&mut *transaction)
-                .await?;
-        }
+    let mut statements: Vec<String> = Vec::new();
+    if savepoint == Savepoint::Held {
+        statements.push("RELEASE SAVEPOINT qapmap_message".to_owned());
+    }
+    let marks: Vec<i64> = loans
+        .iter()
+        .flat_map(|loan| loan.ids().iter().copied())
+        .collect();
+    if !marks.is_empty() {
+        statements.push(reset_settings!().to_owned());
+        statements.push(crate::relay::mark_published_sql(&marks));
+    }
+    if waking_locally {
+        statements.push(ASK_RELAY_WAKE.to_owned());
+    }
+    if statements.is_empty() {
         return Ok(false);
     }
-    let sql = if release {
-        RELEASE_AND_ASK_RELAY_WAKE
-    } else {
-        ASK_RELAY_WAKE
-    };
+    let sql = sqlx::AssertSqlSafe(statements.join("; "));
+    if !waking_locally {
+        sqlx::raw_sql(sql).execute(&mut *transaction).await?;
+        return Ok(false);
+    }
     let row = sqlx::raw_sql(sql).fetch_one(&mut *transaction).await?;
     Ok(row.try_get::<Option<bool>, _>(0)?.unwrap_or(false))
 }

@@ -14,12 +14,16 @@
 //!    key, published pipelined (all sends, then all acks). A key whose row
 //!    fails drops out of the later waves, so a key's later row is never sent
 //!    before its earlier row was acknowledged.
-//! 3. **Mark**: the acknowledged rows join the pending marks; once the oldest
-//!    has waited [`MARK_DELAY`], the round sets `published_at` on all of them
-//!    and commits. Otherwise it rolls back: nothing was written.
+//! 3. **Mark**: the acknowledged rows join the pending marks. A consumer
+//!    batch of the same database in this process takes them and sets
+//!    `published_at` in its own transaction ([`crate::local_relay`]), so on
+//!    a busy service marks cost no commit. Those no batch took within
+//!    [`MARK_DELAY`] the round marks itself and commits. Otherwise it rolls
+//!    back: nothing was written.
 //!
 //! So the relay commits at most a few times a second however many rounds it
-//! runs (the marks' commit is asynchronous too: losing one only publishes
+//! runs, and not at all while its process's consumers are busy (the
+//! relay's own mark commits are asynchronous too: losing one only publishes
 //! again). Rounds of all relays of a database are serialised by the lock,
 //! so two relays never publish rows of one key at the same time, and a relay
 //! that dies mid-round takes its lock with its transaction: nothing waits
@@ -100,15 +104,29 @@ const NOTIFICATIONS_DRAINED_MAX: u32 = 1_024;
 const FAILURE_BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const FAILURE_BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// How long published rows may wait for their marks, so that the marks of
-/// many rounds share one commit. A relay that dies meanwhile only leaves
-/// them to be published again (JetStream drops the duplicates); the relay's
-/// own later rounds skip them.
+/// many rounds share one commit, or ride in a consumer batch's. A relay
+/// that dies meanwhile only leaves them to be published again (JetStream
+/// drops the duplicates); the relay's own later rounds skip them.
 pub const MARK_DELAY: Duration = Duration::from_millis(250);
 /// How soon a relay that found the round lock taken tries again (doubling
 /// while it stays taken).
 const LOCKED_OUT_RETRY: Duration = Duration::from_millis(20);
 /// Pending marks that make a round commit at once.
 const PENDING_MARKS_MAX: usize = 5_000;
+/// Marks published rows, given their ids as `$1`.
+const MARK_PUBLISHED: &str =
+    "UPDATE outbox SET published_at = COALESCE(published_at, now()) WHERE id = ANY($1)";
+
+/// [`MARK_PUBLISHED`] with the ids written into it (integers only), for a
+/// transaction that writes a relay's marks in a round trip of other
+/// statements without parameters ([`crate::local_relay::LocalRelay::lend_marks`]).
+pub(crate) fn mark_published_sql(ids: &[i64]) -> String {
+    let list: Vec<String> = ids.iter().map(i64::to_string).collect();
+    format!(
+        "UPDATE outbox SET published_at = COALESCE(published_at, now()) WHERE id = ANY('{{{}}}'::bigint[])",
+        list.join(",")
+    )
+}
 /// Key of the transaction advisory lock that serialises rounds.
 pub const ROUND_LOCK_KEY: i64 = 0x7161_706d_6170_0001;
 
@@ -127,6 +145,9 @@ pub struct RelayConfig {
     /// How long resolved dead letters are kept (see
     /// [`DEFAULT_DEAD_LETTER_RETENTION`]).
     pub dead_letter_retention: Duration,
+    /// How long published rows wait for a consumer batch to mark them
+    /// before the relay marks them itself (see [`MARK_DELAY`]).
+    pub mark_delay: Duration,
 }
 
 impl Default for RelayConfig {
@@ -137,6 +158,7 @@ impl Default for RelayConfig {
             retention: DEFAULT_RETENTION,
             inbox_retention: DEFAULT_INBOX_RETENTION,
             dead_letter_retention: DEFAULT_DEAD_LETTER_RETENTION,
+            mark_delay: MARK_DELAY,
         }
     }
 }
@@ -265,13 +287,12 @@ impl Relay {
         // Rounds in a row that found the lock taken: the retry backs off.
         let mut locked_out: u32 = 0;
         let mut last_prune: Option<Instant> = None;
-        let mut marks = PendingMarks::default();
         while !stop.is_stopped() {
             if last_prune.is_none_or(|at| at.elapsed() >= PRUNE_INTERVAL) {
                 self.prune_logged().await;
                 last_prune = Some(Instant::now());
             }
-            let pause = match self.relay_once(&mut marks).await {
+            let pause = match self.relay_once(&local).await {
                 Ok(round) if round.failed == 0 => {
                     failures = 0;
                     locked_out = if round.locked_out { locked_out + 1 } else { 0 };
@@ -308,7 +329,7 @@ impl Relay {
             };
             tokio::select! {
                 _ = stop.stopped() => break,
-                _ = self.wait_for_work(&mut listener, &local, pause, marks.due_in()) => {}
+                _ = self.wait_for_work(&mut listener, &local, pause, local.marks_due_in(self.config.mark_delay, PENDING_MARKS_MAX)) => {}
             }
         }
         Ok(())
@@ -369,8 +390,10 @@ impl Relay {
     }
 
     /// Claims and publishes one batch, and commits the marks when they are
-    /// due, in one transaction; a round that commits nothing rolls back.
-    async fn relay_once(&self, marks: &mut PendingMarks) -> Result<RelayRound, RelayError> {
+    /// due (unless a consumer batch took them first, see
+    /// [`crate::local_relay`]), in one transaction; a round that commits
+    /// nothing rolls back.
+    async fn relay_once(&self, local: &LocalRelay) -> Result<RelayRound, RelayError> {
         let mut transaction = self.pool.begin().await?;
         // The round lock is taken by the claim itself, saving a round trip
         // per round; the claim says whether it got it. A relay that does
@@ -390,7 +413,7 @@ impl Relay {
              ) o ON true",
         )
         .bind(CLAIM_BATCH_SIZE)
-        .bind(&marks.ids)
+        .bind(local.unmarked())
         .bind(ROUND_LOCK_KEY)
         .fetch_all(&mut *transaction)
         .await?;
@@ -404,25 +427,30 @@ impl Relay {
         } else {
             let published_ids = self.publish_in_key_order(rows).await?;
             let published = published_ids.len();
-            marks.add(published_ids);
+            local.add_marks(published_ids);
             published
         };
-        if marks.due() {
-            // The marks need no fsync of their own: a mark lost in a crash
-            // only publishes its rows again, and JetStream drops those
-            // duplicates. Set here, not in every round: most rounds commit
-            // nothing.
-            sqlx::query("SET LOCAL synchronous_commit TO off")
-                .execute(&mut *transaction)
-                .await?;
-            sqlx::query(
-                "UPDATE outbox SET published_at = COALESCE(published_at, now()) WHERE id = ANY($1)",
-            )
-            .bind(&marks.ids)
-            .execute(&mut *transaction)
-            .await?;
-            transaction.commit().await?;
-            *marks = PendingMarks::default();
+        if local.marks_due_in(self.config.mark_delay, PENDING_MARKS_MAX) == Some(Duration::ZERO) {
+            let ids = local.take_marks();
+            let written = async {
+                // The marks need no fsync of their own: a mark lost in a
+                // crash only publishes its rows again, and JetStream drops
+                // those duplicates. Set here, not in every round: most
+                // rounds commit nothing.
+                sqlx::query("SET LOCAL synchronous_commit TO off")
+                    .execute(&mut *transaction)
+                    .await?;
+                sqlx::query(MARK_PUBLISHED)
+                    .bind(&ids)
+                    .execute(&mut *transaction)
+                    .await?;
+                transaction.commit().await?;
+                Ok::<_, sqlx::Error>(())
+            };
+            if let Err(error) = written.await {
+                local.return_marks(ids);
+                return Err(error.into());
+            }
         }
         let failed = claimed - published;
         self.metrics.record_published(published as u64);
@@ -573,33 +601,6 @@ where
     Ok(deleted)
 }
 
-/// Rows this relay published whose marks wait for a later round's commit.
-#[derive(Debug, Default)]
-struct PendingMarks {
-    ids: Vec<i64>,
-    /// When the oldest of them was published.
-    since: Option<Instant>,
-}
-
-impl PendingMarks {
-    fn add(&mut self, ids: Vec<i64>) {
-        if !ids.is_empty() {
-            self.since.get_or_insert_with(Instant::now);
-            self.ids.extend(ids);
-        }
-    }
-
-    fn due(&self) -> bool {
-        self.ids.len() >= PENDING_MARKS_MAX || self.due_in().is_some_and(|due_in| due_in.is_zero())
-    }
-
-    /// How long until the marks are due; `None` when there are none.
-    fn due_in(&self) -> Option<Duration> {
-        self.since
-            .map(|since| MARK_DELAY.saturating_sub(since.elapsed()))
-    }
-}
-
 /// Claimed rows grouped by partition key, each queue in id order.
 fn queues_by_key(rows: Vec<ClaimedRow>) -> BTreeMap<String, VecDeque<ClaimedRow>> {
     let mut queues: BTreeMap<String, VecDeque<ClaimedRow>> = BTreeMap::new();
@@ -668,6 +669,14 @@ pub fn spawn_relay_with(application: Application, metrics: Arc<MessagingMetrics>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn marks_written_into_sql_are_the_ids_as_an_array() {
+        assert_eq!(
+            mark_published_sql(&[3, 41, -7]),
+            "UPDATE outbox SET published_at = COALESCE(published_at, now()) WHERE id = ANY('{3,41,-7}'::bigint[])"
+        );
+    }
 
     #[test]
     fn failure_backoff_doubles_up_to_its_cap() {

@@ -6,6 +6,7 @@ mod dead_letters;
 mod housekeeping;
 mod inbox;
 mod load;
+mod marks;
 mod outbox_tenancy;
 mod relay;
 mod support;

@@ -158,9 +158,14 @@ impl Harness {
     /// publishes sooner it was woken for; returned once it is registered
     /// for local wake-ups.
     pub(crate) async fn slow_polling_relay(&self) -> Running {
+        self.slow_polling_relay_with(RelayConfig::default()).await
+    }
+
+    /// [`Harness::slow_polling_relay`] with `config`'s other settings.
+    pub(crate) async fn slow_polling_relay_with(&self, config: RelayConfig) -> Running {
         let relay = self.relay().with_config(RelayConfig {
             poll_interval: Duration::from_secs(60),
-            ..RelayConfig::default()
+            ..config
         });
         let relay = Running::spawn(move |stop| relay.run(stop));
         let registered = qapmap_testkit::eventually(Duration::from_secs(30), || async {
