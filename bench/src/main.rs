@@ -20,7 +20,6 @@ mod keys;
 mod machine;
 mod memory;
 mod report;
-mod resolve;
 mod sagas;
 mod scans;
 mod stats;

@@ -125,12 +125,12 @@ fn print_phase(label: &str, phase: &Phase, commits: &PhaseFigures, calibration: 
     }
     println!("  outcomes:            {}", phase.errors_line());
     println!(
-        "  status reads:        {} ({:.1} per saga; GetSaga polls, or ListSagas calls in the open loop)",
+        "  GetSaga polls:       {} ({:.1} per saga)",
         phase.polls,
         phase.polls as f64 / phase.outcomes.len().max(1) as f64
     );
     println!(
-        "  Postgres commits:    {} in {:.1} s = {raw:.1} per saga raw; {marginal:.1} per saga without the harness's status reads",
+        "  Postgres commits:    {} in {:.1} s = {raw:.1} per saga raw; {marginal:.1} per saga without the harness's GetSaga polls",
         commits.delta,
         commits.elapsed.as_secs_f64()
     );

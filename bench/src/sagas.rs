@@ -8,9 +8,7 @@
 //! Completion is observed with GetSaga: closed-loop workers poll their own
 //! saga first at 3/4 of the running mean latency, then every 1/8 of the
 //! longer of that mean and its own wait so far (5-500 ms); the
-//! open loop does not poll during arrivals and resolves every saga
-//! afterwards, listing each company's sagas (one call per company, not one
-//! per saga: see `resolve`).
+//! open loop does not poll during arrivals and resolves every saga afterwards.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -164,7 +162,7 @@ pub(crate) fn wall(timestamp: Option<&prost_types::Timestamp>) -> Option<SystemT
     )
 }
 
-pub(crate) fn terminal(state: i32) -> Option<saga::SagaState> {
+fn terminal(state: i32) -> Option<saga::SagaState> {
     match saga::SagaState::try_from(state) {
         Ok(
             state @ (saga::SagaState::Completed
@@ -241,11 +239,7 @@ async fn await_end(
     }
 }
 
-pub(crate) fn outcome_of(
-    saga: &saga::Saga,
-    start_wall: SystemTime,
-    observed: Option<Duration>,
-) -> Outcome {
+fn outcome_of(saga: &saga::Saga, start_wall: SystemTime, observed: Option<Duration>) -> Outcome {
     let state = terminal(saga.state).unwrap_or(saga::SagaState::Running);
     Outcome {
         state,
@@ -360,9 +354,8 @@ fn merge(into: &mut Phase, part: Phase) {
 }
 
 /// Sagas started at `rate` per second for `duration` (each at its
-/// scheduled time, whatever the earlier ones are doing), then resolved by
-/// listing each company's sagas ([`crate::resolve`]), every 100 ms while
-/// some run.
+/// scheduled time, whatever the earlier ones are doing), then each resolved
+/// with GetSaga (8 at a time, every 100 ms while running).
 pub(crate) async fn open_loop(
     system: &System,
     companies: &[Company],
@@ -404,12 +397,38 @@ pub(crate) async fn open_loop(
         }
     }
     let deadline = Instant::now() + patience;
-    let resolved = crate::resolve::by_listing(system, started, deadline).await;
-    phase.polls += resolved.calls;
-    phase.outcomes.extend(resolved.outcomes);
-    phase.poll_errors += resolved.missing;
-    if let Some(error) = resolved.first_error {
-        phase.first_error.get_or_insert(error);
+    let resolved: Vec<(anyhow::Result<Outcome>, u64)> = futures::stream::iter(started)
+        .enumerate()
+        .map(|(index, (company, start_wall, saga_id))| {
+            let mut client = system.sagas(index);
+            async move {
+                let (result, polls) = await_end(
+                    &mut client,
+                    &company.company_id,
+                    &saga_id,
+                    Duration::ZERO,
+                    Pace::Fixed(Duration::from_millis(100)),
+                    deadline,
+                )
+                .await;
+                (
+                    result.map(|saga| outcome_of(&saga, start_wall, None)),
+                    polls,
+                )
+            }
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    for (result, polls) in resolved {
+        phase.polls += polls;
+        match result {
+            Ok(outcome) => phase.outcomes.push(outcome),
+            Err(error) => {
+                phase.poll_errors += 1;
+                phase.first_error.get_or_insert(format!("{error:#}"));
+            }
+        }
     }
     phase.elapsed = began.elapsed();
     phase
