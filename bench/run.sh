@@ -179,6 +179,29 @@ for index in 0 1 2 3; do
 done
 echo "pulls the server never ended, ended by the consumer:$cut"
 
+# Where each process's relay marks went (`local_relay`): commits the relay
+# made for marks alone, and rows marked inside consumer batches at no
+# commit of their own. Read from each process's /metrics with bash's
+# /dev/tcp, so no HTTP client is needed.
+metric_value() { # <port> <metric name>
+  local response
+  response=$(
+    exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 0
+    printf 'GET /metrics HTTP/1.0\r\n\r\n' >&3
+    timeout 5 cat <&3
+  ) || true
+  printf '%s\n' "$response" | sed -n "s/^$2{[^}]*} \([0-9][0-9]*\).*/\1/p" | head -n 1
+}
+marks=""
+for index in 0 1 2 3; do
+  port=$(grep -m 1 '"message":"grpc server listening"' "$LOG_DIR/${SERVICES[$index]}.log" 2>/dev/null |
+    sed -n 's/.*"metrics_port":\([0-9][0-9]*\).*/\1/p')
+  if [ -n "$port" ]; then
+    marks+=" ${SERVICES[$index]} $(metric_value "$port" qapmap_relay_mark_commits_total)/$(metric_value "$port" qapmap_marks_in_consumer_batches_total)"
+  fi
+done
+echo "relay mark commits / rows marked in consumer batches, whole run:$marks"
+
 for index in 0 1 2 3; do
   if ! kill -0 "${SERVICE_PIDS[$index]}" 2>/dev/null; then
     infra_log "${SERVICES[$index]} died during the benchmark; its errors, panics and last lines:"

@@ -813,7 +813,11 @@ impl<H: MessageHandler> Consumer<H> {
                 .collect();
             return (verdicts, false);
         }
-        loans.into_iter().for_each(local_relay::MarksLoan::settle);
+        for loan in loans {
+            self.metrics
+                .record_marks_in_consumer_batch(loan.ids().len() as u64);
+            loan.settle();
+        }
         if wake_relay {
             local_relays.iter().for_each(|relay| relay.wake());
         }

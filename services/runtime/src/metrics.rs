@@ -18,6 +18,8 @@ pub struct MessagingMetrics {
     ignored_total: AtomicU64,
     dead_lettered_total: AtomicU64,
     pulls_cut_total: AtomicU64,
+    relay_mark_commits_total: AtomicU64,
+    marks_in_consumer_batches_total: AtomicU64,
 }
 
 /// The outbox rows still waiting for JetStream.
@@ -61,6 +63,28 @@ impl MessagingMetrics {
 
     pub(crate) fn record_pull_cut(&self) {
         self.pulls_cut_total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn record_relay_mark_commit(&self) {
+        self.relay_mark_commits_total
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn record_marks_in_consumer_batch(&self, count: u64) {
+        self.marks_in_consumer_batches_total
+            .fetch_add(count, Ordering::Relaxed);
+    }
+
+    /// Commits the relay made for its marks alone: those no consumer batch
+    /// took within the mark delay (`local_relay`).
+    pub fn relay_mark_commits_total(&self) -> u64 {
+        self.relay_mark_commits_total.load(Ordering::Relaxed)
+    }
+
+    /// Published rows marked in a consumer batch's transaction, at no
+    /// commit of their own.
+    pub fn marks_in_consumer_batches_total(&self) -> u64 {
+        self.marks_in_consumer_batches_total.load(Ordering::Relaxed)
     }
 
     /// Pulls whose end the server never sent, ended by the consumer at

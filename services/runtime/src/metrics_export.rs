@@ -229,6 +229,14 @@ impl MetricSource for CoreMetrics {
                     "qapmap_consumer_pulls_cut_total",
                     self.messaging.pulls_cut_total(),
                 ),
+                (
+                    "qapmap_relay_mark_commits_total",
+                    self.messaging.relay_mark_commits_total(),
+                ),
+                (
+                    "qapmap_marks_in_consumer_batches_total",
+                    self.messaging.marks_in_consumer_batches_total(),
+                ),
             ];
             for (name, value) in counters {
                 let _ = writeln!(

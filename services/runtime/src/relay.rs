@@ -451,6 +451,7 @@ impl Relay {
                 local.return_marks(ids);
                 return Err(error.into());
             }
+            self.metrics.record_relay_mark_commit();
         }
         let failed = claimed - published;
         self.metrics.record_published(published as u64);

@@ -250,6 +250,8 @@ impl Application {
             let _ = stop_sender.send(true);
         });
 
+        // Logged with the gRPC address, for tools that let the port be picked.
+        let metrics_port = self.metrics_port();
         let mut background = tokio::task::JoinSet::new();
         if let Some(listener) = self.metrics_listener {
             let mut sources: Vec<Arc<dyn MetricSource>> = vec![Arc::new(CoreMetrics {
@@ -274,6 +276,7 @@ impl Application {
 
         tracing::info!(
             address = %self.address,
+            metrics_port,
             service = %settings.service,
             "grpc server listening"
         );

@@ -101,7 +101,8 @@ async fn a_consumer_batch_writes_the_marks_of_the_relay_beside_it() {
         ConfiningCommandHandler(CommandHandler {
             reply_subject: harness.subjects.reply("test_saga"),
         }),
-    );
+    )
+    .with_metrics(harness.metrics.clone());
     let consumer = Running::spawn(move |stop| consumer.run(stop));
 
     let first = publish_command(&harness, "first").await;
@@ -138,4 +139,10 @@ async fn a_consumer_batch_writes_the_marks_of_the_relay_beside_it() {
         !replies.last().expect("replies").1,
         "the last reply waits for a later batch: {replies:?}"
     );
+    let marked_rows = replies.iter().filter(|(_, marked)| *marked).count() as u64;
+    assert_eq!(
+        harness.metrics.marks_in_consumer_batches_total(),
+        marked_rows
+    );
+    assert_eq!(harness.metrics.relay_mark_commits_total(), 0);
 }
