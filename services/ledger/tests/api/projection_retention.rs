@@ -33,33 +33,36 @@ async fn applied_ids(ledger: &TestLedger) -> Vec<String> {
     .expect("applied events")
 }
 
-/// Goal: a prune deletes the records older than the inbox's 30 days and
-/// nothing younger, so an event applied within the window still counts
-/// once; a second prune finds nothing.
+/// Goal: a prune deletes the records older than its retention and nothing
+/// younger, so an event applied within the window still counts once; a
+/// second prune finds nothing. Method: a 10-day retention over records of
+/// 20, 11 and 9 days and today, all younger than the 30 days the running
+/// ledger's own pruner uses, so it cannot race this one.
 #[tokio::test]
 async fn a_prune_deletes_only_records_past_the_retention() {
     assert_eq!(APPLIED_EVENT_RETENTION, Duration::from_secs(30 * 24 * 3600));
     let ledger = TestLedger::start().await;
-    applied(&ledger, "a-two-months", 60).await;
-    applied(&ledger, "b-31-days", 31).await;
-    applied(&ledger, "c-29-days", 29).await;
+    applied(&ledger, "a-20-days", 20).await;
+    applied(&ledger, "b-11-days", 11).await;
+    applied(&ledger, "c-9-days", 9).await;
     let today = event(
         ledger.company_id,
         crate::helpers::date(2024, 1, 1),
         plan_created("10"),
     );
     apply(&ledger, &today).await;
+    let ten_days = Duration::from_secs(10 * 24 * 3600);
 
-    let pruned = projection_retention::prune(&ledger.pool, APPLIED_EVENT_RETENTION)
+    let pruned = projection_retention::prune(&ledger.pool, ten_days)
         .await
         .expect("prune");
 
     assert_eq!(pruned, 2);
-    let mut kept = vec!["c-29-days".to_owned(), today.event_id.clone()];
+    let mut kept = vec!["c-9-days".to_owned(), today.event_id.clone()];
     kept.sort();
     assert_eq!(applied_ids(&ledger).await, kept);
     assert_eq!(
-        projection_retention::prune(&ledger.pool, APPLIED_EVENT_RETENTION)
+        projection_retention::prune(&ledger.pool, ten_days)
             .await
             .expect("second prune"),
         0
