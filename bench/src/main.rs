@@ -16,6 +16,7 @@ mod backlog;
 mod cap_table;
 mod commits;
 mod config;
+mod cpu;
 mod keys;
 mod machine;
 mod memory;

@@ -7,6 +7,7 @@ use crate::backlog::BacklogSampler;
 use crate::cap_table;
 use crate::commits::{self, Counter};
 use crate::config::{Config, Part};
+use crate::cpu;
 use crate::machine;
 use crate::memory::{Sampler, mib};
 use crate::sagas::{self, Phase};
@@ -74,6 +75,8 @@ struct PhaseFigures {
     backlog: String,
     /// The big tables' sequential scans line (see `scans`).
     scans: String,
+    /// CPU per saga by process, from the phase's start to its last saga's end.
+    cpu: cpu::Usage,
 }
 
 async fn settle_and_count_each(counter: &mut Counter) -> anyhow::Result<(i64, [i64; 4], Instant)> {
@@ -144,6 +147,7 @@ fn print_phase(label: &str, phase: &Phase, commits: &PhaseFigures, calibration: 
     );
     println!("{}", commits.backlog);
     println!("{}", commits.scans);
+    println!("{}", commits.cpu.line("saga"));
 }
 
 /// Commits per second per database over 3 s with no load from the harness.
@@ -214,7 +218,9 @@ where
     let scans_before = scan_counter.snapshot().await?;
     let (before, before_each, began) = settle_and_count_each(counter).await?;
     let backlog = BacklogSampler::start(&config.nats_url, &config.namespace).await?;
+    let cpu_before = cpu::snapshot(config);
     let phase = phase.await;
+    let cpu = cpu::Usage::between(&cpu_before, &cpu::snapshot(config), phase.outcomes.len());
     let backlog = backlog.stop();
     let (after, after_each, ended) = settle_and_count_each(counter).await?;
     let scans = scans::line(&scans_before, &scan_counter.snapshot().await?);
@@ -231,6 +237,7 @@ where
             each,
             backlog,
             scans,
+            cpu,
         },
     ))
 }
@@ -320,14 +327,24 @@ pub(crate) async fn run(config: &Config) -> anyhow::Result<bool> {
             peak_connections = peak_connections.max(counter.connections().await?);
             ok &= phase.failures() == 0;
             let (_, marginal) = calibration.per_saga(&commits, &phase);
-            closed.push((concurrency, phase.throughput(), marginal));
+            closed.push((
+                concurrency,
+                phase.throughput(),
+                marginal,
+                commits.cpu.machine_ms(),
+            ));
         }
         background(&mut counter, "background after the closed loops").await?;
-        let (best_concurrency, max_rate, _) = closed
+        let (best_concurrency, max_rate, _, best_cpu_ms) = closed
             .iter()
             .copied()
             .max_by(|a, b| a.1.total_cmp(&b.1))
-            .unwrap_or((0, 0.0, 0.0));
+            .unwrap_or((0, 0.0, 0.0, 0.0));
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        println!(
+            "CPU budget: 300 sagas/s on {cores} cores leaves {:.2} ms of CPU per saga for everything; the best closed loop used {best_cpu_ms:.2} ms",
+            cores as f64 * 1000.0 / 300.0
+        );
         floors.add(
             "exercise sagas sustained (best closed loop)",
             format!("{max_rate:.1}/s @{best_concurrency}"),
@@ -392,7 +409,7 @@ pub(crate) async fn run(config: &Config) -> anyhow::Result<bool> {
         println!(
             "\n== durable-commit bound (one small INSERT per transaction, scratch database) =="
         );
-        for &(concurrency, saga_rate, commits_per_saga) in &closed {
+        for &(concurrency, saga_rate, commits_per_saga, _) in &closed {
             let bound = commits::durable_commit_bound(
                 &config.scratch_url,
                 concurrency,
@@ -475,6 +492,7 @@ pub(crate) async fn run(config: &Config) -> anyhow::Result<bool> {
                 holders.company_id.clone(),
                 size.read_duration,
             );
+            let cpu_before = cpu::snapshot(config);
             let reads = tokio::task::spawn_blocking(move || {
                 cap_table::read_load_on_one_thread(
                     &reader_config,
@@ -485,12 +503,14 @@ pub(crate) async fn run(config: &Config) -> anyhow::Result<bool> {
                 )
             })
             .await??;
+            let cpu = cpu::Usage::between(&cpu_before, &cpu::snapshot(config), reads.latency.count);
             println!(
                 "{label}, {concurrency} concurrent, {} s, page of {} rows:",
                 size.read_duration.as_secs_f64(),
                 reads.rows
             );
             print_reads(&reads);
+            println!("{}", cpu.line("read"));
             let peak = sampler.take_peaks();
             print_memory("peak", config, &peak);
             max_each(&mut read_peak, &peak);

@@ -1,4 +1,5 @@
-//! GetCapTable answered with protobuf bytes copied from the table in memory.
+//! GetCapTable answered with protobuf bytes copied from the table in memory
+//! (straight into the response's frame: `queries::EncodedResponse`).
 //! The generated server needs an owned response, i.e. a clone of a page's
 //! ~1,000 strings per read and then its encoding: a profile of cached reads
 //! showed allocation and copying as half of the ledger's time (issue 10).
@@ -10,7 +11,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use prost::Message;
-use prost::bytes::{BufMut, Bytes};
+use prost::bytes::BufMut;
 use qapmap_proto::ledger::v1 as proto;
 use qapmap_proto::ledger::v1::ledger_service_server::LedgerServiceServer;
 use tonic::Status;
@@ -19,6 +20,7 @@ use tonic::codegen::{BoxFuture, Service, http};
 use tonic::server::NamedService;
 
 use super::LedgerApi;
+use super::queries::EncodedResponse;
 
 const GET_CAP_TABLE: &str = "/qapmap.ledger.v1.LedgerService/GetCapTable";
 
@@ -66,8 +68,8 @@ impl Service<http::Request<tonic::body::Body>> for LedgerRoutes {
 struct GetCapTable(Arc<LedgerApi>);
 
 impl tonic::server::UnaryService<proto::GetCapTableRequest> for GetCapTable {
-    type Response = Bytes;
-    type Future = BoxFuture<tonic::Response<Bytes>, Status>;
+    type Response = EncodedResponse;
+    type Future = BoxFuture<tonic::Response<EncodedResponse>, Status>;
 
     fn call(&mut self, request: tonic::Request<proto::GetCapTableRequest>) -> Self::Future {
         let api = self.0.clone();
@@ -84,7 +86,7 @@ impl tonic::server::UnaryService<proto::GetCapTableRequest> for GetCapTable {
 struct PreEncodedCodec;
 
 impl Codec for PreEncodedCodec {
-    type Encode = Bytes;
+    type Encode = EncodedResponse;
     type Decode = proto::GetCapTableRequest;
     type Encoder = BytesEncoder;
     type Decoder = RequestDecoder;
@@ -102,11 +104,13 @@ impl Codec for PreEncodedCodec {
 struct BytesEncoder;
 
 impl Encoder for BytesEncoder {
-    type Item = Bytes;
+    type Item = EncodedResponse;
     type Error = Status;
 
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put_slice(&item);
+    fn encode(&mut self, item: EncodedResponse, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.reserve(item.rows.len() + item.rest.len());
+        dst.put_slice(&item.rows);
+        dst.put_slice(&item.rest);
         Ok(())
     }
 }

@@ -148,7 +148,7 @@ impl LedgerService for LedgerApi {
         // Served by `cap_table_route`; this path (unused by the server)
         // answers the same by decoding its bytes.
         let encoded = self.cap_table_encoded(request.into_inner()).await?;
-        proto::GetCapTableResponse::decode(encoded)
+        proto::GetCapTableResponse::decode(encoded.to_vec().as_slice())
             .map(Response::new)
             .map_err(|error| Status::internal(error.to_string()))
     }

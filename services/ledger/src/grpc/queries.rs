@@ -6,10 +6,10 @@ use std::ops::Range;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use prost::Message;
-use prost::bytes::{BufMut, Bytes};
+use prost::bytes::Bytes;
 use qapmap_proto::ledger::v1 as proto;
 use qapmap_runtime::auth::AuthorizedCall;
-use qapmap_runtime::pagination::PageRequest;
+use qapmap_runtime::pagination::{self, PageRequest};
 use qapmap_runtime::{ApiError, date, decimal, ids};
 use rust_decimal::Decimal;
 use sqlx::{Postgres, Transaction};
@@ -123,7 +123,7 @@ impl LedgerApi {
     pub(super) async fn cap_table_encoded(
         &self,
         request: proto::GetCapTableRequest,
-    ) -> Result<Bytes, ApiError> {
+    ) -> Result<EncodedResponse, ApiError> {
         let company_id = ids::parse("company_id", &request.company_id)?;
         let as_of = date::effective_or_today("as_of", request.as_of.as_ref())?;
         let page = PageRequest::parse(request.page_size, &request.page_token)?;
@@ -155,7 +155,9 @@ impl LedgerApi {
                 cap_table::query::load(&mut connection, company_id, as_of).await?
             }
         };
-        Ok(page_of_table(&table, after, &page).encode_to_vec().into())
+        Ok(EncodedResponse::whole(
+            page_of_table(&table, after, &page).encode_to_vec().into(),
+        ))
     }
 
     /// The table as of `as_of` from today's positions (`cap_table::earlier`):
@@ -421,24 +423,30 @@ impl ServedTable {
         self.encode(0, self.keys.len(), "").to_vec()
     }
 
-    /// Rows after `after`, at most a page; totals always cover the whole table.
-    fn encode_page(&self, after: Option<RowKey>, page: &PageRequest) -> Bytes {
+    /// Rows after `after`, at most a page; totals always cover the whole
+    /// table. The token names the page's last row when more rows follow
+    /// (what `PageRequest::finish` gives for a page read from Postgres).
+    fn encode_page(&self, after: Option<RowKey>, page: &PageRequest) -> EncodedResponse {
         let start = after.map_or(0, |after| self.keys.partition_point(|key| *key <= after));
-        let fetched = start
-            .saturating_add(page.fetch_limit() as usize)
-            .min(self.keys.len());
-        let mut keys = self.keys[start..fetched].to_vec();
-        let next_page_token = page.finish(&mut keys, RowKey::to_text);
-        self.encode(start, start + keys.len(), &next_page_token)
+        let end = start + (self.keys.len() - start).min(page.size as usize);
+        let next_page_token = if start < end && end < self.keys.len() {
+            pagination::encode_token(&self.keys[end - 1].to_text())
+        } else {
+            String::new()
+        };
+        self.encode(start, end, &next_page_token)
     }
 
-    /// Fields in number order, defaults left out, as prost writes them.
-    fn encode(&self, start: usize, end: usize, next_page_token: &str) -> Bytes {
+    /// Fields in number order, defaults left out, as prost writes them. The
+    /// rows are a slice of the table's encoded rows, not a copy: a read of
+    /// today's table copies them once, into the response's frame.
+    fn encode(&self, start: usize, end: usize, next_page_token: &str) -> EncodedResponse {
         use prost::encoding::{int64, message, string};
         let header = &self.header;
-        let rows = &self.encoded_rows[self.offsets[start]..self.offsets[end]];
-        let mut buffer = prost::bytes::BytesMut::with_capacity(rows.len() + 512);
-        buffer.put_slice(rows);
+        let rows = self
+            .encoded_rows
+            .slice(self.offsets[start]..self.offsets[end]);
+        let mut buffer = prost::bytes::BytesMut::with_capacity(256);
         if let Some(totals) = &header.totals {
             message::encode(2, totals, &mut buffer);
         }
@@ -454,7 +462,33 @@ impl ServedTable {
         if let Some(as_of) = &header.as_of {
             message::encode(6, as_of, &mut buffer);
         }
-        buffer.freeze()
+        EncodedResponse {
+            rows,
+            rest: buffer.freeze(),
+        }
+    }
+}
+
+/// A GetCapTable response's protobuf encoding in two parts, written one
+/// after the other: the rows (field 1), then the other fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct EncodedResponse {
+    pub(crate) rows: Bytes,
+    pub(crate) rest: Bytes,
+}
+
+impl EncodedResponse {
+    /// A response encoded in one piece.
+    fn whole(encoded: Bytes) -> Self {
+        Self {
+            rows: encoded,
+            rest: Bytes::new(),
+        }
+    }
+
+    /// Both parts in one buffer.
+    pub(crate) fn to_vec(&self) -> Vec<u8> {
+        [self.rows.as_ref(), self.rest.as_ref()].concat()
     }
 }
 
@@ -593,21 +627,58 @@ mod tests {
         let page = PageRequest::parse(3, "").expect("page");
         let first = served.encode_page(None, &page);
         let expected = page_of_table(&table, None, &page);
-        assert_eq!(first.as_ref(), expected.encode_to_vec().as_slice());
+        assert_eq!(first.to_vec(), expected.encode_to_vec());
         assert_eq!(expected.rows, whole.rows[..3]);
 
         let next = PageRequest::parse(3, &expected.next_page_token).expect("token");
         let after = next.after.as_deref().and_then(RowKey::parse);
+        let second_page = served.encode_page(after, &next);
         let second =
-            proto::GetCapTableResponse::decode(served.encode_page(after, &next)).expect("decodes");
+            proto::GetCapTableResponse::decode(second_page.to_vec().as_slice()).expect("decodes");
         assert_eq!(second.rows, whole.rows[3..6]);
         assert_eq!(second.totals, whole.totals);
+        assert_eq!(
+            second_page.to_vec(),
+            page_of_table(&table, after, &next).encode_to_vec()
+        );
+
+        // The last page: the rest of the rows, and no token.
+        let last = PageRequest::parse(3, &second.next_page_token).expect("token");
+        let last_after = last.after.as_deref().and_then(RowKey::parse);
+        let last_page = served.encode_page(last_after, &last);
+        let expected_last = page_of_table(&table, last_after, &last);
+        assert_eq!(expected_last.rows, whole.rows[6..]);
+        assert!(expected_last.next_page_token.is_empty());
+        assert_eq!(last_page.to_vec(), expected_last.encode_to_vec());
 
         let shared =
             proto::GetCapTableResponse::decode(served.encode_whole().as_slice()).expect("decodes");
         assert_eq!(shared, whole);
         let again = ServedTable::from_response(shared).expect("reads back");
         assert_eq!(again.encode_page(None, &page), first);
+    }
+
+    /// A page of today's table points into the table's encoded rows (the
+    /// read copies nothing before the frame), and a page that reaches the
+    /// table's end, exactly or with room to spare, has no token.
+    #[test]
+    fn a_page_shares_the_tables_rows_and_the_last_one_has_no_token() {
+        let table = table(6);
+        let served = ServedTable::from_table(&table);
+        let page = PageRequest::parse(4, "").expect("page");
+        let first = served.encode_page(None, &page);
+        let whole = served.encoded_rows.as_ptr_range();
+        assert!(whole.contains(&first.rows.as_ptr()));
+        assert_eq!(first.rows.as_ptr(), whole.start);
+
+        for size in [6, 7, 500] {
+            let page = PageRequest::parse(size, "").expect("page");
+            let all = served.encode_page(None, &page);
+            let expected = page_of_table(&table, None, &page);
+            assert_eq!(expected.rows.len(), 6);
+            assert!(expected.next_page_token.is_empty());
+            assert_eq!(all.to_vec(), expected.encode_to_vec(), "page size {size}");
+        }
     }
 
     /// Today's table read back from Redis gives the positions a past date
