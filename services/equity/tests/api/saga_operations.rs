@@ -454,3 +454,20 @@ async fn a_saga_step_is_found_by_its_own_index_before_the_company_is_known() {
         assert_eq!(used.as_deref(), Some(index), "{table}");
     }
 }
+
+#[tokio::test]
+async fn the_saga_step_lookup_keeps_its_plan_between_calls() {
+    // As a SQL function (never inlined, being SECURITY DEFINER) it parsed
+    // and planned its body on every saga command; PL/pgSQL plans it once a
+    // session. Every exercise saga calls it twice.
+    let app = TestApp::spawn().await;
+    let (language, security_definer): (String, bool) = sqlx::query_as(
+        "SELECT l.lanname::text, p.prosecdef FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang
+         WHERE p.proname = 'equity_saga_step_holders'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("the function exists once");
+    assert_eq!(language, "plpgsql");
+    assert!(security_definer);
+}
