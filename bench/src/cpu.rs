@@ -135,16 +135,23 @@ impl Usage {
         self.machine_ms_per_unit
     }
 
-    /// E.g. `CPU per saga: 21.3 ms (machine 96% busy): equity 2.1, ...`.
+    /// E.g. `CPU per saga: 21.30 ms (the machine 96% busy), by process in
+    /// ms: equity 2.10, ...`; in µs when the total is under a millisecond
+    /// (a cap-table read).
     pub(crate) fn line(&self, unit: &str) -> String {
+        let (scale, name) = if self.machine_ms_per_unit < 1.0 {
+            (1000.0, "µs")
+        } else {
+            (1.0, "ms")
+        };
         let parts: Vec<String> = GROUPS
             .iter()
             .zip(self.ms_per_unit)
-            .map(|(name, ms)| format!("{name} {ms:.2}"))
+            .map(|(group, ms)| format!("{group} {:.2}", ms * scale))
             .collect();
         format!(
-            "  CPU per {unit}: {:.2} ms (the machine {:.0}% busy), by process in ms: {}",
-            self.machine_ms_per_unit,
+            "  CPU per {unit}: {:.2} {name} (the machine {:.0}% busy), by process in {name}: {}",
+            self.machine_ms_per_unit * scale,
             self.machine_busy_share * 100.0,
             parts.join(", ")
         )
@@ -244,5 +251,10 @@ mod tests {
         assert_eq!(usage.ms_per_unit[7], 20.0);
         assert_eq!(usage.machine_ms(), 100.0);
         assert_eq!(usage.machine_busy_share, 0.5);
+        assert!(usage.line("saga").contains("CPU per saga: 100.00 ms"));
+        let read = Usage::between(&before, &after, 250_000);
+        let line = read.line("read");
+        assert!(line.contains("CPU per read: 4.00 µs"), "{line}");
+        assert!(line.contains("equity 1.20, "), "{line}");
     }
 }
