@@ -1,13 +1,13 @@
 //! CPU time per unit of work, by process, from /proc: what the saga floor is
-//! about. Throughput on this VM drifts by ±15% from run to run, so a change
-//! that saves 3% of the work cannot be seen in sagas/s; CPU milliseconds per
-//! saga, by process, can (and say where the work is). On 2 cores, 300
-//! sagas/s leaves 2,000 ms / 300 = 6.7 ms of CPU per saga for everything.
+//! about. On 2 cores, 300 sagas/s leaves 2,000 ms / 300 = 6.7 ms of CPU per
+//! saga for everything; this says how far each process is from it and
+//! where the work is. It is not drift-free: CPU time stretches with the
+//! VM's speed as throughput does (bench/README.md, (g)).
 //!
 //! Figures are user + system time (`/proc/<pid>/stat` fields 14 and 15, in
 //! clock ticks of 10 ms: Linux reports them in USER_HZ = 100 on every
-//! architecture this runs on), so a phase of a few seconds gives figures
-//! to about 1%. Kernel work done on a process's behalf in its system
+//! architecture this runs on), a tick per process over a phase of
+//! thousands of units. Kernel work done on a process's behalf in its system
 //! calls (loopback TCP: the receiver's side runs in the sender's softirq)
 //! counts for the process that made the call.
 
@@ -29,6 +29,12 @@ const GROUPS: [&str; 8] = [
     "harness",
     "other",
 ];
+
+/// Indexes into [`GROUPS`] (the four services are 0-3, as in the config).
+const POSTGRES: usize = 4;
+const NATS: usize = 5;
+const HARNESS: usize = 6;
+const OTHER: usize = 7;
 
 /// Cumulative CPU ticks per group, and the machine's busy and total ticks.
 #[derive(Debug, Clone, Default)]
@@ -68,11 +74,11 @@ pub(crate) fn snapshot(config: &Config) -> Snapshot {
         let group = if let Some(index) = service_pids.get(&pid) {
             Some(*index)
         } else if pid == own {
-            Some(6)
+            Some(HARNESS)
         } else if stat.command == "postgres" {
-            Some(4)
+            Some(POSTGRES)
         } else if stat.command == "nats-server" {
-            Some(5)
+            Some(NATS)
         } else {
             None
         };
@@ -81,7 +87,9 @@ pub(crate) fn snapshot(config: &Config) -> Snapshot {
         // The postmaster (its parent is not a postgres process) has
         // collected the CPU of backends that exited, e.g. the harness's own
         // short connections.
-        if group == 4 && ProcessStat::read(stat.parent).is_none_or(|p| p.command != "postgres") {
+        if group == POSTGRES
+            && ProcessStat::read(stat.parent).is_none_or(|p| p.command != "postgres")
+        {
             snapshot.by_group[group] += stat.reaped_children_ticks;
         }
     }
@@ -118,7 +126,7 @@ impl Usage {
         // "other": whatever else ran (kernel threads, Redis, interrupts not
         // charged to a process); per-process ticks can exceed the machine's
         // by rounding, hence the saturation.
-        ms_per_unit[7] = busy.saturating_sub(accounted) as f64 * MS_PER_TICK / units;
+        ms_per_unit[OTHER] = busy.saturating_sub(accounted) as f64 * MS_PER_TICK / units;
         Self {
             ms_per_unit,
             machine_ms_per_unit: busy as f64 * MS_PER_TICK / units,
@@ -230,6 +238,30 @@ mod tests {
         assert_eq!(stat.reaped_children_ticks, 13);
     }
 
+    /// The real /proc: this process's own line parses, and its ticks grow
+    /// while it spins (bounded: at most 5 s).
+    #[test]
+    fn this_process_is_read_from_proc_and_its_cpu_time_grows() {
+        let own = std::process::id();
+        let before = ProcessStat::read(own).expect("own stat");
+        assert!(
+            ProcessStat::read(before.parent).is_some(),
+            "the parent's stat"
+        );
+        let started = std::time::Instant::now();
+        let mut spun: u64 = 0;
+        while ProcessStat::read(own).expect("own stat").own_ticks < before.own_ticks + 3
+            && started.elapsed() < std::time::Duration::from_secs(5)
+        {
+            for i in 0..100_000u64 {
+                spun = std::hint::black_box(spun.wrapping_mul(31).wrapping_add(i));
+            }
+        }
+        assert!(ProcessStat::read(own).expect("own stat").own_ticks >= before.own_ticks + 3);
+        let (busy, total) = machine_ticks().expect("/proc/stat");
+        assert!(0 < busy && busy < total);
+    }
+
     #[test]
     fn machine_ticks_leave_idle_and_iowait_out_of_busy() {
         let line = "cpu  100 5 50 800 20 3 2 0 0 0";
@@ -242,13 +274,13 @@ mod tests {
         let before = Snapshot::default();
         let mut after = Snapshot::default();
         after.by_group[0] = 30; // equity: 300 ms
-        after.by_group[4] = 50; // Postgres: 500 ms
+        after.by_group[POSTGRES] = 50; // 500 ms
         after.machine_busy = 100;
         after.machine_total = 200;
         let usage = Usage::between(&before, &after, 10);
         assert_eq!(usage.ms_per_unit[0], 30.0);
-        assert_eq!(usage.ms_per_unit[4], 50.0);
-        assert_eq!(usage.ms_per_unit[7], 20.0);
+        assert_eq!(usage.ms_per_unit[POSTGRES], 50.0);
+        assert_eq!(usage.ms_per_unit[OTHER], 20.0);
         assert_eq!(usage.machine_ms(), 100.0);
         assert_eq!(usage.machine_busy_share, 0.5);
         assert!(usage.line("saga").contains("CPU per saga: 100.00 ms"));

@@ -41,20 +41,37 @@ impl PageRequest {
     /// Trims the extra row fetched by [`Self::fetch_limit`] and returns the
     /// token for the next page (empty when this is the last).
     pub fn finish<T>(&self, rows: &mut Vec<T>, key_of: impl Fn(&T) -> String) -> String {
+        let (page, token) = self.page_of(rows, key_of);
+        let kept = page.len();
+        rows.truncate(kept);
+        token
+    }
+
+    /// The page at the start of `rows` (the rows from the page's start on,
+    /// all of them or at least one beyond the page) and the token for the
+    /// next page (empty when this is the last): [`Self::finish`] without a
+    /// copy, for rows already in memory.
+    pub fn page_of<'a, T>(
+        &self,
+        rows: &'a [T],
+        key_of: impl Fn(&T) -> String,
+    ) -> (&'a [T], String) {
         let size = self.size as usize;
         if rows.len() > size {
-            rows.truncate(size);
-            rows.last()
+            let page = &rows[..size];
+            let token = page
+                .last()
                 .map(|row| encode_token(&key_of(row)))
-                .unwrap_or_default()
+                .unwrap_or_default();
+            (page, token)
         } else {
-            String::new()
+            (rows, String::new())
         }
     }
 }
 
 /// The token naming `key` as the last key of a page.
-pub fn encode_token(key: &str) -> String {
+fn encode_token(key: &str) -> String {
     // Without a `format!` per byte: the cap table writes a token on every
     // read of its first page, where that showed in profiles.
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
@@ -108,6 +125,20 @@ mod tests {
         assert_eq!(next.after.as_deref(), Some("b"));
         assert!(PageRequest::parse(2, "garbage").is_err());
         assert!(PageRequest::parse(2, "v1.zz").is_err());
+    }
+
+    #[test]
+    fn a_page_of_rows_in_memory_is_what_finish_keeps() {
+        for size in [1, 2, 3, 4] {
+            let page = PageRequest::parse(size, "").expect("ok");
+            let all = ["a", "b", "c"].map(str::to_owned);
+            let (kept, token) = page.page_of(&all, Clone::clone);
+            let mut fetched = all.to_vec();
+            let expected_token = page.finish(&mut fetched, Clone::clone);
+            assert_eq!(kept, fetched.as_slice(), "page size {size}");
+            assert_eq!(token, expected_token, "page size {size}");
+            assert_eq!(token.is_empty(), size >= 3, "page size {size}");
+        }
     }
 
     #[test]

@@ -108,9 +108,9 @@ impl Encoder for BytesEncoder {
     type Error = Status;
 
     fn encode(&mut self, item: EncodedResponse, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.reserve(item.rows.len() + item.rest.len());
-        dst.put_slice(&item.rows);
-        dst.put_slice(&item.rest);
+        dst.reserve(item.head.len() + item.tail.len());
+        dst.put_slice(&item.head);
+        dst.put_slice(&item.tail);
         Ok(())
     }
 }

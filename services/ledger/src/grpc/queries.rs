@@ -9,7 +9,7 @@ use prost::Message;
 use prost::bytes::Bytes;
 use qapmap_proto::ledger::v1 as proto;
 use qapmap_runtime::auth::AuthorizedCall;
-use qapmap_runtime::pagination::{self, PageRequest};
+use qapmap_runtime::pagination::PageRequest;
 use qapmap_runtime::{ApiError, date, decimal, ids};
 use rust_decimal::Decimal;
 use sqlx::{Postgres, Transaction};
@@ -423,18 +423,11 @@ impl ServedTable {
         self.encode(0, self.keys.len(), "").to_vec()
     }
 
-    /// Rows after `after`, at most a page; totals always cover the whole
-    /// table. The token names the page's last row when more rows follow
-    /// (what `PageRequest::finish` gives for a page read from Postgres).
+    /// Rows after `after`, at most a page; totals always cover the whole table.
     fn encode_page(&self, after: Option<RowKey>, page: &PageRequest) -> EncodedResponse {
         let start = after.map_or(0, |after| self.keys.partition_point(|key| *key <= after));
-        let end = start + (self.keys.len() - start).min(page.size as usize);
-        let next_page_token = if start < end && end < self.keys.len() {
-            pagination::encode_token(&self.keys[end - 1].to_text())
-        } else {
-            String::new()
-        };
-        self.encode(start, end, &next_page_token)
+        let (keys, next_page_token) = page.page_of(&self.keys[start..], RowKey::to_text);
+        self.encode(start, start + keys.len(), &next_page_token)
     }
 
     /// Fields in number order, defaults left out, as prost writes them. The
@@ -463,32 +456,34 @@ impl ServedTable {
             message::encode(6, as_of, &mut buffer);
         }
         EncodedResponse {
-            rows,
-            rest: buffer.freeze(),
+            head: rows,
+            tail: buffer.freeze(),
         }
     }
 }
 
 /// A GetCapTable response's protobuf encoding in two parts, written one
-/// after the other: the rows (field 1), then the other fields.
+/// after the other. For today's table `head` is the page's rows (field 1, a
+/// slice of the table's buffer) and `tail` the other fields; a computed
+/// table's response is all in `head`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct EncodedResponse {
-    pub(crate) rows: Bytes,
-    pub(crate) rest: Bytes,
+    pub(crate) head: Bytes,
+    pub(crate) tail: Bytes,
 }
 
 impl EncodedResponse {
     /// A response encoded in one piece.
     fn whole(encoded: Bytes) -> Self {
         Self {
-            rows: encoded,
-            rest: Bytes::new(),
+            head: encoded,
+            tail: Bytes::new(),
         }
     }
 
     /// Both parts in one buffer.
     pub(crate) fn to_vec(&self) -> Vec<u8> {
-        [self.rows.as_ref(), self.rest.as_ref()].concat()
+        [self.head.as_ref(), self.tail.as_ref()].concat()
     }
 }
 
@@ -668,8 +663,8 @@ mod tests {
         let page = PageRequest::parse(4, "").expect("page");
         let first = served.encode_page(None, &page);
         let whole = served.encoded_rows.as_ptr_range();
-        assert!(whole.contains(&first.rows.as_ptr()));
-        assert_eq!(first.rows.as_ptr(), whole.start);
+        assert!(whole.contains(&first.head.as_ptr()));
+        assert_eq!(first.head.as_ptr(), whole.start);
 
         for size in [6, 7, 500] {
             let page = PageRequest::parse(size, "").expect("page");
