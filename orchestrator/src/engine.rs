@@ -13,6 +13,7 @@ use sqlx::{PgConnection, PgPool};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use uuid::Uuid;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::metrics::SagaMetrics;
@@ -165,32 +166,63 @@ impl Engine {
         connection: &mut PgConnection,
         reply: &SagaReply,
     ) -> Result<(), EngineError> {
-        let Ok(saga_id) = Uuid::parse_str(&reply.saga_id) else {
-            tracing::warn!(saga.id = %reply.saga_id, "reply for a malformed saga id; ignored");
+        let Some(reply) = ReplyEvent::of(reply) else {
             return Ok(());
         };
-        // Operators and tests read the reason code first, then the words.
-        let rejection = match (reply.reason_code.is_empty(), reply.reason.is_empty()) {
-            (false, false) => format!("{}: {}", reply.reason_code, reply.reason),
-            (false, true) => reply.reason_code.clone(),
-            _ => reply.reason.clone(),
-        };
-        let outcome = match ReplyOutcome::try_from(reply.outcome) {
-            Ok(ReplyOutcome::Succeeded) => Outcome::Succeeded(reply.result.as_ref()),
-            _ => Outcome::Rejected { reason: &rejection },
-        };
-        let Ok(step) = usize::try_from(reply.step) else {
-            return Ok(());
-        };
-        let event = Event::Replied {
-            step,
-            compensation: reply.compensation,
-            outcome,
-        };
-        match self.transition(connection, saga_id, event).await {
+        match self
+            .transition(connection, reply.saga_id, reply.event())
+            .await
+        {
             Ok(_) | Err(EngineError::NotFound(_)) => Ok(()),
             Err(error) => Err(error),
         }
+    }
+
+    /// Applies a batch of replies, in stream order, as [`Engine::handle_reply`]
+    /// would one by one, in three statements whatever their number: the
+    /// sagas are loaded (locked) at once, each reply is applied in memory
+    /// (under its span), and every changed saga and command is written at
+    /// once. Any error leaves the caller to undo the batch.
+    pub async fn handle_replies(
+        &self,
+        connection: &mut PgConnection,
+        replies: &[(SagaReply, tracing::Span)],
+    ) -> Result<(), EngineError> {
+        let events: Vec<(ReplyEvent<'_>, &tracing::Span)> = replies
+            .iter()
+            .filter_map(|(reply, span)| ReplyEvent::of(reply).map(|event| (event, span)))
+            .collect();
+        let mut ids: Vec<Uuid> = events.iter().map(|(event, _)| event.saga_id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        // Each saga as loaded (what `save` compares against) and as it goes.
+        let mut sagas: HashMap<Uuid, (Saga, StoredSaga)> = store::load_many(connection, &ids)
+            .await?
+            .into_iter()
+            .map(|stored| (stored.id, (stored.saga.clone(), stored)))
+            .collect();
+        let now = Utc::now();
+        let mut commands = Vec::new();
+        let mut transitions = Vec::with_capacity(events.len());
+        for (event, span) in &events {
+            // A reply for a saga that does not exist is ignored, as one by one.
+            let Some((_, stored)) = sagas.get_mut(&event.saga_id) else {
+                continue;
+            };
+            let before = stored.saga.clone();
+            let command = span.in_scope(|| self.apply(stored, event.event(), now))?;
+            commands.extend(command);
+            transitions.push((before, stored.saga.clone()));
+        }
+        let changes: Vec<(Uuid, &Saga, &Saga)> = sagas
+            .values()
+            .map(|(loaded, stored)| (stored.id, loaded, &stored.saga))
+            .collect();
+        store::save_many(connection, &changes, &commands, now).await?;
+        for (before, after) in &transitions {
+            self.metrics.record_transition(before, after, now);
+        }
+        Ok(())
     }
 
     /// Wakes sagas whose deadline or retry time has come. Returns how many.
@@ -252,17 +284,7 @@ impl Engine {
             .ok_or(EngineError::NotFound(saga_id))?;
         let now = Utc::now();
         let before = stored.saga.clone();
-        let send = stored.saga.apply(event, now, &self.timing)?;
-        let command = send.and_then(|send| {
-            let header = SagaHeader {
-                id: stored.id,
-                company_id: stored.company_id,
-                request_id: &stored.request_id,
-                initiator: &stored.initiator,
-                traceparent: &stored.traceparent,
-            };
-            self.command(&header, &mut stored.saga, send, now)
-        });
+        let command = self.apply(&mut stored, event, now)?;
         store::save(
             connection,
             saga_id,
@@ -275,6 +297,26 @@ impl Engine {
         // transition, which a counter used for rates tolerates.
         self.metrics.record_transition(&before, &stored.saga, now);
         Ok(())
+    }
+
+    /// Applies `event` to a loaded saga; the command it sends, if any.
+    fn apply(
+        &self,
+        stored: &mut StoredSaga,
+        event: Event<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<OutboxMessage>, Refusal> {
+        let send = stored.saga.apply(event, now, &self.timing)?;
+        Ok(send.and_then(|send| {
+            let header = SagaHeader {
+                id: stored.id,
+                company_id: stored.company_id,
+                request_id: &stored.request_id,
+                initiator: &stored.initiator,
+                traceparent: &stored.traceparent,
+            };
+            self.command(&header, &mut stored.saga, send, now)
+        }))
     }
 
     /// The outbox message carrying the command for `send` (the store writes
@@ -345,6 +387,58 @@ impl Engine {
             message = message.with_header("traceparent", traceparent);
         }
         Some(message)
+    }
+}
+
+/// A reply as the state machine's event for its saga.
+#[derive(Debug)]
+struct ReplyEvent<'a> {
+    saga_id: Uuid,
+    step: usize,
+    compensation: bool,
+    result: Option<&'a messaging::saga_reply::Result>,
+    succeeded: bool,
+    /// The reason code, then the words (operators and tests read the code
+    /// first).
+    rejection: String,
+}
+
+impl<'a> ReplyEvent<'a> {
+    /// None for a reply naming a malformed saga id or step (ignored).
+    fn of(reply: &'a SagaReply) -> Option<Self> {
+        let Ok(saga_id) = Uuid::parse_str(&reply.saga_id) else {
+            tracing::warn!(saga.id = %reply.saga_id, "reply for a malformed saga id; ignored");
+            return None;
+        };
+        let step = usize::try_from(reply.step).ok()?;
+        let rejection = match (reply.reason_code.is_empty(), reply.reason.is_empty()) {
+            (false, false) => format!("{}: {}", reply.reason_code, reply.reason),
+            (false, true) => reply.reason_code.clone(),
+            _ => reply.reason.clone(),
+        };
+        Some(Self {
+            saga_id,
+            step,
+            compensation: reply.compensation,
+            result: reply.result.as_ref(),
+            succeeded: ReplyOutcome::try_from(reply.outcome) == Ok(ReplyOutcome::Succeeded),
+            rejection,
+        })
+    }
+
+    fn event(&self) -> Event<'_> {
+        let outcome = if self.succeeded {
+            Outcome::Succeeded(self.result)
+        } else {
+            Outcome::Rejected {
+                reason: &self.rejection,
+            }
+        };
+        Event::Replied {
+            step: self.step,
+            compensation: self.compensation,
+            outcome,
+        }
     }
 }
 

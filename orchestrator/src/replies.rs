@@ -4,7 +4,9 @@
 
 use prost::Message;
 use qapmap_proto::messaging::v1::SagaReply;
-use qapmap_runtime::consumer::{Handled, HandlerError, MessageHandler, ReceivedMessage};
+use qapmap_runtime::consumer::{
+    BatchMessage, Handled, HandlerError, MessageHandler, ReceivedMessage,
+};
 use sqlx::PgConnection;
 use tracing::Instrument;
 
@@ -26,13 +28,7 @@ impl MessageHandler for ReplyHandler {
     ) -> Result<Handled, HandlerError> {
         let reply = SagaReply::decode(message.payload.as_ref())
             .map_err(|error| HandlerError::Poison(anyhow::anyhow!("not a SagaReply: {error}")))?;
-        let span = tracing::info_span!(
-            "saga.reply",
-            saga.id = %reply.saga_id,
-            saga.step = reply.step,
-            saga.compensation = reply.compensation,
-            company.id = %reply.company_id,
-        );
+        let span = reply_span(&reply);
         // Instrumented, never `span.enter()` across the await: a guard held
         // while the task moves threads leaves the span on the old thread's
         // stack, and a later `Span::current()` there clones a closed span
@@ -48,4 +44,39 @@ impl MessageHandler for ReplyHandler {
             Err(error) => Err(HandlerError::Retry(error.into())),
         }
     }
+
+    fn handles_batches(&self) -> bool {
+        true
+    }
+
+    async fn handle_batch(
+        &self,
+        messages: &[BatchMessage<'_>],
+        transaction: &mut PgConnection,
+    ) -> Result<(), HandlerError> {
+        let mut replies = Vec::with_capacity(messages.len());
+        for BatchMessage { message, span } in messages {
+            // One that does not decode fails the batch; one by one, it
+            // becomes a dead letter.
+            let reply = SagaReply::decode(message.payload.as_ref()).map_err(|error| {
+                HandlerError::Poison(anyhow::anyhow!("not a SagaReply: {error}"))
+            })?;
+            let span = span.in_scope(|| reply_span(&reply));
+            replies.push((reply, span));
+        }
+        self.engine
+            .handle_replies(transaction, &replies)
+            .await
+            .map_err(|error| HandlerError::Retry(error.into()))
+    }
+}
+
+fn reply_span(reply: &SagaReply) -> tracing::Span {
+    tracing::info_span!(
+        "saga.reply",
+        saga.id = %reply.saga_id,
+        saga.step = reply.step,
+        saga.compensation = reply.compensation,
+        company.id = %reply.company_id,
+    )
 }

@@ -200,6 +200,145 @@ pub async fn save(
     Ok(())
 }
 
+/// [`save`] for several sagas, with all their commands (in the order
+/// given, which is the order the relay publishes them in), in one
+/// statement. Each change is (id, saga as loaded, saga now). Unlike [`save`]
+/// it notes no event ids for an audit record: a reply is never audited.
+pub async fn save_many(
+    connection: &mut PgConnection,
+    changes: &[(Uuid, &Saga, &Saga)],
+    commands: &[OutboxMessage],
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let mut sagas = SagaColumns::default();
+    let mut steps = StepColumns::default();
+    let mut step_saga_ids = Vec::new();
+    for (id, before, saga) in changes {
+        sagas.push(*id, saga)?;
+        let changed = saga
+            .steps
+            .iter()
+            .enumerate()
+            .filter(|(index, step)| before.steps.get(*index) != Some(*step));
+        for (index, step) in changed {
+            step_saga_ids.push(*id);
+            steps.push(index, step);
+        }
+    }
+    let mut command_headers = Vec::with_capacity(commands.len());
+    for command in commands {
+        command_headers.push(
+            serde_json::to_value(&command.headers)
+                .map_err(|error| StoreError::Corrupt(error.to_string()))?,
+        );
+    }
+    let sql = format!(
+        "WITH saga AS (
+             UPDATE sagas SET state = changed.state, state_reason = changed.state_reason,
+                              context = changed.context, cursor_step = changed.cursor_step,
+                              attempts = changed.attempts, awaiting = changed.awaiting,
+                              wake_at = changed.wake_at, updated_at = $1
+             FROM unnest($2::uuid[], $3::text[], $4::text[], $5::jsonb[], $6::int[], $7::int[],
+                         $8::text[], $9::timestamptz[])
+                  AS changed (id, state, state_reason, context, cursor_step, attempts, awaiting,
+                              wake_at)
+             WHERE sagas.id = changed.id
+         ), steps AS (
+             UPDATE saga_steps SET status = step.status, attempts = step.attempts,
+                                   started_at = step.started_at, finished_at = step.finished_at,
+                                   last_error = step.last_error
+             FROM unnest($10::uuid[], $11::int[], $12::text[], $13::int[], $14::timestamptz[],
+                         $15::timestamptz[], $16::text[])
+                  AS step (saga_id, step_index, status, attempts, started_at, finished_at,
+                           last_error)
+             WHERE saga_steps.saga_id = step.saga_id AND saga_steps.step_index = step.step_index
+         ), commands AS (
+             INSERT INTO outbox (message_id, company_id, subject, payload, headers, partition_key)
+             SELECT command.message_id, command.company_id, command.subject, command.payload,
+                    command.headers, command.partition_key
+             FROM unnest($17::uuid[], $18::uuid[], $19::text[], $20::bytea[], $21::jsonb[],
+                         $22::text[]) WITH ORDINALITY
+                  AS command (message_id, company_id, subject, payload, headers, partition_key,
+                              position)
+             ORDER BY command.position
+         )
+         SELECT {} WHERE cardinality($17::uuid[]) > 0",
+        qapmap_runtime::notify_relay_sql!()
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(now)
+        .bind(&sagas.id)
+        .bind(&sagas.state)
+        .bind(&sagas.state_reason)
+        .bind(&sagas.context)
+        .bind(&sagas.cursor)
+        .bind(&sagas.attempts)
+        .bind(&sagas.awaiting)
+        .bind(&sagas.wake_at)
+        .bind(&step_saga_ids)
+        .bind(&steps.index)
+        .bind(&steps.status)
+        .bind(&steps.attempts)
+        .bind(&steps.started_at)
+        .bind(&steps.finished_at)
+        .bind(&steps.last_error)
+        .bind(commands.iter().map(|c| c.message_id).collect::<Vec<_>>())
+        .bind(commands.iter().map(|c| c.company_id).collect::<Vec<_>>())
+        .bind(
+            commands
+                .iter()
+                .map(|c| c.subject.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            commands
+                .iter()
+                .map(|c| c.payload.as_slice())
+                .collect::<Vec<_>>(),
+        )
+        .bind(&command_headers)
+        .bind(
+            commands
+                .iter()
+                .map(|c| c.partition_key.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .execute(&mut *connection)
+        .await?;
+    Ok(())
+}
+
+/// Sagas' mutable state as column arrays, for `unnest`.
+#[derive(Debug, Default)]
+struct SagaColumns {
+    id: Vec<Uuid>,
+    state: Vec<&'static str>,
+    state_reason: Vec<String>,
+    context: Vec<serde_json::Value>,
+    cursor: Vec<i32>,
+    attempts: Vec<i32>,
+    awaiting: Vec<&'static str>,
+    wake_at: Vec<Option<DateTime<Utc>>>,
+}
+
+impl SagaColumns {
+    fn push(&mut self, id: Uuid, saga: &Saga) -> Result<(), StoreError> {
+        self.context.push(
+            serde_json::to_value(&saga.context)
+                .map_err(|error| StoreError::Corrupt(error.to_string()))?,
+        );
+        self.id.push(id);
+        self.state.push(saga.state.as_str());
+        self.state_reason.push(saga.state_reason.clone());
+        self.cursor.push(cursor_as_i32(saga.cursor));
+        self.attempts
+            .push(i32::try_from(saga.attempts).unwrap_or(i32::MAX));
+        self.awaiting.push(saga.awaiting.as_str());
+        self.wake_at.push(saga.wake_at);
+        Ok(())
+    }
+}
+
 /// The end of a saga statement that also enqueues its command (parameters
 /// from `$first` on, bound by [`bind_command`]): what
 /// [`qapmap_runtime::outbox::enqueue`] does (the row, the relay's NOTIFY
@@ -261,16 +400,19 @@ impl StepColumns {
     fn of<'a>(steps: impl Iterator<Item = (usize, &'a StepRecord)>) -> Self {
         let mut columns = Self::default();
         for (index, step) in steps {
-            columns.index.push(cursor_as_i32(index));
-            columns.status.push(step.status.as_str());
-            columns
-                .attempts
-                .push(i32::try_from(step.attempts).unwrap_or(i32::MAX));
-            columns.started_at.push(step.started_at);
-            columns.finished_at.push(step.finished_at);
-            columns.last_error.push(step.last_error.clone());
+            columns.push(index, step);
         }
         columns
+    }
+
+    fn push(&mut self, index: usize, step: &StepRecord) {
+        self.index.push(cursor_as_i32(index));
+        self.status.push(step.status.as_str());
+        self.attempts
+            .push(i32::try_from(step.attempts).unwrap_or(i32::MAX));
+        self.started_at.push(step.started_at);
+        self.finished_at.push(step.finished_at);
+        self.last_error.push(step.last_error.clone());
     }
 }
 
@@ -307,6 +449,20 @@ pub async fn load(
         Some(row) => Ok(Some(from_row(&row)?)),
         None => Ok(None),
     }
+}
+
+/// Loads and locks the sagas with these ids (those that exist), locking in
+/// id order so two lockers of overlapping sets cannot deadlock.
+pub async fn load_many(
+    connection: &mut PgConnection,
+    ids: &[Uuid],
+) -> Result<Vec<StoredSaga>, StoreError> {
+    let sql = format!("{SAGA_SELECT} WHERE s.id = ANY($1) ORDER BY s.id FOR UPDATE OF s");
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(ids)
+        .fetch_all(&mut *connection)
+        .await?;
+    rows.iter().map(from_row).collect()
 }
 
 /// The saga a company started with `request_id`, and the request it carried.

@@ -175,6 +175,36 @@ pub trait MessageHandler: Send + Sync + 'static {
     fn ignores(&self, _message: &ReceivedMessage) -> bool {
         false
     }
+
+    /// True for a handler with a set-based form ([`MessageHandler::handle_batch`]).
+    fn handles_batches(&self) -> bool {
+        false
+    }
+
+    /// Applies a whole batch (two or more messages, each new to the inbox,
+    /// in stream order) in a few statements instead of a few per message:
+    /// with many messages in flight a consumer's cost is its round trips.
+    /// Only for effects [`Handled::Done`] describes (no replies). Any error
+    /// undoes everything the call wrote, and the consumer then handles the
+    /// messages one by one with [`MessageHandler::handle`], which decides
+    /// each message's verdict; so an error here needs no precision. The
+    /// batch runs with the settings reset as for a first message; a handler
+    /// that confines itself to a company must not do so here.
+    fn handle_batch(
+        &self,
+        _messages: &[BatchMessage<'_>],
+        _transaction: &mut PgConnection,
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send {
+        async { Err(HandlerError::Retry(anyhow::anyhow!("no batch form"))) }
+    }
+}
+
+/// A message of a batch handled as a whole, with the span (under the
+/// sender's trace) that its part of the work belongs to.
+#[derive(Debug)]
+pub struct BatchMessage<'a> {
+    pub message: &'a ReceivedMessage,
+    pub span: tracing::Span,
 }
 
 /// A durable pull consumer's settings.
@@ -727,7 +757,20 @@ impl<H: MessageHandler> Consumer<H> {
         let mut held_back: HashMap<&str, Duration> = HashMap::new();
         let mut doomed = false;
         let mut savepoint = Savepoint::Fresh;
-        for received in batch {
+        let mut one_by_one = batch;
+        match self.whole_batch(&mut transaction, batch).await {
+            WholeBatch::Applied => {
+                verdicts.resize_with(batch.len(), || Verdict::Applied);
+                savepoint = Savepoint::Held;
+                one_by_one = &[];
+            }
+            WholeBatch::OneByOne => {}
+            WholeBatch::Broken => {
+                one_by_one = &[];
+                doomed = true;
+            }
+        }
+        for received in one_by_one {
             if received.delivery_count > max {
                 verdicts.push(Verdict::DeadLetter {
                     error: format!(
@@ -822,6 +865,82 @@ impl<H: MessageHandler> Consumer<H> {
             local_relays.iter().for_each(|relay| relay.wake());
         }
         (verdicts, true)
+    }
+
+    /// Tries the batch as one set-based step
+    /// ([`MessageHandler::handle_batch`]): one inbox statement for all of
+    /// it, then the handler's. Taken only when the handler has that form,
+    /// the batch holds two or more messages, none is past its last
+    /// delivery, and all are new to the inbox; otherwise, or when the
+    /// handler fails, the savepoint is rolled back (fresh again) and the
+    /// messages go one by one.
+    async fn whole_batch(
+        &self,
+        transaction: &mut PgConnection,
+        batch: &[&ReceivedMessage],
+    ) -> WholeBatch {
+        let max = u64::from(self.config.max_deliveries);
+        if !self.handler.handles_batches()
+            || batch.len() < 2
+            || batch.iter().any(|received| received.delivery_count > max)
+        {
+            return WholeBatch::OneByOne;
+        }
+        let ids: Vec<&str> = batch.iter().map(|m| m.message_id.as_str()).collect();
+        let subjects: Vec<&str> = batch.iter().map(|m| m.subject.as_str()).collect();
+        let applied = match inbox::record_many(
+            &mut *transaction,
+            &self.config.name,
+            &ids,
+            &subjects,
+        )
+        .await
+        {
+            Ok(recorded) if recorded == batch.len() as u64 => {
+                let messages: Vec<BatchMessage<'_>> = batch
+                    .iter()
+                    .map(|received| BatchMessage {
+                        message: received,
+                        span: crate::trace_context::message_span(
+                            &self.config.name,
+                            &received.subject,
+                            &received.message_id,
+                            &received.headers,
+                        ),
+                    })
+                    .collect();
+                match self.handler.handle_batch(&messages, transaction).await {
+                    Ok(()) => true,
+                    Err(error) => {
+                        tracing::debug!(consumer = %self.config.name, error.message = %error, "batch step failed; one by one");
+                        false
+                    }
+                }
+            }
+            // A message seen before: its stored reply is the per-message
+            // path's business.
+            Ok(_) => false,
+            Err(error) => {
+                tracing::debug!(consumer = %self.config.name, error.message = %error, "batch inbox insert failed; one by one");
+                false
+            }
+        };
+        if applied {
+            self.metrics.record_whole_batch(batch.len() as u64);
+            return WholeBatch::Applied;
+        }
+        // Undoes the inbox rows, the handler's writes and its settings; the
+        // savepoint stays, as BATCH_BEGIN left it.
+        match sqlx::raw_sql("ROLLBACK TO SAVEPOINT qapmap_message")
+            .execute(&mut *transaction)
+            .await
+        {
+            Ok(_) => WholeBatch::OneByOne,
+            Err(error) => {
+                tracing::warn!(consumer = %self.config.name, error.message = %error, "rolling back a batch step failed");
+                WholeBatch::Broken
+            }
+        }
     }
 
     /// The same failure for every message of a batch.
@@ -1017,6 +1136,17 @@ enum Savepoint {
     Held,
     /// None open.
     None,
+}
+
+/// How a batch's set-based attempt ([`Consumer::whole_batch`]) ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WholeBatch {
+    /// Every message took effect; the savepoint holds the work.
+    Applied,
+    /// Not taken, or undone: handle the messages one by one.
+    OneByOne,
+    /// The transaction cannot be trusted: the whole batch retries.
+    Broken,
 }
 
 /// Every message of one pull request until it ends, and the error that

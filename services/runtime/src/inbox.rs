@@ -45,6 +45,30 @@ pub async fn record(
     Ok(inserted.rows_affected() == 1)
 }
 
+/// Records a batch of messages for `consumer` in one statement; returns how
+/// many were new (fewer than given when some were handled before, or one
+/// id came twice). Waits, as [`record`] does, while another transaction
+/// holds one of them.
+pub async fn record_many(
+    transaction: &mut PgConnection,
+    consumer: &str,
+    message_ids: &[&str],
+    subjects: &[&str],
+) -> sqlx::Result<u64> {
+    let inserted = sqlx::query(
+        "INSERT INTO inbox (consumer, message_id, subject)
+         SELECT $1, message.id, message.subject
+         FROM unnest($2::text[], $3::text[]) AS message (id, subject)
+         ON CONFLICT (consumer, message_id) DO NOTHING",
+    )
+    .bind(consumer)
+    .bind(message_ids)
+    .bind(subjects)
+    .execute(&mut *transaction)
+    .await?;
+    Ok(inserted.rows_affected())
+}
+
 /// The statement [`record`] runs, with its values written into the SQL
 /// (`RETURNING 1` when the message is new), so it can share a round trip
 /// with the consumer's savepoint statements, which take no parameters.

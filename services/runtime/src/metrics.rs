@@ -20,6 +20,8 @@ pub struct MessagingMetrics {
     pulls_cut_total: AtomicU64,
     relay_mark_commits_total: AtomicU64,
     marks_in_consumer_batches_total: AtomicU64,
+    whole_batches_total: AtomicU64,
+    messages_in_whole_batches_total: AtomicU64,
 }
 
 /// The outbox rows still waiting for JetStream.
@@ -73,6 +75,23 @@ impl MessagingMetrics {
     pub(crate) fn record_marks_in_consumer_batch(&self, count: u64) {
         self.marks_in_consumer_batches_total
             .fetch_add(count, Ordering::Relaxed);
+    }
+
+    pub(crate) fn record_whole_batch(&self, messages: u64) {
+        self.whole_batches_total.fetch_add(1, Ordering::Relaxed);
+        self.messages_in_whole_batches_total
+            .fetch_add(messages, Ordering::Relaxed);
+    }
+
+    /// Batches a consumer applied in one set-based step
+    /// (`MessageHandler::handle_batch`).
+    pub fn whole_batches_total(&self) -> u64 {
+        self.whole_batches_total.load(Ordering::Relaxed)
+    }
+
+    /// Messages applied in such batches (also counted as handled).
+    pub fn messages_in_whole_batches_total(&self) -> u64 {
+        self.messages_in_whole_batches_total.load(Ordering::Relaxed)
     }
 
     /// Commits the relay made for its marks alone: those no consumer batch

@@ -237,6 +237,14 @@ impl MetricSource for CoreMetrics {
                     "qapmap_marks_in_consumer_batches_total",
                     self.messaging.marks_in_consumer_batches_total(),
                 ),
+                (
+                    "qapmap_consumer_whole_batches_total",
+                    self.messaging.whole_batches_total(),
+                ),
+                (
+                    "qapmap_messages_in_whole_batches_total",
+                    self.messaging.messages_in_whole_batches_total(),
+                ),
             ];
             for (name, value) in counters {
                 let _ = writeln!(

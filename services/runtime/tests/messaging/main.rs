@@ -10,3 +10,4 @@ mod marks;
 mod outbox_tenancy;
 mod relay;
 mod support;
+mod whole_batches;

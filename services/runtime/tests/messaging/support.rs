@@ -247,6 +247,14 @@ pub(crate) struct RecordingHandler {
     consumer: String,
 }
 
+impl RecordingHandler {
+    pub(crate) fn new(consumer: &str) -> Self {
+        Self {
+            consumer: consumer.to_owned(),
+        }
+    }
+}
+
 impl MessageHandler for RecordingHandler {
     async fn handle(
         &self,
