@@ -211,6 +211,75 @@ pub async fn ensure(
         .ok_or(sqlx::Error::RowNotFound)
 }
 
+/// [`ensure`] for several accounts in one statement (a posting ensures
+/// each of its lines' accounts): their ids in the order of `keys`. Keys
+/// the statement could not settle (two equal keys both new, or an account
+/// another transaction created at the same moment) go through [`ensure`].
+pub async fn ensure_many(
+    connection: &mut PgConnection,
+    company_id: Uuid,
+    keys: &[AccountKey],
+) -> sqlx::Result<Vec<Uuid>> {
+    let found: Vec<(i64, Uuid)> = sqlx::query_as(
+        "WITH wanted AS (
+             SELECT * FROM unnest($2::uuid[], $3::text[], $4::uuid[], $5::uuid[], $6::text[],
+                                  $7::bool[]) WITH ORDINALITY
+                  AS wanted (new_id, owner_kind, stakeholder_id, share_class_id, currency,
+                             must_stay_non_negative, position)
+         ), existing AS (
+             SELECT wanted.position, account.id
+             FROM wanted CROSS JOIN LATERAL (
+                 SELECT id FROM accounts
+                 WHERE company_id = $1 AND owner_kind = wanted.owner_kind
+                   AND stakeholder_id IS NOT DISTINCT FROM wanted.stakeholder_id
+                   AND share_class_id IS NOT DISTINCT FROM wanted.share_class_id
+                   AND currency IS NOT DISTINCT FROM wanted.currency
+             ) AS account
+         ), inserted AS (
+             INSERT INTO accounts (id, company_id, owner_kind, stakeholder_id, share_class_id,
+                                   currency, must_stay_non_negative)
+             SELECT new_id, $1, owner_kind, stakeholder_id, share_class_id, currency,
+                    must_stay_non_negative
+             FROM wanted
+             WHERE NOT EXISTS (SELECT 1 FROM existing WHERE existing.position = wanted.position)
+             ORDER BY position
+             ON CONFLICT DO NOTHING
+             RETURNING id
+         )
+         SELECT position, id FROM existing
+         UNION ALL
+         SELECT wanted.position, inserted.id FROM inserted JOIN wanted ON wanted.new_id = inserted.id",
+    )
+    .bind(company_id)
+    .bind(keys.iter().map(|_| Uuid::now_v7()).collect::<Vec<_>>())
+    .bind(keys.iter().map(AccountKey::owner_kind).collect::<Vec<_>>())
+    .bind(keys.iter().map(AccountKey::stakeholder_id).collect::<Vec<_>>())
+    .bind(keys.iter().map(AccountKey::share_class_id).collect::<Vec<_>>())
+    .bind(keys.iter().map(AccountKey::currency).collect::<Vec<_>>())
+    .bind(
+        keys.iter()
+            .map(AccountKey::must_stay_non_negative)
+            .collect::<Vec<_>>(),
+    )
+    .fetch_all(&mut *connection)
+    .await?;
+    let mut ids: Vec<Option<Uuid>> = vec![None; keys.len()];
+    for (position, id) in found {
+        let index = usize::try_from(position - 1).ok();
+        if let Some(slot) = index.and_then(|index| ids.get_mut(index)) {
+            *slot = Some(id);
+        }
+    }
+    let mut settled = Vec::with_capacity(keys.len());
+    for (key, id) in keys.iter().zip(ids) {
+        settled.push(match id {
+            Some(id) => id,
+            None => ensure(connection, company_id, key).await?,
+        });
+    }
+    Ok(settled)
+}
+
 /// The id of an existing account.
 pub async fn find(
     connection: &mut PgConnection,

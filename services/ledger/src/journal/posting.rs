@@ -89,11 +89,8 @@ async fn ensure_accounts(
     company_id: Uuid,
     entry: &NewEntry,
 ) -> sqlx::Result<Vec<Uuid>> {
-    let mut ids = Vec::with_capacity(entry.lines.len());
-    for line in &entry.lines {
-        ids.push(accounts::ensure(connection, company_id, &line.account).await?);
-    }
-    Ok(ids)
+    let keys: Vec<_> = entry.lines.iter().map(|line| line.account).collect();
+    accounts::ensure_many(connection, company_id, &keys).await
 }
 
 async fn lock_accounts(

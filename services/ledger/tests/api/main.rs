@@ -2,6 +2,7 @@
 //! (and the saga operations and equity projection called directly, and
 //! through their JetStream consumers).
 
+mod accounts;
 mod bus;
 mod cap_table;
 mod concurrency;
