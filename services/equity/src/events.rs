@@ -3,7 +3,6 @@
 //! committed. The DomainEvent envelope is what the relay later publishes.
 
 use chrono::NaiveDate;
-use prost::Message;
 use qapmap_proto::messaging::v1::{DomainEvent, Initiator, domain_event::Event};
 use qapmap_runtime::date;
 use qapmap_runtime::messaging::Subjects;
@@ -75,21 +74,6 @@ pub async fn record(
         }),
         event: Some(event),
     };
-    sqlx::query(
-        "INSERT INTO equity_events (company_id, aggregate_type, aggregate_id, aggregate_version, event_id,
-             event_type, effective_date, payload)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-    )
-    .bind(context.company_id)
-    .bind(context.aggregate_type)
-    .bind(context.aggregate_id)
-    .bind(context.aggregate_version)
-    .bind(event_id)
-    .bind(name)
-    .bind(context.effective_date)
-    .bind(envelope.encode_to_vec())
-    .execute(&mut *connection)
-    .await?;
     let mut message = OutboxMessage::protobuf(
         subjects.event(SERVICE, name),
         context.aggregate_id.to_string(),
@@ -98,5 +82,26 @@ pub async fn record(
     );
     // The outbox message id is the event id, so consumers can deduplicate on either.
     message.message_id = event_id;
-    outbox::enqueue(connection, &message).await
+    // The event and its message in one statement: the event id is the
+    // message's ($1), the stored payload is the message's ($4).
+    outbox::enqueue_with(
+        connection,
+        &message,
+        "event AS (
+             INSERT INTO equity_events (company_id, aggregate_type, aggregate_id,
+                                        aggregate_version, event_id, event_type, effective_date,
+                                        payload)
+             VALUES ($7, $8, $9, $10, $1, $11, $12, $4)
+         )",
+        |query| {
+            query
+                .bind(context.company_id)
+                .bind(context.aggregate_type)
+                .bind(context.aggregate_id)
+                .bind(context.aggregate_version)
+                .bind(name)
+                .bind(context.effective_date)
+        },
+    )
+    .await
 }

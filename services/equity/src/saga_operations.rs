@@ -221,6 +221,7 @@ struct OptionReservationRow {
     award_id: Uuid,
     quantity: Decimal,
     status: String,
+    exercise_date: NaiveDate,
 }
 
 /// Exercise step 1: holds `quantity` options of the award when vested −
@@ -347,7 +348,7 @@ async fn option_reservation_by_step(
     step: SagaStep,
 ) -> sqlx::Result<Option<OptionReservationRow>> {
     sqlx::query_as(
-        "SELECT id, award_id, quantity, status FROM option_reservations
+        "SELECT id, award_id, quantity, status, exercise_date FROM option_reservations
          WHERE company_id = $1 AND saga_id = $2 AND step = $3",
     )
     .bind(step.company_id)
@@ -471,11 +472,7 @@ async fn exercise_reserved(
 ) -> Result<(), SagaError> {
     let mut award = awards::load(connection, step.company_id, reservation.award_id, true).await?;
     let plan = plans::load(connection, step.company_id, award.plan_id, true).await?;
-    let exercise_date: NaiveDate =
-        sqlx::query_scalar("SELECT exercise_date FROM option_reservations WHERE id = $1")
-            .bind(reservation.id)
-            .fetch_one(&mut *connection)
-            .await?;
+    let exercise_date = reservation.exercise_date;
     let loaded_version = award.version;
     award.reserved -= reservation.quantity;
     award.exercised += reservation.quantity;
@@ -517,7 +514,8 @@ async fn lock_option_reservation(
     id: Uuid,
 ) -> Result<OptionReservationRow, SagaError> {
     sqlx::query_as(
-        "SELECT id, award_id, quantity, status FROM option_reservations WHERE company_id = $1 AND id = $2 FOR UPDATE",
+        "SELECT id, award_id, quantity, status, exercise_date FROM option_reservations
+         WHERE company_id = $1 AND id = $2 FOR UPDATE",
     )
     .bind(company_id)
     .bind(id)

@@ -21,6 +21,14 @@
 //! The transaction then commits, and only then are the messages
 //! acknowledged (a failed commit retries the whole batch).
 //!
+//! A handler with a set-based form ([`MessageHandler::handle_batch`], the
+//! orchestrator's replies) takes a batch of two or more messages, all new
+//! to the inbox, in one step: one statement records them all in the inbox,
+//! then the handler applies them together. If a message was seen before,
+//! or the handler fails, that step is rolled back and the batch goes
+//! through the steps above, so the outcome is the same, only cheaper in
+//! round trips when it works.
+//!
 //! A handler asks for a retry ([`HandlerError::Retry`], e.g. a transient
 //! database error): the message is nak'ed with the backoff delay of its
 //! attempt, and so are the later messages of its partition key in the batch,

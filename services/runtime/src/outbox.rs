@@ -75,32 +75,67 @@ impl OutboxMessage {
     }
 }
 
-/// Writes `message` in the caller's transaction and wakes the relay at commit.
-pub async fn enqueue(transaction: &mut PgConnection, message: &OutboxMessage) -> sqlx::Result<()> {
+/// The end of a statement that enqueues a message (parameters `$1` to
+/// `$6`, bound by [`bind_message`]): the insert, the relay's wake-up, and
+/// the id noted for the command's audit record (see `audit`). No
+/// RETURNING: under row-level security it would also need the row to be
+/// visible, which the insert alone does not.
+macro_rules! enqueue_sql {
+    () => {
+        concat!(
+            "inserted AS (
+                 INSERT INTO outbox (message_id, company_id, subject, payload, headers, partition_key)
+                 VALUES ($1, $2, $3, $4, $5, $6)
+             )
+             SELECT ",
+            crate::notify_relay_sql!(),
+            ",
+                    set_config('qapmap.event_ids',
+                               concat_ws(',', nullif(current_setting('qapmap.event_ids', true), ''), $1::text),
+                               true)",
+        )
+    };
+}
+
+type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+/// Binds `message` as `$1` to `$6` of [`enqueue_sql`].
+fn bind_message<'q>(query: PgQuery<'q>, message: &'q OutboxMessage) -> sqlx::Result<PgQuery<'q>> {
     let headers = serde_json::to_value(&message.headers)
         .map_err(|error| sqlx::Error::Encode(error.into()))?;
-    // One round trip (every saga step pays it on a serial consumer): the
-    // insert, the NOTIFY, and the id noted for the command's audit record
-    // (see `audit`). No RETURNING: under row-level security it would also
-    // need the row to be visible, which the insert alone does not.
-    sqlx::query(concat!(
-        "WITH inserted AS (
-             INSERT INTO outbox (message_id, company_id, subject, payload, headers, partition_key)
-             VALUES ($1, $2, $3, $4, $5, $6)
-         )
-         SELECT ",
-        crate::notify_relay_sql!(),
-        ",
-                set_config('qapmap.event_ids',
-                           concat_ws(',', nullif(current_setting('qapmap.event_ids', true), ''), $1::text),
-                           true)",
-    ))
-    .bind(message.message_id)
-    .bind(message.company_id)
-    .bind(&message.subject)
-    .bind(&message.payload)
-    .bind(headers)
-    .bind(&message.partition_key)
+    Ok(query
+        .bind(message.message_id)
+        .bind(message.company_id)
+        .bind(&message.subject)
+        .bind(&message.payload)
+        .bind(headers)
+        .bind(&message.partition_key))
+}
+
+/// Writes `message` in the caller's transaction and wakes the relay at
+/// commit, in one round trip (every saga step pays it on a serial consumer).
+pub async fn enqueue(transaction: &mut PgConnection, message: &OutboxMessage) -> sqlx::Result<()> {
+    bind_message(sqlx::query(concat!("WITH ", enqueue_sql!())), message)?
+        .execute(&mut *transaction)
+        .await?;
+    Ok(())
+}
+
+/// [`enqueue`] together with one more write of the caller's, in the same
+/// statement (a round trip less): `write` is a data-modifying CTE,
+/// `name AS (INSERT ...)`, that may use the message's parameters (`$1` its
+/// id, `$4` its payload) and its own from `$7` on, which `bind` adds.
+pub async fn enqueue_with<'q>(
+    transaction: &mut PgConnection,
+    message: &'q OutboxMessage,
+    write: &'static str,
+    bind: impl FnOnce(PgQuery<'q>) -> PgQuery<'q>,
+) -> sqlx::Result<()> {
+    let sql = format!("WITH {write}, {}", enqueue_sql!());
+    bind(bind_message(
+        sqlx::query(sqlx::AssertSqlSafe(sql)),
+        message,
+    )?)
     .execute(&mut *transaction)
     .await?;
     Ok(())

@@ -3,6 +3,7 @@
 //! namespace (or its own NATS server when it must stop it).
 
 mod dead_letters;
+mod enqueue_with;
 mod housekeeping;
 mod inbox;
 mod load;
