@@ -97,6 +97,16 @@ fn batched_consumer(harness: &Harness) -> Running {
     Running::spawn(move |stop| consumer.run(stop))
 }
 
+/// Waits until the consumer has written `expected` effects.
+async fn effects_reach(harness: &Harness, expected: i64) {
+    wait_for_count(
+        harness,
+        "SELECT count(*) FROM effects WHERE consumer = 'batched'",
+        expected,
+    )
+    .await;
+}
+
 /// Relays `events` and waits until all are in the stream, so that a
 /// consumer started afterwards finds them ready together.
 async fn in_stream_before_consuming(harness: &Harness, events: &[OutboxMessage]) {
@@ -124,12 +134,7 @@ async fn a_ready_batch_is_applied_in_one_step_exactly_once_in_order() {
     in_stream_before_consuming(&harness, &events).await;
 
     let consumer = batched_consumer(&harness);
-    wait_for_count(
-        &harness,
-        "SELECT count(*) FROM effects WHERE consumer = 'batched'",
-        40,
-    )
-    .await;
+    effects_reach(&harness, 40).await;
     consumer.stop().await;
 
     assert_eq!(harness.effect_audit(CONSUMER).await, (40, 40, 0));
@@ -166,12 +171,7 @@ async fn a_batch_the_step_refuses_goes_one_by_one_and_loses_and_doubles_nothing(
 
     let consumer = batched_consumer(&harness);
     // All of "calm", and "stuck" up to the poison message.
-    wait_for_count(
-        &harness,
-        "SELECT count(*) FROM effects WHERE consumer = 'batched'",
-        6,
-    )
-    .await;
+    effects_reach(&harness, 6).await;
     assert_eq!(
         harness
             .count("SELECT count(*) FROM effects WHERE partition_key = 'stuck'")
@@ -191,12 +191,7 @@ async fn a_batch_the_step_refuses_goes_one_by_one_and_loses_and_doubles_nothing(
         .execute(&harness.pool)
         .await
         .expect("fix the poison");
-    wait_for_count(
-        &harness,
-        "SELECT count(*) FROM effects WHERE consumer = 'batched'",
-        10,
-    )
-    .await;
+    effects_reach(&harness, 10).await;
     consumer.stop().await;
     assert_eq!(harness.effect_audit(CONSUMER).await, (10, 10, 0));
     assert_eq!(harness.metrics.handled_total(), 10);
@@ -215,12 +210,7 @@ async fn a_batch_with_a_message_seen_before_changes_nothing_for_it_and_applies_t
         .publish_direct(subject.clone(), b"old:1", &first_id, None)
         .await;
     let consumer = batched_consumer(&harness);
-    wait_for_count(
-        &harness,
-        "SELECT count(*) FROM effects WHERE consumer = 'batched'",
-        1,
-    )
-    .await;
+    effects_reach(&harness, 1).await;
     consumer.stop().await;
 
     // The same message again (as a replay carries it), then three new ones.
@@ -243,12 +233,7 @@ async fn a_batch_with_a_message_seen_before_changes_nothing_for_it_and_applies_t
             .await;
     }
     let consumer = batched_consumer(&harness);
-    wait_for_count(
-        &harness,
-        "SELECT count(*) FROM effects WHERE consumer = 'batched'",
-        4,
-    )
-    .await;
+    effects_reach(&harness, 4).await;
     let acknowledged = qapmap_testkit::eventually(crate::support::FLOW_TIMEOUT, || async {
         harness.metrics.redelivered_duplicates_total() == 1
     })
