@@ -218,6 +218,7 @@ impl Engine {
             .values()
             .map(|(loaded, stored)| (stored.id, loaded, &stored.saga))
             .collect();
+        let commands: Vec<&OutboxMessage> = commands.iter().collect();
         store::save_many(connection, &changes, &commands, now).await?;
         for (before, after) in &transitions {
             self.metrics.record_transition(before, after, now);

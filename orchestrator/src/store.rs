@@ -146,7 +146,8 @@ pub async fn insert(
 }
 
 /// Writes the saga's mutable state, the steps that differ from the saga as
-/// loaded (`before`), and the command to send (if any), in one statement.
+/// loaded (`before`), and the command to send (if any), in one statement:
+/// [`save_many`] for one saga.
 pub async fn save(
     connection: &mut PgConnection,
     id: Uuid,
@@ -154,60 +155,20 @@ pub async fn save(
     command: Option<&OutboxMessage>,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    let context = serde_json::to_value(&saga.context)
-        .map_err(|error| StoreError::Corrupt(error.to_string()))?;
-    let changed = StepColumns::of(
-        saga.steps
-            .iter()
-            .enumerate()
-            .filter(|(index, step)| before.steps.get(*index) != Some(*step)),
-    );
-    let sql = format!(
-        "WITH saga AS (
-             UPDATE sagas SET state = $2, state_reason = $3, context = $4, cursor_step = $5,
-                              attempts = $6, awaiting = $7, wake_at = $8, updated_at = $9
-             WHERE id = $1
-         ), steps AS (
-             UPDATE saga_steps SET status = step.status, attempts = step.attempts,
-                                   started_at = step.started_at, finished_at = step.finished_at,
-                                   last_error = step.last_error
-             FROM unnest($10::int[], $11::text[], $12::int[], $13::timestamptz[],
-                         $14::timestamptz[], $15::text[])
-                  AS step (step_index, status, attempts, started_at, finished_at, last_error)
-             WHERE saga_steps.saga_id = $1 AND saga_steps.step_index = step.step_index
-         ), {}",
-        command_sql(16)
-    );
-    let query = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(id)
-        .bind(saga.state.as_str())
-        .bind(&saga.state_reason)
-        .bind(context)
-        .bind(cursor_as_i32(saga.cursor))
-        .bind(i32::try_from(saga.attempts).unwrap_or(i32::MAX))
-        .bind(saga.awaiting.as_str())
-        .bind(saga.wake_at)
-        .bind(now)
-        .bind(&changed.index)
-        .bind(&changed.status)
-        .bind(&changed.attempts)
-        .bind(&changed.started_at)
-        .bind(&changed.finished_at)
-        .bind(&changed.last_error);
-    bind_command(query, command)?
-        .execute(&mut *connection)
-        .await?;
-    Ok(())
+    let commands: Vec<&OutboxMessage> = command.into_iter().collect();
+    save_many(connection, &[(id, before, saga)], &commands, now).await
 }
 
-/// [`save`] for several sagas, with all their commands (in the order
-/// given, which is the order the relay publishes them in), in one
-/// statement. Each change is (id, saga as loaded, saga now). Unlike [`save`]
-/// it notes no event ids for an audit record: a reply is never audited.
+/// Writes sagas' mutable state, the steps that differ from each saga as
+/// loaded, and their commands (in the order given, which is the order the
+/// relay publishes them in), in one statement. Each change is (id, saga as
+/// loaded, saga now). Like [`qapmap_runtime::outbox::enqueue`], it wakes
+/// the relay and notes the commands' ids for an audit record of the
+/// transaction (an operator's abort or retry).
 pub async fn save_many(
     connection: &mut PgConnection,
     changes: &[(Uuid, &Saga, &Saga)],
-    commands: &[OutboxMessage],
+    commands: &[&OutboxMessage],
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     let mut sagas = SagaColumns::default();
@@ -262,7 +223,12 @@ pub async fn save_many(
                               position)
              ORDER BY command.position
          )
-         SELECT {} WHERE cardinality($17::uuid[]) > 0",
+         SELECT {},
+                set_config('qapmap.event_ids',
+                           concat_ws(',', nullif(current_setting('qapmap.event_ids', true), ''),
+                                     array_to_string($17::uuid[], ',')),
+                           true)
+         WHERE cardinality($17::uuid[]) > 0",
         qapmap_runtime::notify_relay_sql!()
     );
     sqlx::query(sqlx::AssertSqlSafe(sql))

@@ -766,7 +766,8 @@ impl<H: MessageHandler> Consumer<H> {
         let mut doomed = false;
         let mut savepoint = Savepoint::Fresh;
         let mut one_by_one = batch;
-        match self.whole_batch(&mut transaction, batch).await {
+        let whole = self.whole_batch(&mut transaction, batch).await;
+        match whole {
             WholeBatch::Applied => {
                 verdicts.resize_with(batch.len(), || Verdict::Applied);
                 savepoint = Savepoint::Held;
@@ -869,6 +870,9 @@ impl<H: MessageHandler> Consumer<H> {
                 .record_marks_in_consumer_batch(loan.ids().len() as u64);
             loan.settle();
         }
+        if whole == WholeBatch::Applied {
+            self.metrics.record_whole_batch(batch.len() as u64);
+        }
         if wake_relay {
             local_relays.iter().for_each(|relay| relay.wake());
         }
@@ -934,7 +938,6 @@ impl<H: MessageHandler> Consumer<H> {
             }
         };
         if applied {
-            self.metrics.record_whole_batch(batch.len() as u64);
             return WholeBatch::Applied;
         }
         // Undoes the inbox rows, the handler's writes and its settings; the

@@ -83,7 +83,7 @@ impl MessagingMetrics {
             .fetch_add(messages, Ordering::Relaxed);
     }
 
-    /// Batches a consumer applied in one set-based step
+    /// Batches a consumer applied and committed in one set-based step
     /// (`MessageHandler::handle_batch`).
     pub fn whole_batches_total(&self) -> u64 {
         self.whole_batches_total.load(Ordering::Relaxed)
