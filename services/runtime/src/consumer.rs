@@ -11,7 +11,9 @@
 //! message of a batch:
 //! 1. a savepoint is set and the message id is recorded in the inbox; a
 //!    message seen before changes nothing (a command's stored reply is put
-//!    back in the outbox);
+//!    back in the outbox); a new one whose company the handler names
+//!    ([`MessageHandler::confinement`]) is confined to it in the same round
+//!    trip;
 //! 2. the handler runs with the transaction, writing its effect and any
 //!    follow-up messages to the outbox (never publishing directly); a reply
 //!    it returns is enqueued and stored with the inbox row;
@@ -70,6 +72,7 @@ use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
 use sqlx::{Connection, PgConnection, PgPool, Row};
 use tracing::Instrument;
+use uuid::Uuid;
 
 use crate::dead_letter;
 use crate::inbox::{self, NATS_MESSAGE_ID_HEADER, ORIGINAL_MESSAGE_ID_HEADER};
@@ -119,6 +122,27 @@ pub struct ReceivedMessage {
     pub payload: Bytes,
     /// 1 on the first delivery.
     pub delivery_count: u64,
+    /// The company the consumer confines the message's work to
+    /// ([`MessageHandler::confinement`]) in the round trip that records it
+    /// in the inbox; see [`ReceivedMessage::confine`].
+    confinement: Option<Uuid>,
+}
+
+impl ReceivedMessage {
+    /// Confines the handler's transaction to `company_id`
+    /// (`tenancy::confine`), unless the consumer already did so for this
+    /// message, which costs no round trip of its own (see
+    /// [`MessageHandler::confinement`]).
+    pub async fn confine(
+        &self,
+        transaction: &mut PgConnection,
+        company_id: Uuid,
+    ) -> sqlx::Result<()> {
+        if self.confinement == Some(company_id) {
+            return Ok(());
+        }
+        crate::tenancy::confine(transaction, company_id).await
+    }
 }
 
 /// What a handler did with a message.
@@ -182,6 +206,18 @@ pub trait MessageHandler: Send + Sync + 'static {
     /// a redelivery is ignored again.
     fn ignores(&self, _message: &ReceivedMessage) -> bool {
         false
+    }
+
+    /// The company whose rows the message's work is confined to, told from
+    /// the message alone (no database), for a handler that confines its
+    /// transaction (`tenancy`). The consumer then confines it in the same
+    /// round trip that records the message in the inbox, after that
+    /// insert (the inbox has no row security) and only when the message is
+    /// new, and the handler's [`ReceivedMessage::confine`] costs nothing. A
+    /// handler still calls `confine` with the company it parsed: if the two
+    /// differ, that call confines to the parsed one.
+    fn confinement(&self, _message: &ReceivedMessage) -> Option<Uuid> {
+        None
     }
 
     /// True for a handler with a set-based form ([`MessageHandler::handle_batch`]).
@@ -647,7 +683,10 @@ impl<H: MessageHandler> Consumer<H> {
         let mut batch = Vec::with_capacity(messages.len());
         for message in messages {
             match decode(&message) {
-                Ok(received) => batch.push((message, received)),
+                Ok(mut received) => {
+                    received.confinement = self.handler.confinement(&received);
+                    batch.push((message, received));
+                }
                 Err(error) => {
                     tracing::error!(error.message = %error, "message without delivery info; leaving it to redelivery");
                 }
@@ -1055,9 +1094,11 @@ impl<H: MessageHandler> Consumer<H> {
         (outcome, rollback.is_ok())
     }
 
-    /// Gives the message a fresh savepoint (releasing the previous message's)
-    /// and records it in the inbox, in one round trip where the ids allow.
-    /// True when it was not handled before.
+    /// Gives the message a fresh savepoint (releasing the previous message's),
+    /// records it in the inbox and, when it is new and the handler named
+    /// its company ([`MessageHandler::confinement`]), confines the
+    /// transaction: in one round trip where the ids allow. True when it was
+    /// not handled before.
     async fn open_message(
         &self,
         transaction: &mut PgConnection,
@@ -1071,29 +1112,27 @@ impl<H: MessageHandler> Consumer<H> {
             Savepoint::Held => Some(RELEASE_RESET_AND_SAVEPOINT),
             Savepoint::None => Some(RESET_AND_SAVEPOINT),
         };
-        let Some(prefix) = prefix else {
-            return inbox::record(
-                &mut *transaction,
+        if let Some(prefix) = prefix {
+            let inline = inbox::inline_record_sql(
                 name,
                 &received.message_id,
                 &received.subject,
-            )
-            .await;
-        };
-        if let Some(record) =
-            inbox::inline_record_sql(name, &received.message_id, &received.subject)
-        {
-            let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("{prefix}; {record}")))
-                .fetch_all(&mut *transaction)
-                .await?;
-            return Ok(!rows.is_empty());
+                received.confinement,
+            );
+            if let Some(record) = inline {
+                let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("{prefix}; {record}")))
+                    .fetch_all(&mut *transaction)
+                    .await?;
+                return Ok(!rows.is_empty());
+            }
+            sqlx::raw_sql(prefix).execute(&mut *transaction).await?;
         }
-        sqlx::raw_sql(prefix).execute(&mut *transaction).await?;
-        inbox::record(
+        inbox::record_and_confine(
             &mut *transaction,
             name,
             &received.message_id,
             &received.subject,
+            received.confinement,
         )
         .await
     }
@@ -1395,6 +1434,7 @@ fn decode(message: &jetstream::Message) -> Result<ReceivedMessage, async_nats::E
         headers,
         payload: message.payload.clone(),
         delivery_count: u64::try_from(info.delivered).unwrap_or(1).max(1),
+        confinement: None,
     })
 }
 

@@ -69,14 +69,64 @@ pub async fn record_many(
     Ok(inserted.rows_affected())
 }
 
-/// The statement [`record`] runs, with its values written into the SQL
-/// (`RETURNING 1` when the message is new), so it can share a round trip
+/// The select after the inbox insert of [`record_and_confine`]: one row
+/// per new message, and the confinement set only for that row. `set_config`
+/// is volatile, so the filter is evaluated per row of `recorded` (never as
+/// a one-time filter), and not at all when there is none.
+macro_rules! confine_recorded {
+    ($company:literal) => {
+        concat!(
+            "SELECT 1 FROM recorded WHERE concat(set_config('role', 'qapmap_app', true), \
+             set_config('qapmap.company_id', ",
+            $company,
+            ", true)) IS NOT NULL"
+        )
+    };
+}
+
+/// [`record`], and when the message is new, confines the rest of the
+/// transaction to `company_id` (as `tenancy::confine` does) in the same
+/// statement: the insert runs before the confinement (the inbox has no
+/// row security), and a message seen before is not confined, so its stored
+/// reply is read and resent as without one.
+pub async fn record_and_confine(
+    transaction: &mut PgConnection,
+    consumer: &str,
+    message_id: &str,
+    subject: &str,
+    company_id: Option<Uuid>,
+) -> sqlx::Result<bool> {
+    let Some(company_id) = company_id else {
+        return record(transaction, consumer, message_id, subject).await;
+    };
+    let recorded = sqlx::query(concat!(
+        "WITH recorded AS (INSERT INTO inbox (consumer, message_id, subject) VALUES ($1, $2, $3) \
+         ON CONFLICT (consumer, message_id) DO NOTHING RETURNING 1) ",
+        confine_recorded!("$4::text")
+    ))
+    .bind(consumer)
+    .bind(message_id)
+    .bind(subject)
+    .bind(company_id)
+    .fetch_optional(&mut *transaction)
+    .await?;
+    Ok(recorded.is_some())
+}
+
+/// The statement [`record_and_confine`] runs, with its values written into
+/// the SQL (one row when the message is new), so it can share a round trip
 /// with the consumer's savepoint statements, which take no parameters.
 /// `None` unless all three values consist only of characters that cannot
 /// end or escape a quoted literal (letters, digits and `.:-_*>`, which
 /// cover outbox message ids, `stream:sequence` ids and NATS subjects); the
-/// caller then runs [`record`] with bound parameters instead.
-pub fn inline_record_sql(consumer: &str, message_id: &str, subject: &str) -> Option<String> {
+/// caller then runs [`record_and_confine`] with bound parameters instead.
+/// A `Uuid` prints as hex digits and hyphens only.
+pub fn inline_record_sql(
+    consumer: &str,
+    message_id: &str,
+    subject: &str,
+    company_id: Option<Uuid>,
+) -> Option<String> {
     let plain = |value: &str| {
         !value.is_empty()
             && value.len() <= 512
@@ -84,11 +134,19 @@ pub fn inline_record_sql(consumer: &str, message_id: &str, subject: &str) -> Opt
                 .bytes()
                 .all(|byte| byte.is_ascii_alphanumeric() || b".:-_*>".contains(&byte))
     };
-    (plain(consumer) && plain(message_id) && plain(subject)).then(|| {
-        format!(
-            "INSERT INTO inbox (consumer, message_id, subject) VALUES ('{consumer}', '{message_id}', '{subject}') \
-             ON CONFLICT (consumer, message_id) DO NOTHING RETURNING 1"
-        )
+    if !(plain(consumer) && plain(message_id) && plain(subject)) {
+        return None;
+    }
+    let insert = format!(
+        "INSERT INTO inbox (consumer, message_id, subject) VALUES ('{consumer}', '{message_id}', '{subject}') \
+         ON CONFLICT (consumer, message_id) DO NOTHING RETURNING 1"
+    );
+    Some(match company_id {
+        None => insert,
+        Some(company_id) => format!(
+            concat!("WITH recorded AS ({}) ", confine_recorded!("'{}'")),
+            insert, company_id
+        ),
     })
 }
 
@@ -235,10 +293,10 @@ mod tests {
     #[test]
     fn only_plain_values_are_written_into_the_sql() {
         let id = "0196f3c2-7a10-7c3e-9d2b-5f1e2a3b4c5d";
-        let sql = inline_record_sql("ledger-commands", id, "qapmap.cmd.ledger.hold_shares")
+        let sql = inline_record_sql("ledger-commands", id, "qapmap.cmd.ledger.hold_shares", None)
             .expect("a uuid and a subject are plain");
         assert!(sql.contains(&format!("'{id}'")));
-        assert!(inline_record_sql("c", "QAPMAP_COMMANDS:42", "ns.cmd.>").is_some());
+        assert!(inline_record_sql("c", "QAPMAP_COMMANDS:42", "ns.cmd.>", None).is_some());
         for unsafe_id in [
             "o'hara",
             "a\\b",
@@ -249,11 +307,11 @@ mod tests {
             &"x".repeat(513),
         ] {
             assert_eq!(
-                inline_record_sql("c", unsafe_id, "ns.cmd.x"),
+                inline_record_sql("c", unsafe_id, "ns.cmd.x", None),
                 None,
                 "{unsafe_id:?} must be bound, not written into the SQL"
             );
-            assert_eq!(inline_record_sql("c", "id", unsafe_id), None);
+            assert_eq!(inline_record_sql("c", "id", unsafe_id, None), None);
         }
     }
 }

@@ -15,6 +15,15 @@ use uuid::Uuid;
 /// though the relay publishes it later.
 const TRACE_HEADERS: [&str; 2] = ["traceparent", "tracestate"];
 
+/// The company a saga command acts for, for a command handler's
+/// `MessageHandler::confinement`; None when the payload is not a command
+/// with a company id (the handler then refuses it itself).
+pub fn command_company(payload: &[u8]) -> Option<Uuid> {
+    use prost::Message;
+    let command = SagaCommand::decode(payload).ok()?;
+    Uuid::try_parse(&command.company_id).ok()
+}
+
 /// The step succeeded; `result` is what the orchestrator absorbs (None when
 /// the step tells it nothing new: releases, confirmations).
 pub fn succeeded(command: &SagaCommand, result: Option<ReplyResult>) -> SagaReply {

@@ -43,12 +43,12 @@ use std::time::Duration;
 use prost::Message;
 use qapmap_proto::messaging::v1::SagaCommand;
 use qapmap_proto::messaging::v1::saga_reply::Result as ReplyResult;
+use qapmap_runtime::audit;
 use qapmap_runtime::consumer::{
     ConsumerConfig, Handled, HandlerError, MessageHandler, ReceivedMessage,
 };
 use qapmap_runtime::messaging::{StreamKind, Subjects};
 use qapmap_runtime::saga_reply as reply;
-use qapmap_runtime::{audit, tenancy};
 use sqlx::PgConnection;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -101,7 +101,9 @@ impl CommandHandler {
             self.subjects.command(SERVICE, name)
         })
         .map_err(|error| HandlerError::Poison(error.into()))?;
-        tenancy::confine(transaction, envelope.step.company_id).await?;
+        message
+            .confine(transaction, envelope.step.company_id)
+            .await?;
         let answer = |reply| {
             reply::message(
                 &self.subjects,
@@ -233,6 +235,11 @@ impl CommandHandler {
 }
 
 impl MessageHandler for CommandHandler {
+    /// The command's company, confined in the inbox's round trip.
+    fn confinement(&self, message: &ReceivedMessage) -> Option<Uuid> {
+        reply::command_company(&message.payload)
+    }
+
     async fn handle(
         &self,
         message: &ReceivedMessage,

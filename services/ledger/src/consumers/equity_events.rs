@@ -11,10 +11,11 @@ use qapmap_proto::messaging::v1::DomainEvent;
 use qapmap_runtime::consumer::{
     ConsumerConfig, Handled, HandlerError, MessageHandler, ReceivedMessage,
 };
+use qapmap_runtime::ids;
 use qapmap_runtime::messaging::{StreamKind, Subjects};
-use qapmap_runtime::{ids, tenancy};
 use sqlx::PgConnection;
 use tracing::Instrument;
+use uuid::Uuid;
 
 use crate::equity_projection::{self, ProjectionError};
 
@@ -49,6 +50,12 @@ impl MessageHandler for EquityEventHandler {
             .is_ok_and(|event| !equity_projection::projects(event.event.as_ref()))
     }
 
+    /// The event's company, confined in the inbox's round trip.
+    fn confinement(&self, message: &ReceivedMessage) -> Option<Uuid> {
+        let event = DomainEvent::decode(message.payload.as_ref()).ok()?;
+        Uuid::try_parse(&event.company_id).ok()
+    }
+
     async fn handle(
         &self,
         message: &ReceivedMessage,
@@ -61,17 +68,19 @@ impl MessageHandler for EquityEventHandler {
             event.id = %event.event_id,
             company.id = %event.company_id,
         );
-        apply(transaction, &event).instrument(span).await
+        apply(message, transaction, &event).instrument(span).await
     }
 }
 
 async fn apply(
+    message: &ReceivedMessage,
     transaction: &mut PgConnection,
     event: &DomainEvent,
 ) -> Result<Handled, HandlerError> {
     let company_id = ids::parse("company_id", &event.company_id)
         .map_err(|error| HandlerError::Poison(anyhow::anyhow!("{error}")))?;
-    tenancy::confine(transaction, company_id)
+    message
+        .confine(transaction, company_id)
         .await
         .map_err(|error| HandlerError::Retry(error.into()))?;
     match equity_projection::apply_equity_event(transaction, event).await {

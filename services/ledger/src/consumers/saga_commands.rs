@@ -33,7 +33,7 @@ use qapmap_runtime::messaging::{StreamKind, Subjects};
 use qapmap_runtime::outbox::OutboxMessage;
 use qapmap_runtime::saga_initiator::{self, SagaInitiator};
 use qapmap_runtime::saga_reply;
-use qapmap_runtime::{ApiError, date, ids, tenancy};
+use qapmap_runtime::{ApiError, date, ids};
 use rust_decimal::Decimal;
 use sqlx::PgConnection;
 use tracing::Instrument;
@@ -62,6 +62,11 @@ pub struct SagaCommandHandler {
 }
 
 impl MessageHandler for SagaCommandHandler {
+    /// The command's company, confined in the inbox's round trip.
+    fn confinement(&self, message: &ReceivedMessage) -> Option<Uuid> {
+        saga_reply::command_company(&message.payload)
+    }
+
     async fn handle(
         &self,
         message: &ReceivedMessage,
@@ -84,7 +89,7 @@ impl MessageHandler for SagaCommandHandler {
                     .map_err(|error| poison(error.to_string()))?,
                 step: command.step,
             };
-            tenancy::confine(transaction, company_id).await?;
+            message.confine(transaction, company_id).await?;
             let parsed =
                 Step::parse(&command)?.and_then(|step| Ok((step, saga_initiator::of(&command)?)));
             let outcome = match parsed {

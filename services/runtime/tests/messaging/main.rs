@@ -2,6 +2,7 @@
 //! the real Postgres and NATS JetStream. Each test makes its own database and
 //! namespace (or its own NATS server when it must stop it).
 
+mod confinement;
 mod dead_letters;
 mod enqueue_with;
 mod housekeeping;

@@ -61,9 +61,9 @@ use qapmap_runtime::consumer::{
     ConsumerConfig, Handled, HandlerError, MessageHandler, ReceivedMessage,
 };
 use qapmap_runtime::messaging::{StreamKind, Subjects};
-use qapmap_runtime::tenancy;
 use sqlx::PgConnection;
 use tracing::Instrument;
+use uuid::Uuid;
 
 use crate::payment::{
     Direction, PaymentAudit, PaymentError, Payments, executor::DEFAULT_GATEWAY_TIMEOUT,
@@ -126,7 +126,7 @@ impl CommandHandler {
             self.subjects.command(SERVICE, name)
         })
         .map_err(|error| HandlerError::Poison(error.into()))?;
-        tenancy::confine(transaction, envelope.company_id).await?;
+        message.confine(transaction, envelope.company_id).await?;
         let answer = |reply| {
             Handled::Reply(reply::message(
                 &self.subjects,
@@ -202,6 +202,11 @@ impl CommandHandler {
 }
 
 impl MessageHandler for CommandHandler {
+    /// The command's company, confined in the inbox's round trip.
+    fn confinement(&self, message: &ReceivedMessage) -> Option<Uuid> {
+        reply::command_company(&message.payload)
+    }
+
     /// The payment's claim commits in a transaction of its own before the
     /// gateway is called; `transaction` carries its final outcome (with the
     /// `PaymentRecorded` event and the audit record), the inbox row and the
