@@ -31,10 +31,13 @@ fn company_of(message: &ReceivedMessage) -> Option<Uuid> {
     Uuid::try_parse(body.split(':').next()?).ok()
 }
 
+/// A message's payload and the (role, company) its handler started under.
+type Observation = (String, (String, String));
+
 /// Notes, for each message, the settings it found before doing anything.
 #[derive(Debug, Clone, Default)]
 struct ObservingHandler {
-    seen: Arc<Mutex<Vec<(String, (String, String))>>>,
+    seen: Arc<Mutex<Vec<Observation>>>,
 }
 
 impl MessageHandler for ObservingHandler {
