@@ -154,12 +154,16 @@ async fn refuse_if_compensated(
     step: SagaStep,
 ) -> Result<(), SagaError> {
     if saga_tombstones::find(connection, step).await?.is_some() {
-        return Err(SagaError::rejected(
-            COMPENSATED_BEFORE_APPLIED,
-            "this saga step was compensated before it was applied",
-        ));
+        return Err(compensated_before_applied());
     }
     Ok(())
+}
+
+fn compensated_before_applied() -> SagaError {
+    SagaError::rejected(
+        COMPENSATED_BEFORE_APPLIED,
+        "this saga step was compensated before it was applied",
+    )
 }
 
 /// The release of a step that never happened: a tombstone, and success (the
@@ -238,8 +242,7 @@ pub async fn reserve_options(
     owner: Option<Uuid>,
 ) -> Result<OptionReservation, SagaError> {
     saga_tombstones::lock_step(connection, step).await?;
-    refuse_if_compensated(connection, step).await?;
-    if let Some(existing) = option_reservation_by_step(connection, step).await? {
+    if let Some(existing) = option_reservation_by_step_unless_compensated(connection, step).await? {
         if existing.award_id != award_id || existing.quantity != quantity {
             return Err(SagaError::rejected(
                 "saga_step_conflict",
@@ -291,14 +294,7 @@ pub async fn reserve_options(
     )
     .await?;
     store::update_award(connection, &award, loaded_version).await?;
-    option_result(
-        connection,
-        step.company_id,
-        reservation_id,
-        award_id,
-        quantity,
-    )
-    .await
+    award_option_result(connection, &award, reservation_id, quantity).await
 }
 
 fn check_exercisable(
@@ -343,19 +339,56 @@ fn check_exercisable(
     Ok(())
 }
 
-async fn option_reservation_by_step(
+/// The reservation a reserve step made before, if any, after refusing a
+/// step compensated before it was applied: one round trip for both reads
+/// (after [`saga_tombstones::lock_step`], in a statement of their own, so
+/// they see what a compensation holding the lock committed).
+async fn option_reservation_by_step_unless_compensated(
     connection: &mut PgConnection,
     step: SagaStep,
-) -> sqlx::Result<Option<OptionReservationRow>> {
-    sqlx::query_as(
-        "SELECT id, award_id, quantity, status, exercise_date FROM option_reservations
-         WHERE company_id = $1 AND saga_id = $2 AND step = $3",
+) -> Result<Option<OptionReservationRow>, SagaError> {
+    #[derive(sqlx::FromRow)]
+    struct Found {
+        tombstone: Option<Uuid>,
+        id: Option<Uuid>,
+        award_id: Option<Uuid>,
+        quantity: Option<Decimal>,
+        status: Option<String>,
+        exercise_date: Option<NaiveDate>,
+    }
+    let found: Found = sqlx::query_as(
+        "SELECT (SELECT holder_company FROM equity_saga_step_holders($2, $3)
+                 WHERE kind = 'tombstone') AS tombstone,
+                r.id, r.award_id, r.quantity, r.status, r.exercise_date
+         FROM (SELECT 1) AS one
+         LEFT JOIN option_reservations r
+                ON r.company_id = $1 AND r.saga_id = $2 AND r.step = $3",
     )
     .bind(step.company_id)
     .bind(step.saga_id)
     .bind(step.step)
-    .fetch_optional(connection)
-    .await
+    .fetch_one(&mut *connection)
+    .await?;
+    if found.tombstone.is_some() {
+        return Err(compensated_before_applied());
+    }
+    Ok(match found {
+        Found {
+            id: Some(id),
+            award_id: Some(award_id),
+            quantity: Some(quantity),
+            status: Some(status),
+            exercise_date: Some(exercise_date),
+            ..
+        } => Some(OptionReservationRow {
+            id,
+            award_id,
+            quantity,
+            status,
+            exercise_date,
+        }),
+        _ => None,
+    })
 }
 
 async fn option_result(
@@ -366,7 +399,17 @@ async fn option_result(
     quantity: Decimal,
 ) -> Result<OptionReservation, SagaError> {
     let award = awards::load(connection, company_id, award_id, false).await?;
-    let plan = plans::load(connection, company_id, award.plan_id, false).await?;
+    award_option_result(connection, &award, reservation_id, quantity).await
+}
+
+/// [`option_result`] for an award in hand (the one the reserve just wrote).
+async fn award_option_result(
+    connection: &mut PgConnection,
+    award: &crate::domain::Award,
+    reservation_id: Uuid,
+    quantity: Decimal,
+) -> Result<OptionReservation, SagaError> {
+    let plan = plans::load(connection, award.company_id, award.plan_id, false).await?;
     let exercise_price = award.exercise_price.unwrap_or(Money {
         amount: Decimal::ZERO,
         currency: Currency::parse("currency", "USD")
@@ -374,7 +417,7 @@ async fn option_result(
     });
     Ok(OptionReservation {
         reservation_id,
-        award_id,
+        award_id: award.id,
         quantity,
         share_class_id: plan.share_class_id,
         stakeholder_id: award.stakeholder_id,
@@ -445,31 +488,118 @@ pub async fn confirm_exercise(
     step: SagaStep,
     reservation_id: Uuid,
 ) -> Result<StepOutcome, SagaError> {
-    if let Some(outcome) = stored_outcome(connection, step).await? {
-        return Ok(outcome);
-    }
-    let reservation = lock_option_reservation(connection, step.company_id, reservation_id).await?;
+    let reservation =
+        match lock_option_reservation_unless_done(connection, step, reservation_id).await? {
+            StepState::Done(outcome) => return Ok(outcome),
+            StepState::ToDo(reservation) => reservation,
+        };
     if reservation.status == "released" {
         return Err(SagaError::rejected(
             "reservation_released",
             "the reservation was released",
         ));
     }
-    if reservation.status == "reserved" {
-        exercise_reserved(connection, subjects, step, &reservation).await?;
-        set_option_reservation_status(connection, reservation_id, "confirmed").await?;
-    }
     let outcome = StepOutcome::of(reservation_id, reservation.quantity, "confirmed");
-    store_outcome(connection, step, "confirm_exercise", &outcome).await?;
+    let plan_id = if reservation.status == "reserved" {
+        Some(exercise_reserved(connection, subjects, step, &reservation).await?)
+    } else {
+        None
+    };
+    store_confirmed_exercise(connection, step, plan_id, &reservation, &outcome).await?;
     Ok(outcome)
 }
 
+/// A step that ran before (its stored outcome; nothing is to change), or
+/// what it is to act on.
+enum StepState<T> {
+    Done(StepOutcome),
+    ToDo(T),
+}
+
+/// The step's stored outcome, or else the reservation, locked: one round
+/// trip (the stored outcome is read with the lock; the reservation is
+/// locked on a repeat too, which changes nothing). Without the
+/// reservation, the stored outcome alone is looked up.
+async fn lock_option_reservation_unless_done(
+    connection: &mut PgConnection,
+    step: SagaStep,
+    id: Uuid,
+) -> Result<StepState<OptionReservationRow>, SagaError> {
+    #[derive(sqlx::FromRow)]
+    struct Locked {
+        stored: Option<String>,
+        #[sqlx(flatten)]
+        reservation: OptionReservationRow,
+    }
+    let locked: Option<Locked> = sqlx::query_as(
+        "SELECT (SELECT result::text FROM saga_step_results
+                 WHERE company_id = $1 AND saga_id = $3 AND step = $4) AS stored,
+                id, award_id, quantity, status, exercise_date
+         FROM option_reservations WHERE company_id = $1 AND id = $2 FOR UPDATE",
+    )
+    .bind(step.company_id)
+    .bind(id)
+    .bind(step.saga_id)
+    .bind(step.step)
+    .fetch_optional(&mut *connection)
+    .await?;
+    match locked {
+        Some(Locked {
+            stored: Some(text), ..
+        }) => Ok(StepState::Done(decode_outcome(&text)?)),
+        Some(Locked { reservation, .. }) => Ok(StepState::ToDo(reservation)),
+        None => match stored_outcome(connection, step).await? {
+            Some(outcome) => Ok(StepState::Done(outcome)),
+            None => Err(SagaError::rejected(
+                "not_found",
+                format!("reservation {id} not found"),
+            )),
+        },
+    }
+}
+
+/// The confirm's writes after the award's: the plan's exercised count (when
+/// the options were exercised now), the reservation's status and the
+/// step's outcome, in one statement.
+async fn store_confirmed_exercise(
+    connection: &mut PgConnection,
+    step: SagaStep,
+    exercised_in_plan: Option<Uuid>,
+    reservation: &OptionReservationRow,
+    outcome: &StepOutcome,
+) -> Result<(), SagaError> {
+    let text = serde_json::to_string(outcome)
+        .map_err(|error| SagaError::Database(sqlx::Error::Encode(error.into())))?;
+    sqlx::query(
+        "WITH plan AS (
+             UPDATE equity_plans SET exercised = exercised + $7 WHERE id = $6
+         ), reservation AS (
+             UPDATE option_reservations SET status = 'confirmed' WHERE id = $5
+         )
+         INSERT INTO saga_step_results (company_id, saga_id, step, operation, result)
+         VALUES ($1, $2, $3, 'confirm_exercise', $4::text::jsonb)",
+    )
+    .bind(step.company_id)
+    .bind(step.saga_id)
+    .bind(step.step)
+    .bind(text)
+    .bind(reservation.id)
+    .bind(exercised_in_plan)
+    .bind(reservation.quantity)
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+/// Moves the reservation's options from reserved to exercised on the award
+/// (and its event); returns the plan, whose exercised count the caller
+/// raises ([`store_confirmed_exercise`]).
 async fn exercise_reserved(
     connection: &mut PgConnection,
     subjects: &Subjects,
     step: SagaStep,
     reservation: &OptionReservationRow,
-) -> Result<(), SagaError> {
+) -> Result<Uuid, SagaError> {
     let mut award = awards::load(connection, step.company_id, reservation.award_id, true).await?;
     let plan = plans::load(connection, step.company_id, award.plan_id, true).await?;
     let exercise_date = reservation.exercise_date;
@@ -502,10 +632,7 @@ async fn exercise_reserved(
     )
     .await?;
     store::update_award(connection, &award, loaded_version).await?;
-    let zero = Decimal::ZERO;
-    store::add_to_plan_counters(connection, plan.id, zero, reservation.quantity, zero, zero)
-        .await?;
-    Ok(())
+    Ok(plan.id)
 }
 
 async fn lock_option_reservation(
@@ -549,12 +676,12 @@ async fn stored_outcome(
     .bind(step.step)
     .fetch_optional(connection)
     .await?;
-    stored
-        .map(|text| {
-            serde_json::from_str(&text)
-                .map_err(|error| SagaError::Database(sqlx::Error::Decode(error.into())))
-        })
-        .transpose()
+    stored.map(|text| decode_outcome(&text)).transpose()
+}
+
+fn decode_outcome(text: &str) -> Result<StepOutcome, SagaError> {
+    serde_json::from_str(text)
+        .map_err(|error| SagaError::Database(sqlx::Error::Decode(error.into())))
 }
 
 async fn store_outcome(
