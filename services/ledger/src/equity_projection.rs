@@ -302,10 +302,16 @@ async fn record(
     effective_date: NaiveDate,
     movement: Movement,
 ) -> sqlx::Result<()> {
+    // A new projection version makes every cached cap table of the company
+    // unreachable; one statement with the movement.
     sqlx::query(
-        "INSERT INTO option_movements (company_id, event_id, plan_id, share_class_id, stakeholder_id,
-                                       effective_date, outstanding_delta, pool_available_delta)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        "WITH movement AS (
+             INSERT INTO option_movements (company_id, event_id, plan_id, share_class_id, stakeholder_id,
+                                           effective_date, outstanding_delta, pool_available_delta)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         )
+         INSERT INTO projection_versions (company_id, version) VALUES ($1, 1)
+         ON CONFLICT (company_id) DO UPDATE SET version = projection_versions.version + 1",
     )
     .bind(company_id)
     .bind(event_id)
@@ -315,14 +321,6 @@ async fn record(
     .bind(effective_date)
     .bind(movement.outstanding_delta)
     .bind(movement.pool_available_delta)
-    .execute(&mut *tx)
-    .await?;
-    // A new projection version makes every cached cap table of the company unreachable.
-    sqlx::query(
-        "INSERT INTO projection_versions (company_id, version) VALUES ($1, 1)
-         ON CONFLICT (company_id) DO UPDATE SET version = projection_versions.version + 1",
-    )
-    .bind(company_id)
     .execute(&mut *tx)
     .await?;
     Ok(())

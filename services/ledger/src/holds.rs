@@ -94,9 +94,14 @@ pub async fn place(
         return Err(HoldError::InsufficientAvailable { available });
     }
     let hold_id = Uuid::now_v7();
+    // The hold and the account's held amount in one statement; the hold
+    // is what was just written, so it is not read back.
     sqlx::query(
-        "INSERT INTO holds (id, company_id, account_id, quantity, cause, status)
-         VALUES ($1, $2, $3, $4, $5, 'active')",
+        "WITH hold AS (
+             INSERT INTO holds (id, company_id, account_id, quantity, cause, status)
+             VALUES ($1, $2, $3, $4, $5, 'active')
+         )
+         UPDATE accounts SET held = held + $4 WHERE id = $3",
     )
     .bind(hold_id)
     .bind(company_id)
@@ -105,10 +110,14 @@ pub async fn place(
     .bind(cause)
     .execute(&mut *connection)
     .await?;
-    change_held(connection, account_id, quantity).await?;
-    find(connection, company_id, hold_id)
-        .await?
-        .ok_or(HoldError::NotFound(hold_id))
+    Ok(Hold {
+        id: hold_id,
+        company_id,
+        account,
+        quantity,
+        cause: cause.to_owned(),
+        status: HoldStatus::Active,
+    })
 }
 
 /// Releases an active hold; releasing a released hold changes nothing.

@@ -50,11 +50,15 @@ pub async fn post(
     for (id, account) in &locked {
         check_account(&before[id], account)?;
     }
-    let posted = insert_entry(connection, company_id, &entry, cause, &line_account_ids).await?;
-    if let Some(hold_id) = entry.consumes_hold_id {
-        mark_hold_consumed(connection, hold_id, posted.id).await?;
-    }
-    update_balances(connection, &locked).await?;
+    let posted = write_entry(
+        connection,
+        company_id,
+        &entry,
+        cause,
+        &line_account_ids,
+        &locked,
+    )
+    .await?;
     check_history(connection, company_id, &entry, &line_account_ids, &locked).await?;
     events::enqueue_entry_posted(connection, subjects, &posted).await?;
     Ok(posted)
@@ -175,41 +179,62 @@ fn check_account(before: &LockedAccount, after: &LockedAccount) -> Result<(), Po
     Ok(())
 }
 
-async fn insert_entry(
+/// Writes the entry in one statement: the company's next sequence number
+/// (taken after the account locks, the same order everywhere, and held
+/// until commit, so numbers are gap-free), the entry and its lines, the
+/// hold it consumes, and the accounts' new balances. The lines' and the
+/// hold's references to the entry are checked at the statement's end,
+/// when the entry is there.
+async fn write_entry(
     connection: &mut PgConnection,
     company_id: Uuid,
     entry: &NewEntry,
     cause: String,
     line_account_ids: &[Uuid],
+    locked: &BTreeMap<Uuid, LockedAccount>,
 ) -> sqlx::Result<PostedEntry> {
-    let sequence = next_sequence(connection, company_id).await?;
     let id = Uuid::now_v7();
-    let recorded_at: DateTime<Utc> = sqlx::query_scalar(
-        "INSERT INTO journal_entries
-             (id, company_id, sequence, entry_type, effective_date, cause, reverses_entry_id, memo)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING recorded_at",
+    let amounts: Vec<Decimal> = entry.lines.iter().map(|line| line.amount).collect();
+    let account_ids: Vec<Uuid> = locked.keys().copied().collect();
+    let balances: Vec<Decimal> = locked.values().map(|account| account.balance).collect();
+    let held: Vec<Decimal> = locked.values().map(|account| account.held).collect();
+    let (sequence, recorded_at): (i64, DateTime<Utc>) = sqlx::query_as(
+        "WITH next_sequence AS (
+             INSERT INTO ledgers (company_id, last_sequence) VALUES ($2, 1)
+             ON CONFLICT (company_id) DO UPDATE SET last_sequence = ledgers.last_sequence + 1
+             RETURNING last_sequence
+         ), entry AS (
+             INSERT INTO journal_entries
+                 (id, company_id, sequence, entry_type, effective_date, cause, reverses_entry_id, memo)
+             SELECT $1, $2, last_sequence, $3, $4, $5, $6, $7 FROM next_sequence
+             RETURNING sequence, recorded_at
+         ), lines AS (
+             INSERT INTO journal_lines (entry_id, line_number, company_id, account_id, amount)
+             SELECT $1, ordinality - 1, $2, account_id, amount
+             FROM unnest($8::uuid[], $9::numeric[]) WITH ORDINALITY AS line(account_id, amount)
+         ), consumed_hold AS (
+             UPDATE holds SET status = 'consumed', consumed_by_entry_id = $1 WHERE id = $10
+         ), balances AS (
+             UPDATE accounts SET balance = new.balance, held = new.held
+             FROM unnest($11::uuid[], $12::numeric[], $13::numeric[]) AS new(id, balance, held)
+             WHERE accounts.id = new.id
+         )
+         SELECT sequence, recorded_at FROM entry",
     )
     .bind(id)
     .bind(company_id)
-    .bind(sequence)
     .bind(entry.entry_type.as_str())
     .bind(entry.effective_date)
     .bind(&cause)
     .bind(entry.reverses_entry_id)
     .bind(&entry.memo)
-    .fetch_one(&mut *connection)
-    .await?;
-    let amounts: Vec<Decimal> = entry.lines.iter().map(|line| line.amount).collect();
-    sqlx::query(
-        "INSERT INTO journal_lines (entry_id, line_number, company_id, account_id, amount)
-         SELECT $1, ordinality - 1, $2, account_id, amount
-         FROM unnest($3::uuid[], $4::numeric[]) WITH ORDINALITY AS line(account_id, amount)",
-    )
-    .bind(id)
-    .bind(company_id)
     .bind(line_account_ids)
     .bind(&amounts)
-    .execute(&mut *connection)
+    .bind(entry.consumes_hold_id)
+    .bind(&account_ids)
+    .bind(&balances)
+    .bind(&held)
+    .fetch_one(&mut *connection)
     .await?;
     Ok(PostedEntry {
         id,
@@ -223,52 +248,6 @@ async fn insert_entry(
         reverses_entry_id: entry.reverses_entry_id,
         memo: entry.memo.clone(),
     })
-}
-
-/// The company's next ledger sequence number. Taken after the account locks
-/// (the same order everywhere), and held until commit, so numbers are gap-free.
-async fn next_sequence(connection: &mut PgConnection, company_id: Uuid) -> sqlx::Result<i64> {
-    sqlx::query_scalar(
-        "INSERT INTO ledgers (company_id, last_sequence) VALUES ($1, 1)
-         ON CONFLICT (company_id) DO UPDATE SET last_sequence = ledgers.last_sequence + 1
-         RETURNING last_sequence",
-    )
-    .bind(company_id)
-    .fetch_one(&mut *connection)
-    .await
-}
-
-async fn mark_hold_consumed(
-    connection: &mut PgConnection,
-    hold_id: Uuid,
-    entry_id: Uuid,
-) -> sqlx::Result<()> {
-    sqlx::query("UPDATE holds SET status = 'consumed', consumed_by_entry_id = $2 WHERE id = $1")
-        .bind(hold_id)
-        .bind(entry_id)
-        .execute(&mut *connection)
-        .await?;
-    Ok(())
-}
-
-async fn update_balances(
-    connection: &mut PgConnection,
-    locked: &BTreeMap<Uuid, LockedAccount>,
-) -> sqlx::Result<()> {
-    let ids: Vec<Uuid> = locked.keys().copied().collect();
-    let balances: Vec<Decimal> = locked.values().map(|account| account.balance).collect();
-    let held: Vec<Decimal> = locked.values().map(|account| account.held).collect();
-    sqlx::query(
-        "UPDATE accounts SET balance = new.balance, held = new.held
-         FROM unnest($1::uuid[], $2::numeric[], $3::numeric[]) AS new(id, balance, held)
-         WHERE accounts.id = new.id",
-    )
-    .bind(&ids)
-    .bind(&balances)
-    .bind(&held)
-    .execute(&mut *connection)
-    .await?;
-    Ok(())
 }
 
 /// A back-dated entry must not make an account negative on any later date:
