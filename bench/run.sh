@@ -98,6 +98,9 @@ listening_port() {
   grep -m 1 '"message":"grpc server listening"' "$1" 2>/dev/null |
     sed -n 's/.*"address":"[^"]*:\([0-9][0-9]*\)".*/\1/p'
 }
+# QAPMAP_BENCH_DATABASE_URL_QUERY=...: appended to the services' database
+# URLs after "?", for experiments with connection settings (e.g.
+# options=-c%20plan_cache_mode%3Dforce_generic_plan).
 # QAPMAP_BENCH_SERVICE_THREADS=N: each service process runs N tokio worker
 # threads (default: one per core); the harness itself keeps the default.
 if [ -n "${QAPMAP_BENCH_SERVICE_THREADS:-}" ]; then
@@ -109,7 +112,7 @@ for index in 0 1 2 3; do
   # may run after the wait below has read the previous run's listening line
   # (its port long closed), as it did twice under load.
   : >"$LOG_DIR/$service.log"
-  QAPMAP_DATABASE_URL="${QAPMAP_PG_ADMIN_URL%/*}/${DATABASES[$index]}" \
+  QAPMAP_DATABASE_URL="${QAPMAP_PG_ADMIN_URL%/*}/${DATABASES[$index]}${QAPMAP_BENCH_DATABASE_URL_QUERY:+?$QAPMAP_BENCH_DATABASE_URL_QUERY}" \
   QAPMAP_DATABASE_MAX_CONNECTIONS="${POOLS[$index]}" \
   QAPMAP_NATS_URL="$QAPMAP_NATS_URL_BASE" \
   QAPMAP_NATS_NAMESPACE="$NAMESPACE" \
