@@ -681,10 +681,16 @@ impl<H: MessageHandler> Consumer<H> {
         messages: Vec<jetstream::Message>,
     ) -> bool {
         let mut batch = Vec::with_capacity(messages.len());
+        let mut ignored = Vec::with_capacity(messages.len());
         for message in messages {
             match decode(&message) {
                 Ok(mut received) => {
-                    received.confinement = self.handler.confinement(&received);
+                    // Asked once each; a message ignored needs no company.
+                    let ignores = self.handler.ignores(&received);
+                    if !ignores {
+                        received.confinement = self.handler.confinement(&received);
+                    }
+                    ignored.push(ignores);
                     batch.push((message, received));
                 }
                 Err(error) => {
@@ -692,7 +698,9 @@ impl<H: MessageHandler> Consumer<H> {
                 }
             }
         }
-        let (verdicts, committed) = self.verdicts_skipping_ignored(session, &batch).await;
+        let (verdicts, committed) = self
+            .verdicts_skipping_ignored(session, &batch, &ignored)
+            .await;
         // Every verdict (and its count) first, then the acks.
         let mut acks = Vec::with_capacity(batch.len());
         for ((_, received), verdict) in batch.iter().zip(verdicts) {
@@ -731,21 +739,18 @@ impl<H: MessageHandler> Consumer<H> {
     }
 
     /// The verdicts on a batch, in its order: [`Verdict::Ignored`] for what
-    /// the handler ignores, the others decided in one transaction (none
+    /// the handler ignores (`ignored`, one flag a message), the others decided in one transaction (none
     /// when every message is ignored). Also whether that transaction, when
     /// there was one, began and committed.
     async fn verdicts_skipping_ignored(
         &self,
         session: &mut PgConnection,
         batch: &[(jetstream::Message, ReceivedMessage)],
+        ignored: &[bool],
     ) -> (Vec<Verdict>, bool) {
-        let ignored: Vec<bool> = batch
-            .iter()
-            .map(|(_, received)| self.handler.ignores(received))
-            .collect();
         let handled: Vec<&ReceivedMessage> = batch
             .iter()
-            .zip(&ignored)
+            .zip(ignored)
             .filter(|(_, ignored)| !**ignored)
             .map(|((_, received), _)| received)
             .collect();

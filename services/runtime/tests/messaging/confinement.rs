@@ -34,7 +34,8 @@ fn company_of(message: &ReceivedMessage) -> Option<Uuid> {
 /// A message's payload and the (role, company) its handler started under.
 type Observation = (String, (String, String));
 
-/// Notes, for each message, the settings it found before doing anything.
+/// Notes, for each message, the settings it found before doing anything
+/// (and after its own `confine`, when it names another company).
 #[derive(Debug, Clone, Default)]
 struct ObservingHandler {
     seen: Arc<Mutex<Vec<Observation>>>,
@@ -52,7 +53,17 @@ impl MessageHandler for ObservingHandler {
     ) -> Result<Handled, HandlerError> {
         let found = settings(&mut *transaction).await;
         let body = String::from_utf8_lossy(&message.payload).into_owned();
-        self.seen.lock().expect("lock").push((body, found));
+        self.seen.lock().expect("lock").push((body.clone(), found));
+        // `<company>:<seq>:as:<other>`: the handler's own parse names
+        // another company, and `confine` must follow it.
+        if let Some(other) = body
+            .split_once(":as:")
+            .and_then(|(_, other)| Uuid::try_parse(other).ok())
+        {
+            message.confine(&mut *transaction, other).await?;
+            let after = settings(&mut *transaction).await;
+            self.seen.lock().expect("lock").push((body, after));
+        }
         Ok(Handled::Done)
     }
 }
@@ -70,7 +81,9 @@ fn event(harness: &Harness, body: String) -> OutboxMessage {
 
 /// Goal: in one batch, each message's handler starts confined to the
 /// company it named (the first message's round trip and the later ones'
-/// alike), and a message naming none starts unconfined, as the owner.
+/// alike), and a message naming none starts unconfined, as the owner. A
+/// handler confining to another company than the one named ends up
+/// confined to its own choice.
 #[tokio::test]
 async fn each_message_of_a_batch_starts_confined_to_the_company_it_names() {
     let harness = Harness::start().await;
@@ -80,6 +93,7 @@ async fn each_message_of_a_batch_starts_confined_to_the_company_it_names() {
         format!("{theirs}:2"),
         "none:3".to_owned(),
         format!("{ours}:4"),
+        format!("{ours}:5:as:{theirs}"),
     ];
     let relay = harness.relay();
     let relay = Running::spawn(move |stop| relay.run(stop));
@@ -92,7 +106,7 @@ async fn each_message_of_a_batch_starts_confined_to_the_company_it_names() {
         harness
             .stream_messages(qapmap_runtime::messaging::StreamKind::Events)
             .await
-            == 4
+            == 5
     })
     .await;
     assert!(published, "the relay published every event");
@@ -110,7 +124,7 @@ async fn each_message_of_a_batch_starts_confined_to_the_company_it_names() {
     wait_for_count(
         &harness,
         "SELECT count(*) FROM inbox WHERE consumer = 'confined'",
-        4,
+        5,
     )
     .await;
     consumer.stop().await;
@@ -127,7 +141,9 @@ async fn each_message_of_a_batch_starts_confined_to_the_company_it_names() {
             (bodies[0].clone(), (app.clone(), ours.to_string())),
             (bodies[1].clone(), (app.clone(), theirs.to_string())),
             (bodies[2].clone(), (owner, String::new())),
-            (bodies[3].clone(), (app, ours.to_string())),
+            (bodies[3].clone(), (app.clone(), ours.to_string())),
+            (bodies[4].clone(), (app.clone(), ours.to_string())),
+            (bodies[4].clone(), (app, theirs.to_string())),
         ]
     );
 }
