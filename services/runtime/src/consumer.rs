@@ -529,11 +529,9 @@ impl<H: MessageHandler> Consumer<H> {
                 suspect = false;
                 last_used = Instant::now();
             }
-            let pulled = tokio::select! {
-                _ = stop.stopped() => break,
-                pulled = self.pull_and_handle(consumer, &mut session) => pulled,
-            };
-            match pulled {
+            // A stop ends the wait for messages, never a batch in hand: a
+            // batch dropped mid-way may have committed without its acks.
+            match self.pull_and_handle(consumer, &mut session, stop).await {
                 Ok(pull) => {
                     failures = 0;
                     if pull.batches > 0 {
@@ -560,22 +558,28 @@ impl<H: MessageHandler> Consumer<H> {
         &self,
         consumer: &PullConsumer,
         session: &mut PgConnection,
+        stop: &mut StopSignal,
     ) -> anyhow::Result<Pull> {
         if let Some(linger) = self.config.linger {
             return self
-                .pull_lingering_and_handle(consumer, session, linger)
+                .pull_lingering_and_handle(consumer, session, linger, stop)
                 .await;
         }
-        let batch = consumer
+        let asked = consumer
             .fetch()
             .max_messages(FETCH_BATCH_SIZE)
             .expires(FETCH_EXPIRY)
-            .messages()
-            .await
-            .context("pulling messages")?;
+            .messages();
+        let Some(batch) = until_stopped(stop, asked).await else {
+            return Ok(Pull::default());
+        };
+        let batch = batch.context("pulling messages")?;
         let mut ready = BoundedPull::new(batch.ready_chunks(self.config.max_batch), consumer);
         let mut pull = Pull::default();
-        while let Some(chunk) = ready.next().await {
+        loop {
+            let Some(Some(chunk)) = until_stopped(stop, ready.next()).await else {
+                break;
+            };
             let mut messages = Vec::with_capacity(chunk.len());
             let mut failure = None;
             for message in chunk {
@@ -625,21 +629,29 @@ impl<H: MessageHandler> Consumer<H> {
         consumer: &PullConsumer,
         session: &mut PgConnection,
         linger: Duration,
+        stop: &mut StopSignal,
     ) -> anyhow::Result<Pull> {
         let max = self.config.max_batch;
-        let ready = consumer
+        let asked = consumer
             .fetch()
             .max_messages(max)
             .expires(FETCH_EXPIRY)
-            .messages()
-            .await
-            .context("pulling messages")?;
+            .messages();
+        let Some(ready) = until_stopped(stop, asked).await else {
+            return Ok(Pull::default());
+        };
+        let ready = ready.context("pulling messages")?;
         let mut ready = BoundedPull::new(ready, consumer);
-        let (mut messages, mut failure) = collect_messages(&mut ready).await;
+        let (mut messages, mut failure) = collect_messages(&mut ready, stop).await;
         self.note_if_cut(&ready);
         let mut later_failure = None;
-        if !messages.is_empty() && messages.len() < max && failure.is_none() {
-            tokio::time::sleep(linger).await;
+        let room_left = !messages.is_empty() && messages.len() < max && failure.is_none();
+        // A stop skips the linger and the second pull, not what is in hand.
+        if room_left
+            && until_stopped(stop, tokio::time::sleep(linger))
+                .await
+                .is_some()
+        {
             // No expiry: a no-wait pull without one returns what is ready
             // and ends at once (404) when nothing is; with one, nats-server
             // 2.9 turns an empty pull into a waiting one.
@@ -651,7 +663,7 @@ impl<H: MessageHandler> Consumer<H> {
             match later {
                 Ok(later) => {
                     let (more, more_failure) =
-                        collect_messages(&mut BoundedPull::unbounded(later)).await;
+                        collect_messages(&mut BoundedPull::unbounded(later), stop).await;
                     messages.extend(more);
                     failure = more_failure;
                 }
@@ -1204,16 +1216,32 @@ enum WholeBatch {
     Broken,
 }
 
-/// Every message of one pull request until it ends, and the error that
-/// ended it early, if any.
+/// `work`'s output, or `None` when `stop` comes first.
+async fn until_stopped<F: std::future::Future>(
+    stop: &mut StopSignal,
+    work: F,
+) -> Option<F::Output> {
+    tokio::select! {
+        biased;
+        () = stop.stopped() => None,
+        output = work => Some(output),
+    }
+}
+
+/// Every message of one pull request until it ends (or a stop), and the
+/// error that ended it early, if any.
 async fn collect_messages<S, E>(
     pull: &mut BoundedPull<'_, S>,
+    stop: &mut StopSignal,
 ) -> (Vec<jetstream::Message>, Option<E>)
 where
     S: futures::Stream<Item = Result<jetstream::Message, E>> + Unpin,
 {
     let mut messages = Vec::new();
-    while let Some(message) = pull.next().await {
+    loop {
+        let Some(Some(message)) = until_stopped(stop, pull.next()).await else {
+            break;
+        };
         match message {
             Ok(message) => messages.push(message),
             Err(error) => return (messages, Some(error)),

@@ -5,6 +5,7 @@
 mod confinement;
 mod dead_letters;
 mod enqueue_with;
+mod graceful_stop;
 mod housekeeping;
 mod inbox;
 mod load;
