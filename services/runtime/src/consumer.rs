@@ -21,7 +21,9 @@
 //!    failed message leaves nothing behind and the batch goes on.
 //!
 //! The transaction then commits, and only then are the messages
-//! acknowledged (a failed commit retries the whole batch).
+//! acknowledged (a failed commit retries the whole batch). A stop ends the
+//! waits for messages, never a batch in hand: that batch commits and is
+//! acknowledged first.
 //!
 //! A handler with a set-based form ([`MessageHandler::handle_batch`], the
 //! orchestrator's replies) takes a batch of two or more messages, all new
