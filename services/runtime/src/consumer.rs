@@ -55,9 +55,12 @@
 //! over when its session ends. The active worker's batches run on that same
 //! session, so a batch can only commit while the lock is held, and the
 //! session needs no separate liveness probe while messages flow. Order can
-//! bend around a dead-lettered message, and around a takeover (the messages
-//! the old worker had fetched come back only after the ack wait); the inbox
-//! keeps effects exactly-once in every case.
+//! bend around a dead-lettered message, around a takeover (the messages
+//! the old worker had fetched come back only after the ack wait), and
+//! behind a message to retry when it and the messages deferred behind it
+//! come back in different batches (a batch holds back only its own); the
+//! inbox keeps effects exactly-once in every case, and a handler that
+//! needs order checks it ([`HandlerError::Early`]).
 //!
 //! A handler's transaction-local settings (the company confinement, the
 //! audit's event ids) are reset before the next message of the batch, so a
