@@ -5,7 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use qapmap_runtime::consumer::{Consumer, Handled, HandlerError, MessageHandler, ReceivedMessage};
+use qapmap_runtime::consumer::{
+    Consumer, ConsumerConfig, Handled, HandlerError, MessageHandler, ReceivedMessage,
+};
 use qapmap_runtime::messaging::StreamKind;
 use sqlx::PgConnection;
 use tokio::sync::Notify;
@@ -42,6 +44,24 @@ impl MessageHandler for HeldHandler {
 #[tokio::test]
 async fn a_stop_during_a_batch_finishes_and_acknowledges_it() {
     let harness = Harness::start().await;
+    stop_while_handling(&harness, harness.consumer_config(CONSUMER)).await;
+}
+
+/// Goal: the same for a consumer that lingers to gather its batches (the
+/// ledger's projection, the orchestrator's replies), whose pull path
+/// handles the stop on its own.
+#[tokio::test]
+async fn a_lingering_consumer_stopped_during_a_batch_finishes_and_acknowledges_it() {
+    let harness = Harness::start().await;
+    let config = harness
+        .consumer_config(CONSUMER)
+        .with_linger(Duration::from_millis(20));
+    stop_while_handling(&harness, config).await;
+}
+
+/// Publishes one message, stops the consumer while its handler holds it,
+/// releases the handler only afterwards, and checks it was finished.
+async fn stop_while_handling(harness: &Harness, config: ConsumerConfig) {
     harness
         .publish_direct(
             harness.subjects.event("test", "happened"),
@@ -55,7 +75,7 @@ async fn a_stop_during_a_batch_finishes_and_acknowledges_it() {
         harness.pool.clone(),
         harness.jetstream.clone(),
         harness.subjects.clone(),
-        harness.consumer_config(CONSUMER),
+        config,
         HeldHandler {
             started: started.clone(),
             release: release.clone(),
