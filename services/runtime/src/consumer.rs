@@ -35,9 +35,11 @@
 //!
 //! A handler asks for a retry ([`HandlerError::Retry`], e.g. a transient
 //! database error): the message is nak'ed with the backoff delay of its
-//! attempt, and so are the later messages of its partition key in the batch,
-//! unhandled, so they do not overtake it; unless it only came too early
-//! ([`HandlerError::Early`]), when one of them may be what it waits for. After
+//! attempt, and the later messages of its partition key, in its batch or
+//! arriving after it, are held in memory, unhandled and unacknowledged,
+//! until it comes back; they then join its batch behind it (`key_holds`).
+//! Held, they spend no deliveries. Not so when it only came too early
+//! ([`HandlerError::Early`]): one of them may be what it waits for. After
 //! [`ConsumerConfig::max_deliveries`] attempts, or at once when the handler
 //! says [`HandlerError::Poison`], it is stored as a dead letter and
 //! acknowledged, so the messages behind it keep flowing.
@@ -56,11 +58,11 @@
 //! session, so a batch can only commit while the lock is held, and the
 //! session needs no separate liveness probe while messages flow. Order can
 //! bend around a dead-lettered message, around a takeover (the messages
-//! the old worker had fetched come back only after the ack wait), and
-//! behind a message to retry when it and the messages deferred behind it
-//! come back in different batches (a batch holds back only its own); the
-//! inbox keeps effects exactly-once in every case, and a handler that
-//! needs order checks it ([`HandlerError::Early`]).
+//! the old worker had fetched come back only after the ack wait; the ones
+//! it held it gives back timed behind their failed message), and when more
+//! than [`MAX_HELD_MESSAGES`] wait behind messages to retry (the rest are
+//! nak'd); the inbox keeps effects exactly-once in every case, and a
+//! handler that needs order checks it ([`HandlerError::Early`]).
 //!
 //! A handler's transaction-local settings (the company confinement, the
 //! audit's event ids) are reset before the next message of the batch, so a
@@ -81,6 +83,7 @@ use uuid::Uuid;
 
 use crate::dead_letter;
 use crate::inbox::{self, NATS_MESSAGE_ID_HEADER, ORIGINAL_MESSAGE_ID_HEADER};
+use crate::key_holds::{KeyHolds, Keyed};
 use crate::local_relay;
 use crate::messaging::{StreamKind, Subjects};
 use crate::metrics::MessagingMetrics;
@@ -114,6 +117,10 @@ const LOCK_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Pause after a failed pull or set-up, doubling up to the maximum.
 const RECONNECT_BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// The most messages a worker holds behind messages to retry (see
+/// `key_holds`); under JetStream's default `max_ack_pending` (1,000), which
+/// counts them, so the other keys keep flowing.
+const MAX_HELD_MESSAGES: usize = 500;
 
 /// A message as a handler sees it.
 #[derive(Debug, Clone)]
@@ -127,6 +134,8 @@ pub struct ReceivedMessage {
     pub payload: Bytes,
     /// 1 on the first delivery.
     pub delivery_count: u64,
+    /// Its place in the stream: the order of its key's messages.
+    stream_sequence: u64,
     /// The company the consumer confines the message's work to
     /// ([`MessageHandler::confinement`]) in the round trip that records it
     /// in the inbox; see [`ReceivedMessage::confine`].
@@ -380,6 +389,9 @@ enum Verdict {
     Retry {
         delay: Duration,
         error: String,
+        /// Its key's later messages wait for it (not for
+        /// [`HandlerError::Early`]).
+        holds_key: bool,
     },
     /// Not handled: an earlier message of its key in the batch will retry.
     Deferred {
@@ -388,6 +400,30 @@ enum Verdict {
     DeadLetter {
         error: String,
     },
+}
+
+/// A message received and not yet answered.
+#[derive(Debug)]
+struct Pending {
+    message: jetstream::Message,
+    received: ReceivedMessage,
+}
+
+impl Keyed for Pending {
+    fn partition_key(&self) -> Option<&str> {
+        self.received
+            .headers
+            .get(PARTITION_KEY_HEADER)
+            .map(String::as_str)
+    }
+
+    fn message_id(&self) -> &str {
+        &self.received.message_id
+    }
+
+    fn sequence(&self) -> u64 {
+        self.received.stream_sequence
+    }
 }
 
 /// A consumer of one durable, with its handler.
@@ -513,11 +549,29 @@ impl<H: MessageHandler> Consumer<H> {
             .await
     }
 
-    /// Pulls and handles batches while the lock session answers.
+    /// Pulls and handles batches while the lock session answers; then
+    /// gives back the messages still held behind one to retry.
     async fn consume_while_active(
         &self,
         consumer: &PullConsumer,
         mut session: PgConnection,
+        stop: &mut StopSignal,
+    ) {
+        let mut holds = KeyHolds::new(MAX_HELD_MESSAGES);
+        self.consume_with_holds(consumer, &mut session, &mut holds, stop)
+            .await;
+        for (pending, delay) in holds.give_back(Instant::now()) {
+            if let Err(error) = pending.message.ack_with(AckKind::Nak(Some(delay))).await {
+                tracing::warn!(consumer = %self.config.name, error.message = %error, "giving back a held message failed; it returns after the ack wait");
+            }
+        }
+    }
+
+    async fn consume_with_holds(
+        &self,
+        consumer: &PullConsumer,
+        session: &mut PgConnection,
+        holds: &mut KeyHolds<Pending>,
         stop: &mut StopSignal,
     ) {
         let mut failures: u32 = 0;
@@ -525,18 +579,31 @@ impl<H: MessageHandler> Consumer<H> {
         // proves itself with every batch.
         let mut last_used = Instant::now();
         let mut suspect = false;
+        // Held messages are kept from redelivery by progress acks.
+        let progress_every = self.config.ack_wait / 3;
+        let mut last_progress = Instant::now();
         while !stop.is_stopped() {
             if suspect || last_used.elapsed() >= FETCH_EXPIRY {
-                if !lock_still_held(&mut session).await {
+                if !lock_still_held(session).await {
                     tracing::warn!(consumer = %self.config.name, "consumer lock session lost; standing by");
                     return;
                 }
                 suspect = false;
                 last_used = Instant::now();
             }
+            if holds.any_due(Instant::now())
+                && !self.process_batch(session, Vec::new(), holds).await
+            {
+                suspect = true;
+                continue;
+            }
+            if holds.held() > 0 && last_progress.elapsed() >= progress_every {
+                self.keep_held_unexpired(holds).await;
+                last_progress = Instant::now();
+            }
             // A stop ends the wait for messages, never a batch in hand: a
             // batch dropped mid-way may have committed without its acks.
-            match self.pull_and_handle(consumer, &mut session, stop).await {
+            match self.pull_and_handle(consumer, session, holds, stop).await {
                 Ok(pull) => {
                     failures = 0;
                     if pull.batches > 0 {
@@ -556,6 +623,15 @@ impl<H: MessageHandler> Consumer<H> {
         }
     }
 
+    /// Resets the ack wait of every held message.
+    async fn keep_held_unexpired(&self, holds: &KeyHolds<Pending>) {
+        for pending in holds.held_messages() {
+            if let Err(error) = pending.message.ack_with(AckKind::Progress).await {
+                tracing::warn!(consumer = %self.config.name, error.message = %error, "progress ack failed; the held message may be redelivered (the hold keeps the newest delivery)");
+            }
+        }
+    }
+
     /// Pulls once and handles what arrives, batch by batch: each batch is
     /// what is ready at once, so a lone message is not held back (unless
     /// the consumer lingers).
@@ -563,11 +639,12 @@ impl<H: MessageHandler> Consumer<H> {
         &self,
         consumer: &PullConsumer,
         session: &mut PgConnection,
+        holds: &mut KeyHolds<Pending>,
         stop: &mut StopSignal,
     ) -> anyhow::Result<Pull> {
         if let Some(linger) = self.config.linger {
             return self
-                .pull_lingering_and_handle(consumer, session, linger, stop)
+                .pull_lingering_and_handle(consumer, session, linger, holds, stop)
                 .await;
         }
         let asked = consumer
@@ -595,7 +672,7 @@ impl<H: MessageHandler> Consumer<H> {
             }
             if !messages.is_empty() {
                 pull.batches += 1;
-                if !self.process_batch(session, messages).await {
+                if !self.process_batch(session, messages, holds).await {
                     pull.session_failed = true;
                 }
             }
@@ -634,6 +711,7 @@ impl<H: MessageHandler> Consumer<H> {
         consumer: &PullConsumer,
         session: &mut PgConnection,
         linger: Duration,
+        holds: &mut KeyHolds<Pending>,
         stop: &mut StopSignal,
     ) -> anyhow::Result<Pull> {
         let max = self.config.max_batch;
@@ -678,7 +756,7 @@ impl<H: MessageHandler> Consumer<H> {
         let mut pull = Pull::default();
         if !messages.is_empty() {
             pull.batches = 1;
-            pull.session_failed = !self.process_batch(session, messages).await;
+            pull.session_failed = !self.process_batch(session, messages, holds).await;
         }
         if let Some(error) = later_failure {
             return Err(anyhow::anyhow!(error)).context("pulling messages after lingering");
@@ -690,37 +768,53 @@ impl<H: MessageHandler> Consumer<H> {
     }
 
     /// Decides on a batch in one transaction on `session` and tells
-    /// JetStream. False when the transaction could not begin or commit (the
-    /// session may be gone).
+    /// JetStream. `holds` takes the messages that must wait behind an
+    /// earlier message of their key and gives back those whose wait is
+    /// over ([`KeyHolds::admit`]). False when the transaction could not
+    /// begin or commit (the session may be gone).
     async fn process_batch(
         &self,
         session: &mut PgConnection,
         messages: Vec<jetstream::Message>,
+        holds: &mut KeyHolds<Pending>,
     ) -> bool {
-        let mut batch = Vec::with_capacity(messages.len());
-        let mut ignored = Vec::with_capacity(messages.len());
+        let mut incoming = Vec::with_capacity(messages.len());
         for message in messages {
             match decode(&message) {
-                Ok(mut received) => {
-                    // Asked once each; a message ignored needs no company.
-                    let ignores = self.handler.ignores(&received);
-                    if !ignores {
-                        received.confinement = self.handler.confinement(&received);
-                    }
-                    ignored.push(ignores);
-                    batch.push((message, received));
-                }
+                Ok(received) => incoming.push(Pending { message, received }),
                 Err(error) => {
                     tracing::error!(error.message = %error, "message without delivery info; leaving it to redelivery");
                 }
             }
         }
+        let admitted = holds.admit(incoming, Instant::now());
+        for (pending, delay) in admitted.overflow {
+            tracing::warn!(consumer = %self.config.name, message_id = %pending.received.message_id, "too many messages held behind messages to retry; this one is nak'd");
+            if let Err(error) = pending.message.ack_with(AckKind::Nak(Some(delay))).await {
+                tracing::warn!(consumer = %self.config.name, error.message = %error, "nak failed");
+            }
+        }
+        let mut batch = admitted.batch;
+        if batch.is_empty() {
+            return true;
+        }
+        let mut ignored = Vec::with_capacity(batch.len());
+        for Pending { received, .. } in &mut batch {
+            // Asked once each; a message ignored needs no company.
+            let ignores = self.handler.ignores(received);
+            received.confinement = (!ignores)
+                .then(|| self.handler.confinement(received))
+                .flatten();
+            ignored.push(ignores);
+        }
         let (verdicts, committed) = self
             .verdicts_skipping_ignored(session, &batch, &ignored)
             .await;
         // Every verdict (and its count) first, then the acks.
+        let now = Instant::now();
         let mut acks = Vec::with_capacity(batch.len());
-        for ((_, received), verdict) in batch.iter().zip(verdicts) {
+        for (pending, verdict) in batch.into_iter().zip(verdicts) {
+            let received = &pending.received;
             let ack = match verdict {
                 Verdict::Applied => {
                     self.metrics.record_handled();
@@ -734,20 +828,35 @@ impl<H: MessageHandler> Consumer<H> {
                     self.metrics.record_ignored();
                     AckKind::Ack
                 }
-                Verdict::Retry { delay, error } => {
+                Verdict::Retry {
+                    delay,
+                    error,
+                    holds_key,
+                } => {
                     tracing::warn!(consumer = %self.config.name, message_id = %received.message_id, delivery = received.delivery_count, error.message = %error, "handler will retry");
+                    if holds_key {
+                        match holds.retry(pending, delay, self.config.ack_wait, now) {
+                            Some(pending) => acks.push((pending, AckKind::Nak(Some(delay)))),
+                            None => self.metrics.record_held(),
+                        }
+                        continue;
+                    }
                     AckKind::Nak(Some(delay))
                 }
                 Verdict::Deferred { delay } => {
                     tracing::debug!(consumer = %self.config.name, message_id = %received.message_id, "waits for an earlier message of its key");
-                    AckKind::Nak(Some(delay))
+                    match holds.defer(pending) {
+                        Some(pending) => acks.push((pending, AckKind::Nak(Some(delay)))),
+                        None => self.metrics.record_held(),
+                    }
+                    continue;
                 }
                 Verdict::DeadLetter { error } => self.dead_letter(received, &error).await,
             };
-            acks.push(ack);
+            acks.push((pending, ack));
         }
-        for ((message, _), ack) in batch.iter().zip(acks) {
-            if let Err(error) = message.ack_with(ack).await {
+        for (pending, ack) in acks {
+            if let Err(error) = pending.message.ack_with(ack).await {
                 // Redelivery follows; the inbox makes it harmless.
                 tracing::warn!(consumer = %self.config.name, error.message = %error, "ack failed");
             }
@@ -762,14 +871,14 @@ impl<H: MessageHandler> Consumer<H> {
     async fn verdicts_skipping_ignored(
         &self,
         session: &mut PgConnection,
-        batch: &[(jetstream::Message, ReceivedMessage)],
+        batch: &[Pending],
         ignored: &[bool],
     ) -> (Vec<Verdict>, bool) {
         let handled: Vec<&ReceivedMessage> = batch
             .iter()
             .zip(ignored)
             .filter(|(_, ignored)| !**ignored)
-            .map(|((_, received), _)| received)
+            .map(|(pending, _)| &pending.received)
             .collect();
         let (mut decided, committed) = if handled.is_empty() {
             (Vec::new(), true)
@@ -868,9 +977,16 @@ impl<H: MessageHandler> Consumer<H> {
                 .handle_in_savepoint(&mut transaction, received, &mut savepoint)
                 .instrument(span)
                 .await;
-            let holds_key = !matches!(outcome, Err(HandlerError::Early(_)));
             let verdict = self.verdict(received, outcome);
-            if let (Verdict::Retry { delay, .. }, Some(key), true) = (&verdict, key, holds_key) {
+            if let (
+                Verdict::Retry {
+                    delay,
+                    holds_key: true,
+                    ..
+                },
+                Some(key),
+            ) = (&verdict, key)
+            {
                 held_back.insert(key, *delay);
             }
             verdicts.push(verdict);
@@ -1044,9 +1160,15 @@ impl<H: MessageHandler> Consumer<H> {
                     error: format!("{error:#}"),
                 }
             }
-            Err(HandlerError::Retry(error) | HandlerError::Early(error)) => Verdict::Retry {
+            Err(HandlerError::Retry(error)) => Verdict::Retry {
                 delay: self.config.retry_delay(received.delivery_count),
                 error: format!("{error:#}"),
+                holds_key: true,
+            },
+            Err(HandlerError::Early(error)) => Verdict::Retry {
+                delay: self.config.retry_delay(received.delivery_count),
+                error: format!("{error:#}"),
+                holds_key: false,
             },
         }
     }
@@ -1472,6 +1594,7 @@ fn decode(message: &jetstream::Message) -> Result<ReceivedMessage, async_nats::E
         headers,
         payload: message.payload.clone(),
         delivery_count: u64::try_from(info.delivered).unwrap_or(1).max(1),
+        stream_sequence: info.stream_sequence,
         confinement: None,
     })
 }

@@ -22,6 +22,7 @@ pub struct MessagingMetrics {
     marks_in_consumer_batches_total: AtomicU64,
     whole_batches_total: AtomicU64,
     messages_in_whole_batches_total: AtomicU64,
+    held_behind_retry_total: AtomicU64,
 }
 
 /// The outbox rows still waiting for JetStream.
@@ -75,6 +76,16 @@ impl MessagingMetrics {
     pub(crate) fn record_marks_in_consumer_batch(&self, count: u64) {
         self.marks_in_consumer_batches_total
             .fetch_add(count, Ordering::Relaxed);
+    }
+
+    pub(crate) fn record_held(&self) {
+        self.held_behind_retry_total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Times a consumer held a message in memory behind an earlier message
+    /// of its key that will be retried, instead of nak'ing it.
+    pub fn held_behind_retry_total(&self) -> u64 {
+        self.held_behind_retry_total.load(Ordering::Relaxed)
     }
 
     pub(crate) fn record_whole_batch(&self, messages: u64) {

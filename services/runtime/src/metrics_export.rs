@@ -245,6 +245,10 @@ impl MetricSource for CoreMetrics {
                     "qapmap_messages_in_whole_batches_total",
                     self.messaging.messages_in_whole_batches_total(),
                 ),
+                (
+                    "qapmap_messages_held_behind_retry_total",
+                    self.messaging.held_behind_retry_total(),
+                ),
             ];
             for (name, value) in counters {
                 let _ = writeln!(

@@ -8,6 +8,7 @@ mod enqueue_with;
 mod graceful_stop;
 mod housekeeping;
 mod inbox;
+mod key_order;
 mod load;
 mod marks;
 mod outbox_tenancy;
