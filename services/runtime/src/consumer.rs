@@ -767,10 +767,10 @@ impl<H: MessageHandler> Consumer<H> {
         }
     }
 
-    /// Decides on a batch in one transaction on `session` and tells
+    /// Handles what a pull brought, in transactions on `session`, and tells
     /// JetStream. `holds` takes the messages that must wait behind an
     /// earlier message of their key and gives back those whose wait is
-    /// over ([`KeyHolds::admit`]). False when the transaction could not
+    /// over ([`KeyHolds::admit`]). False when a transaction could not
     /// begin or commit (the session may be gone).
     async fn process_batch(
         &self,
@@ -787,17 +787,40 @@ impl<H: MessageHandler> Consumer<H> {
                 }
             }
         }
-        let admitted = holds.admit(incoming, Instant::now());
-        for (pending, delay) in admitted.overflow {
-            tracing::warn!(consumer = %self.config.name, message_id = %pending.received.message_id, "too many messages held behind messages to retry; this one is nak'd");
-            if let Err(error) = pending.message.ack_with(AckKind::Nak(Some(delay))).await {
-                tracing::warn!(consumer = %self.config.name, error.message = %error, "nak failed");
+        // Released messages can make a batch longer than `max_batch`: the
+        // rest goes through the holds again after the first part, so it
+        // waits if a message of its key failed again there.
+        let mut committed = true;
+        loop {
+            let admitted = holds.admit(incoming, Instant::now());
+            self.metrics.record_held(admitted.held as u64);
+            for (pending, delay) in admitted.overflow {
+                tracing::warn!(consumer = %self.config.name, message_id = %pending.received.message_id, "too many messages held behind messages to retry; this one is nak'd");
+                if let Err(error) = pending.message.ack_with(AckKind::Nak(Some(delay))).await {
+                    tracing::warn!(consumer = %self.config.name, error.message = %error, "nak failed");
+                }
             }
+            let mut batch = admitted.batch;
+            let rest = batch.split_off(batch.len().min(self.config.max_batch));
+            if !batch.is_empty() {
+                committed &= self.answer_batch(session, batch, holds).await;
+            }
+            if rest.is_empty() {
+                return committed;
+            }
+            incoming = rest;
         }
-        let mut batch = admitted.batch;
-        if batch.is_empty() {
-            return true;
-        }
+    }
+
+    /// Decides on `batch` (in stream order, at most `max_batch`) in one
+    /// transaction and tells JetStream; a message to retry holds its key
+    /// in `holds`. False when the transaction could not begin or commit.
+    async fn answer_batch(
+        &self,
+        session: &mut PgConnection,
+        mut batch: Vec<Pending>,
+        holds: &mut KeyHolds<Pending>,
+    ) -> bool {
         let mut ignored = Vec::with_capacity(batch.len());
         for Pending { received, .. } in &mut batch {
             // Asked once each; a message ignored needs no company.
@@ -837,7 +860,7 @@ impl<H: MessageHandler> Consumer<H> {
                     if holds_key {
                         match holds.retry(pending, delay, self.config.ack_wait, now) {
                             Some(pending) => acks.push((pending, AckKind::Nak(Some(delay)))),
-                            None => self.metrics.record_held(),
+                            None => self.metrics.record_held(1),
                         }
                         continue;
                     }
@@ -847,7 +870,7 @@ impl<H: MessageHandler> Consumer<H> {
                     tracing::debug!(consumer = %self.config.name, message_id = %received.message_id, "waits for an earlier message of its key");
                     match holds.defer(pending) {
                         Some(pending) => acks.push((pending, AckKind::Nak(Some(delay)))),
-                        None => self.metrics.record_held(),
+                        None => self.metrics.record_held(1),
                     }
                     continue;
                 }

@@ -56,6 +56,8 @@ pub(crate) struct Admitted<M> {
     /// Messages of held keys that found the holds full: to nak with the
     /// delay given, so they come back after the message they wait for.
     pub(crate) overflow: Vec<(M, Duration)>,
+    /// Incoming messages newly held.
+    pub(crate) held: usize,
 }
 
 /// The holds of one active worker.
@@ -90,6 +92,7 @@ impl<M: Keyed> KeyHolds<M> {
     pub(crate) fn admit(&mut self, incoming: Vec<M>, now: Instant) -> Admitted<M> {
         let mut batch = Vec::with_capacity(incoming.len());
         let mut overflow = Vec::new();
+        let mut newly_held = 0;
         let released: Vec<String> = self
             .holds
             .iter()
@@ -117,7 +120,9 @@ impl<M: Keyed> KeyHolds<M> {
             {
                 Some(hold) if message.sequence() > hold.blocker_sequence => {
                     if self.held < self.limit {
-                        self.held += hold.keep(message);
+                        let added = hold.keep(message);
+                        self.held += added;
+                        newly_held += added;
                     } else {
                         let delay = hold.blocker_due.saturating_duration_since(now);
                         overflow.push((message, delay + GIVE_BACK_MARGIN));
@@ -128,7 +133,11 @@ impl<M: Keyed> KeyHolds<M> {
         }
         // Stable: a message and its redelivery keep their arrival order.
         batch.sort_by_key(Keyed::sequence);
-        Admitted { batch, overflow }
+        Admitted {
+            batch,
+            overflow,
+            held: newly_held,
+        }
     }
 
     /// `message` will be retried after `delay`: it holds its key's later
@@ -296,10 +305,9 @@ mod tests {
         assert!(holds.retry(message("a", 1), DELAY, ACK_WAIT, now).is_some());
 
         // Later messages of "a" arrive without it: held. "b" goes on.
-        let batch = holds
-            .admit(vec![message("a", 4), message("b", 5), message("a", 3)], now)
-            .batch;
-        assert_eq!(sequences(&batch), [5]);
+        let admitted = holds.admit(vec![message("a", 4), message("b", 5), message("a", 3)], now);
+        assert_eq!(sequences(&admitted.batch), [5]);
+        assert_eq!(admitted.held, 2);
         assert_eq!(holds.held(), 2);
 
         // It comes back: all three, in stream order.

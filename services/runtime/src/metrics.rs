@@ -78,8 +78,9 @@ impl MessagingMetrics {
             .fetch_add(count, Ordering::Relaxed);
     }
 
-    pub(crate) fn record_held(&self) {
-        self.held_behind_retry_total.fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn record_held(&self, count: u64) {
+        self.held_behind_retry_total
+            .fetch_add(count, Ordering::Relaxed);
     }
 
     /// Times a consumer held a message in memory behind an earlier message

@@ -209,3 +209,49 @@ async fn held_messages_given_back_at_a_stop_keep_their_order_under_the_next_work
     assert_eq!(harness.effect_audit(CONSUMER).await, (4, 4, 0));
     assert_eq!(harness.metrics.dead_lettered_total(), 0);
 }
+
+/// Goal: a consumer limited to one message per transaction keeps that limit
+/// when the messages held behind a retried one are released with it: each
+/// lands in its own transaction, in order.
+#[tokio::test]
+async fn released_messages_keep_the_consumers_batch_limit() {
+    let harness = Harness::start().await;
+    let relay = harness.relay();
+    let relay = Running::spawn(move |stop| relay.run(stop));
+    let consumer = ordered_consumer(&harness, patient_config(&harness).with_max_batch(1));
+
+    harness
+        .enqueue(&[
+            harness.event("stuck", 1, false),
+            harness.event("stuck", 2, true),
+        ])
+        .await;
+    poison_is_retrying(&harness).await;
+    harness
+        .enqueue(&[
+            harness.event("stuck", 3, false),
+            harness.event("stuck", 4, false),
+        ])
+        .await;
+    let held = qapmap_testkit::eventually(crate::support::FLOW_TIMEOUT, || async {
+        harness.metrics.held_behind_retry_total() >= 2
+    })
+    .await;
+    assert!(held, "the later messages were held");
+    sqlx::query("UPDATE poison_fixed SET fixed = true")
+        .execute(&harness.pool)
+        .await
+        .expect("fix the poison");
+    wait_for_count(&harness, "SELECT count(*) FROM effects", 4).await;
+    consumer.stop().await;
+    relay.stop().await;
+
+    assert_eq!(landed(&harness, "stuck").await, [1, 2, 3, 4]);
+    assert_eq!(
+        harness
+            .count("SELECT count(DISTINCT transaction_id) FROM effects")
+            .await,
+        4,
+        "each effect committed in a transaction of its own"
+    );
+}

@@ -63,7 +63,9 @@ impl Harness {
                  consumer     TEXT NOT NULL,
                  partition_key TEXT NOT NULL,
                  seq          INT NOT NULL,
-                 message_id   TEXT NOT NULL);
+                 message_id   TEXT NOT NULL,
+                 -- The consumer batch's transaction (savepoints share it).
+                 transaction_id BIGINT NOT NULL DEFAULT txid_current());
              CREATE TABLE poison_fixed (fixed BOOLEAN NOT NULL);
              INSERT INTO poison_fixed VALUES (false);",
         )
