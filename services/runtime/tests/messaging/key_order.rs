@@ -15,6 +15,18 @@ const CONSUMER: &str = "ordered";
 /// kept alive would be redelivered within it.
 const HELD_LONGER_THAN_THE_ACK_WAIT: Duration = Duration::from_secs(7);
 
+fn running_relay(harness: &Harness) -> Running {
+    let relay = harness.relay();
+    Running::spawn(move |stop| relay.run(stop))
+}
+
+async fn fix_the_poison(harness: &Harness) {
+    sqlx::query("UPDATE poison_fixed SET fixed = true")
+        .execute(&harness.pool)
+        .await
+        .expect("fix the poison");
+}
+
 fn ordered_consumer(harness: &Harness, config: ConsumerConfig) -> Running {
     let consumer = harness.consumer(config);
     Running::spawn(move |stop| consumer.run(stop))
@@ -52,14 +64,36 @@ async fn redelivered(harness: &Harness) -> Option<usize> {
     Some(info.num_redelivered)
 }
 
-/// Waits until the poison message has failed at least twice, so the later
-/// messages sent next arrive while it waits for its retry.
-async fn poison_is_retrying(harness: &Harness) {
+/// Sends `stuck:1` and the poison message `stuck:2`, and waits until the
+/// poison message has failed at least twice, so the later messages sent
+/// next arrive while it waits for its retry.
+async fn poison_behind_a_landed_message(harness: &Harness) {
+    harness
+        .enqueue(&[
+            harness.event("stuck", 1, false),
+            harness.event("stuck", 2, true),
+        ])
+        .await;
     let retrying = qapmap_testkit::eventually(crate::support::FLOW_TIMEOUT, || async {
         redelivered(harness).await >= Some(1)
     })
     .await;
     assert!(retrying, "the poison message was redelivered");
+}
+
+/// Sends `stuck:3` and `stuck:4` and waits until both are held.
+async fn two_later_messages_are_held(harness: &Harness) {
+    harness
+        .enqueue(&[
+            harness.event("stuck", 3, false),
+            harness.event("stuck", 4, false),
+        ])
+        .await;
+    let held = qapmap_testkit::eventually(crate::support::FLOW_TIMEOUT, || async {
+        harness.metrics.held_behind_retry_total() >= 2
+    })
+    .await;
+    assert!(held, "the later messages were held");
 }
 
 /// Goal: messages of a key that arrive after its message to retry has
@@ -71,17 +105,10 @@ async fn poison_is_retrying(harness: &Harness) {
 #[tokio::test]
 async fn later_messages_of_a_key_wait_in_memory_behind_its_message_to_retry() {
     let harness = Harness::start().await;
-    let relay = harness.relay();
-    let relay = Running::spawn(move |stop| relay.run(stop));
+    let relay = running_relay(&harness);
     let consumer = ordered_consumer(&harness, patient_config(&harness));
 
-    harness
-        .enqueue(&[
-            harness.event("stuck", 1, false),
-            harness.event("stuck", 2, true),
-        ])
-        .await;
-    poison_is_retrying(&harness).await;
+    poison_behind_a_landed_message(&harness).await;
     let later: Vec<_> = (3..=5)
         .map(|seq| harness.event("stuck", seq, false))
         .chain((1..=3).map(|seq| harness.event("calm", seq, false)))
@@ -110,10 +137,7 @@ async fn later_messages_of_a_key_wait_in_memory_behind_its_message_to_retry() {
         "only the message to retry was delivered again"
     );
 
-    sqlx::query("UPDATE poison_fixed SET fixed = true")
-        .execute(&harness.pool)
-        .await
-        .expect("fix the poison");
+    fix_the_poison(&harness).await;
     wait_for_count(&harness, "SELECT count(*) FROM effects", 8).await;
     consumer.stop().await;
     relay.stop().await;
@@ -128,21 +152,14 @@ async fn later_messages_of_a_key_wait_in_memory_behind_its_message_to_retry() {
 #[tokio::test]
 async fn messages_held_behind_a_dead_letter_land_after_it_in_order() {
     let harness = Harness::start().await;
-    let relay = harness.relay();
-    let relay = Running::spawn(move |stop| relay.run(stop));
+    let relay = running_relay(&harness);
     let config = harness
         .consumer_config(CONSUMER)
         .with_backoff(vec![Duration::from_millis(300)])
         .with_max_deliveries(4);
     let consumer = ordered_consumer(&harness, config);
 
-    harness
-        .enqueue(&[
-            harness.event("stuck", 1, false),
-            harness.event("stuck", 2, true),
-        ])
-        .await;
-    poison_is_retrying(&harness).await;
+    poison_behind_a_landed_message(&harness).await;
     harness
         .enqueue(&[
             harness.event("stuck", 3, false),
@@ -170,38 +187,18 @@ async fn messages_held_behind_a_dead_letter_land_after_it_in_order() {
 #[tokio::test]
 async fn held_messages_given_back_at_a_stop_keep_their_order_under_the_next_worker() {
     let harness = Harness::start().await;
-    let relay = harness.relay();
-    let relay = Running::spawn(move |stop| relay.run(stop));
+    let relay = running_relay(&harness);
     let consumer = ordered_consumer(&harness, patient_config(&harness));
 
-    harness
-        .enqueue(&[
-            harness.event("stuck", 1, false),
-            harness.event("stuck", 2, true),
-        ])
-        .await;
-    poison_is_retrying(&harness).await;
-    harness
-        .enqueue(&[
-            harness.event("stuck", 3, false),
-            harness.event("stuck", 4, false),
-        ])
-        .await;
-    let held = qapmap_testkit::eventually(crate::support::FLOW_TIMEOUT, || async {
-        harness.metrics.held_behind_retry_total() >= 2
-    })
-    .await;
-    assert!(held, "the later messages were held");
+    poison_behind_a_landed_message(&harness).await;
+    two_later_messages_are_held(&harness).await;
     consumer.stop().await;
 
     let consumer = ordered_consumer(&harness, patient_config(&harness));
     // Through a few of the poison's retries under the new worker.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(landed(&harness, "stuck").await, [1]);
-    sqlx::query("UPDATE poison_fixed SET fixed = true")
-        .execute(&harness.pool)
-        .await
-        .expect("fix the poison");
+    fix_the_poison(&harness).await;
     wait_for_count(&harness, "SELECT count(*) FROM effects", 4).await;
     consumer.stop().await;
     relay.stop().await;
@@ -216,32 +213,12 @@ async fn held_messages_given_back_at_a_stop_keep_their_order_under_the_next_work
 #[tokio::test]
 async fn released_messages_keep_the_consumers_batch_limit() {
     let harness = Harness::start().await;
-    let relay = harness.relay();
-    let relay = Running::spawn(move |stop| relay.run(stop));
+    let relay = running_relay(&harness);
     let consumer = ordered_consumer(&harness, patient_config(&harness).with_max_batch(1));
 
-    harness
-        .enqueue(&[
-            harness.event("stuck", 1, false),
-            harness.event("stuck", 2, true),
-        ])
-        .await;
-    poison_is_retrying(&harness).await;
-    harness
-        .enqueue(&[
-            harness.event("stuck", 3, false),
-            harness.event("stuck", 4, false),
-        ])
-        .await;
-    let held = qapmap_testkit::eventually(crate::support::FLOW_TIMEOUT, || async {
-        harness.metrics.held_behind_retry_total() >= 2
-    })
-    .await;
-    assert!(held, "the later messages were held");
-    sqlx::query("UPDATE poison_fixed SET fixed = true")
-        .execute(&harness.pool)
-        .await
-        .expect("fix the poison");
+    poison_behind_a_landed_message(&harness).await;
+    two_later_messages_are_held(&harness).await;
+    fix_the_poison(&harness).await;
     wait_for_count(&harness, "SELECT count(*) FROM effects", 4).await;
     consumer.stop().await;
     relay.stop().await;
