@@ -106,7 +106,7 @@ impl<M: Keyed> KeyHolds<M> {
             .collect();
         for key in released {
             if let Some(hold) = self.holds.remove(&key) {
-                if hold.release_at <= now {
+                if hold.release_at <= now && !hold.followers.is_empty() {
                     tracing::warn!(partition_key = %key, blocker = %hold.blocker_id, held = hold.followers.len(), "the message to retry did not come back in time; its key's later messages go on");
                 }
                 self.held -= hold.followers.len();
