@@ -394,6 +394,7 @@ enum Verdict {
         holds_key: bool,
     },
     /// Not handled: an earlier message of its key in the batch will retry.
+    /// Held until it comes back (`key_holds`), nak'd when the holds are full.
     Deferred {
         delay: Duration,
     },
@@ -561,9 +562,7 @@ impl<H: MessageHandler> Consumer<H> {
         self.consume_with_holds(consumer, &mut session, &mut holds, stop)
             .await;
         for (pending, delay) in holds.give_back(Instant::now()) {
-            if let Err(error) = pending.message.ack_with(AckKind::Nak(Some(delay))).await {
-                tracing::warn!(consumer = %self.config.name, error.message = %error, "giving back a held message failed; it returns after the ack wait");
-            }
+            self.tell(&pending, AckKind::Nak(Some(delay))).await;
         }
     }
 
@@ -626,9 +625,17 @@ impl<H: MessageHandler> Consumer<H> {
     /// Resets the ack wait of every held message.
     async fn keep_held_unexpired(&self, holds: &KeyHolds<Pending>) {
         for pending in holds.held_messages() {
-            if let Err(error) = pending.message.ack_with(AckKind::Progress).await {
-                tracing::warn!(consumer = %self.config.name, error.message = %error, "progress ack failed; the held message may be redelivered (the hold keeps the newest delivery)");
-            }
+            // A held message redelivered anyway replaces its held copy.
+            self.tell(pending, AckKind::Progress).await;
+        }
+    }
+
+    /// Sends JetStream `ack` for a message. A failure is only logged: the
+    /// message comes back after the ack wait, and the inbox (or the holds,
+    /// for a held one) makes that harmless.
+    async fn tell(&self, pending: &Pending, ack: AckKind) {
+        if let Err(error) = pending.message.ack_with(ack).await {
+            tracing::warn!(consumer = %self.config.name, message_id = %pending.received.message_id, ack = ?ack, error.message = %error, "telling JetStream failed");
         }
     }
 
@@ -796,9 +803,7 @@ impl<H: MessageHandler> Consumer<H> {
             self.metrics.record_held(admitted.held as u64);
             for (pending, delay) in admitted.overflow {
                 tracing::warn!(consumer = %self.config.name, message_id = %pending.received.message_id, "too many messages held behind messages to retry; this one is nak'd");
-                if let Err(error) = pending.message.ack_with(AckKind::Nak(Some(delay))).await {
-                    tracing::warn!(consumer = %self.config.name, error.message = %error, "nak failed");
-                }
+                self.tell(&pending, AckKind::Nak(Some(delay))).await;
             }
             let mut batch = admitted.batch;
             let rest = batch.split_off(batch.len().min(self.config.max_batch));
@@ -879,10 +884,7 @@ impl<H: MessageHandler> Consumer<H> {
             acks.push((pending, ack));
         }
         for (pending, ack) in acks {
-            if let Err(error) = pending.message.ack_with(ack).await {
-                // Redelivery follows; the inbox makes it harmless.
-                tracing::warn!(consumer = %self.config.name, error.message = %error, "ack failed");
-            }
+            self.tell(&pending, ack).await;
         }
         committed
     }

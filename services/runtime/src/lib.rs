@@ -9,9 +9,9 @@
 //! - [`outbox`]: enqueueing messages in the caller's transaction.
 //! - [`relay`]: publishing the outbox to JetStream, in order per key.
 //! - [`consumer`], [`inbox`]: durable pull consumers whose handlers take
-//!   effect once per message (`key_holds`: later messages of a key wait
-//!   in memory behind one to retry); [`dead_letter`]: what ran out of deliveries,
-//!   and the admin service to replay or discard it.
+//!   effect once per message (`key_holds`: later messages of a key wait in
+//!   memory behind one to retry); [`dead_letter`]: what ran out of
+//!   deliveries, and the admin service to replay or discard it.
 //! - [`metrics`]: outbox backlog, publish and dead-letter counts.
 //! - [`health`]: `grpc.health.v1`, SERVING only while Postgres and NATS answer.
 //! - [`server`]: the gRPC server with health, reflection and graceful shutdown.

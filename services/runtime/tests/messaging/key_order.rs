@@ -1,7 +1,7 @@
 //! Per-key order behind a message to retry: the later messages of its key
 //! wait for it even when they arrive in later batches, they spend no
-//! JetStream deliveries while they wait, and they go on once it lands or
-//! becomes a dead letter.
+//! JetStream deliveries while they wait, and they go on once it lands,
+//! becomes a dead letter, or fails to come back in time.
 
 use std::time::Duration;
 
@@ -179,6 +179,40 @@ async fn messages_held_behind_a_dead_letter_land_after_it_in_order() {
         1,
         "the poison message, and only it, is a dead letter"
     );
+}
+
+/// Goal: when the message to retry never comes back (deleted from the
+/// stream here; a lost nak looks the same to the consumer), the messages
+/// held behind it go on, in order, once its retry delay and the ack wait
+/// have passed. Fails when a hold that runs out is never released.
+#[tokio::test]
+async fn messages_held_behind_a_message_that_never_returns_go_on_after_the_ack_wait() {
+    let harness = Harness::start().await;
+    let relay = running_relay(&harness);
+    let consumer = ordered_consumer(&harness, patient_config(&harness));
+
+    poison_behind_a_landed_message(&harness).await;
+    two_later_messages_are_held(&harness).await;
+    let stream = harness
+        .jetstream
+        .get_stream(harness.subjects.stream_name(StreamKind::Events))
+        .await
+        .expect("stream");
+    let mut deleted = false;
+    for sequence in 1..=4 {
+        let message = stream.get_raw_message(sequence).await.expect("stored");
+        if message.payload.as_ref() == b"poison:stuck:2" {
+            deleted = stream.delete_message(sequence).await.expect("delete");
+        }
+    }
+    assert!(deleted, "the poison message was deleted from the stream");
+    assert_eq!(landed(&harness, "stuck").await, [1], "still held");
+
+    wait_for_count(&harness, "SELECT count(*) FROM effects", 3).await;
+    consumer.stop().await;
+    relay.stop().await;
+    assert_eq!(landed(&harness, "stuck").await, [1, 3, 4]);
+    assert_eq!(harness.metrics.dead_lettered_total(), 0);
 }
 
 /// Goal: a worker that stops while it holds messages gives them back, and
