@@ -75,6 +75,8 @@ struct PhaseFigures {
     backlog: String,
     /// The big tables' sequential scans line (see `scans`).
     scans: String,
+    /// Rows written per saga by table (see `scans`).
+    writes: Vec<String>,
     /// CPU per saga by process, from the phase's start to its last saga's end.
     cpu: cpu::Usage,
 }
@@ -147,6 +149,9 @@ fn print_phase(label: &str, phase: &Phase, commits: &PhaseFigures, calibration: 
     );
     println!("{}", commits.backlog);
     println!("{}", commits.scans);
+    for line in &commits.writes {
+        println!("{line}");
+    }
     println!("{}", commits.cpu.line("saga"));
 }
 
@@ -223,7 +228,9 @@ where
     let cpu = cpu::Usage::between(&cpu_before, &cpu::snapshot(config), phase.outcomes.len());
     let backlog = backlog.stop();
     let (after, after_each, ended) = settle_and_count_each(counter).await?;
-    let scans = scans::line(&scans_before, &scan_counter.snapshot().await?);
+    let scans_after = scan_counter.snapshot().await?;
+    let scans = scans::line(&scans_before, &scans_after);
+    let writes = scans::writes_lines(&scans_before, &scans_after, phase.outcomes.len());
     scan_counter.close().await?;
     let mut each = [0; 4];
     for (index, slot) in each.iter_mut().enumerate() {
@@ -237,6 +244,7 @@ where
             each,
             backlog,
             scans,
+            writes,
             cpu,
         },
     ))
