@@ -74,6 +74,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use async_nats::connection::State as ConnectionState;
 use async_nats::jetstream::{self, AckKind, consumer::PullConsumer, consumer::pull};
 use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
@@ -581,6 +582,7 @@ impl<H: MessageHandler> Consumer<H> {
         // Held messages are kept from redelivery by progress acks.
         let progress_every = self.config.ack_wait / 3;
         let mut last_progress = Instant::now();
+        let client = self.jetstream.client();
         while !stop.is_stopped() {
             if suspect || last_used.elapsed() >= FETCH_EXPIRY {
                 if !lock_still_held(session).await {
@@ -599,6 +601,9 @@ impl<H: MessageHandler> Consumer<H> {
             if holds.held() > 0 && last_progress.elapsed() >= progress_every {
                 self.keep_held_unexpired(holds).await;
                 last_progress = Instant::now();
+            }
+            if !connected_within(&client, FETCH_EXPIRY, stop).await {
+                continue;
             }
             // A stop ends the wait for messages, never a batch in hand: a
             // batch dropped mid-way may have committed without its acks.
@@ -1368,6 +1373,35 @@ enum WholeBatch {
     Broken,
 }
 
+/// Whether the NATS connection is up, waiting up to `patience` for it.
+///
+/// A pull asked for while it is down waits in the client and reaches the
+/// server only on the reconnect, while the client counts the pull's life
+/// (its expiry plus 5 s) from when it was asked for. Back near the end of
+/// that life, the server delivers into the pull and the client ends it
+/// while its messages are still being handed out: the rest are dropped,
+/// and come back only after the ack wait, behind the later messages of
+/// their keys. So no pull is asked for until the connection is back.
+async fn connected_within(
+    client: &async_nats::Client,
+    patience: Duration,
+    stop: &mut StopSignal,
+) -> bool {
+    let deadline = Instant::now() + patience;
+    loop {
+        if client.connection_state() == ConnectionState::Connected {
+            return true;
+        }
+        if Instant::now() >= deadline
+            || until_stopped(stop, tokio::time::sleep(CONNECTION_POLL))
+                .await
+                .is_none()
+        {
+            return false;
+        }
+    }
+}
+
 /// `work`'s output, or `None` when `stop` comes first.
 async fn until_stopped<F: std::future::Future>(
     stop: &mut StopSignal,
@@ -1409,6 +1443,9 @@ where
 /// 5 s, with the consumer's worker waiting on it. (A bench run had sagas
 /// wait 6.0 s at 64 in flight; whether this was the cause is not known.)
 pub const PULL_GRACE: Duration = Duration::from_millis(500);
+
+/// How often a worker looks whether NATS is back before it pulls again.
+const CONNECTION_POLL: Duration = Duration::from_millis(20);
 
 /// How long the consumer waits for the server's word on a pull.
 const PULL_CHECK_TIMEOUT: Duration = Duration::from_secs(1);

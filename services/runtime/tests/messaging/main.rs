@@ -12,6 +12,7 @@ mod key_order;
 mod load;
 mod marks;
 mod outbox_tenancy;
+mod reconnect;
 mod relay;
 mod support;
 mod whole_batches;

@@ -194,12 +194,21 @@ impl Harness {
     }
 
     pub(crate) fn consumer(&self, config: ConsumerConfig) -> Consumer<RecordingHandler> {
+        self.consumer_on(self.jetstream.clone(), config)
+    }
+
+    /// A consumer that talks to NATS through `jetstream`'s own client.
+    pub(crate) fn consumer_on(
+        &self,
+        jetstream: jetstream::Context,
+        config: ConsumerConfig,
+    ) -> Consumer<RecordingHandler> {
         let handler = RecordingHandler {
             consumer: config.name.clone(),
         };
         Consumer::new(
             self.pool.clone(),
-            self.jetstream.clone(),
+            jetstream,
             self.subjects.clone(),
             config,
             handler,
