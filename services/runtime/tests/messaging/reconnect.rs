@@ -41,7 +41,7 @@ const BACK_BEFORE_THE_END: Duration = Duration::from_millis(250);
 /// out what the queued pull brought when the client dropped the rest;
 /// those would come back only after the ack wait (5 s here), behind the
 /// later messages of their keys (on the consumer without the wait for the
-/// connection: 40 effects out of order, three runs of three).
+/// connection: 40 effects out of order, four runs of four).
 #[tokio::test]
 async fn messages_that_waited_out_an_outage_land_at_once_and_in_order() {
     let starting = Instant::now();
