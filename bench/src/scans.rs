@@ -138,7 +138,8 @@ pub(crate) fn writes_lines(before: &Snapshot, after: &Snapshot, sagas: usize) ->
         return Vec::new();
     }
     let per_saga = |count: i64| count as f64 / sagas as f64;
-    let mut tables: Vec<(f64, String)> = after
+    // Per table written to: (full-index entries, rows written, its line).
+    let mut tables: Vec<(f64, f64, String)> = after
         .iter()
         .filter_map(|(table, counts)| {
             let earlier = before.get(table).copied().unwrap_or_default();
@@ -146,7 +147,8 @@ pub(crate) fn writes_lines(before: &Snapshot, after: &Snapshot, sagas: usize) ->
             let updated = counts.updated - earlier.updated;
             let hot = counts.hot_updated - earlier.hot_updated;
             let deleted = counts.deleted - earlier.deleted;
-            if inserted + updated + deleted == 0 {
+            let rows = inserted + updated + deleted;
+            if rows == 0 {
                 return None;
             }
             let entries = per_saga((inserted + updated - hot) * counts.full_indexes);
@@ -159,26 +161,15 @@ pub(crate) fn writes_lines(before: &Snapshot, after: &Snapshot, sagas: usize) ->
                 counts.full_indexes,
                 counts.partial_indexes
             );
-            Some((entries, line))
+            Some((entries, per_saga(rows), line))
         })
         .collect();
     tables.sort_by(|a, b| b.0.total_cmp(&a.0));
-    let rows: f64 = after
-        .iter()
-        .map(|(table, counts)| {
-            let earlier = before.get(table).copied().unwrap_or_default();
-            per_saga(
-                counts.inserted + counts.updated + counts.deleted
-                    - earlier.inserted
-                    - earlier.updated
-                    - earlier.deleted,
-            )
-        })
-        .sum();
-    let entries: f64 = tables.iter().map(|(entries, _)| entries).sum();
+    let rows: f64 = tables.iter().map(|(_, rows, _)| rows).sum();
+    let entries: f64 = tables.iter().map(|(entries, _, _)| entries).sum();
     let mut lines = vec![format!(
         "  rows written per saga: {rows:.1}, full-index entries {entries:.1}, by table:"
     )];
-    lines.extend(tables.into_iter().map(|(_, line)| line));
+    lines.extend(tables.into_iter().map(|(_, _, line)| line));
     lines
 }
