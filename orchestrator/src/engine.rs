@@ -226,7 +226,9 @@ impl Engine {
         Ok(())
     }
 
-    /// Wakes sagas whose deadline or retry time has come. Returns how many.
+    /// Wakes sagas whose timer look has come: those whose deadline or retry
+    /// time has come act, the others only move their next look up to it.
+    /// Returns how many were woken.
     pub async fn wake_due(&self) -> Result<usize, EngineError> {
         let mut transaction = self.pool.begin().await?;
         let due = store::lock_due(&mut transaction, Utc::now(), WAKE_BATCH).await?;
@@ -350,7 +352,7 @@ impl Engine {
                 return None;
             }
         };
-        let deadline = saga.wake_at.unwrap_or(now);
+        let deadline = saga.due_at.unwrap_or(now);
         let envelope = SagaCommand {
             saga_id: header.id.to_string(),
             saga_type: saga.definition.saga_type.to_owned(),

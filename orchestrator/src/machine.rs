@@ -87,9 +87,9 @@ impl StepStatus {
 /// What the current action waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Awaiting {
-    /// A reply; `wake_at` is its deadline.
+    /// A reply; `due_at` is its deadline.
     Reply,
-    /// A retry, due at `wake_at`.
+    /// A retry, at `due_at`.
     Retry,
     /// Nothing: the saga finished or is parked.
     Nothing,
@@ -144,7 +144,9 @@ pub struct Saga {
     /// Attempts at the current action.
     pub attempts: u32,
     pub awaiting: Awaiting,
-    pub wake_at: Option<DateTime<Utc>>,
+    /// When the current action is due: the reply's deadline or the
+    /// retry's time; None when nothing is awaited.
+    pub due_at: Option<DateTime<Utc>>,
     pub steps: Vec<StepRecord>,
 }
 
@@ -156,7 +158,7 @@ pub enum Event<'a> {
         compensation: bool,
         outcome: Outcome<'a>,
     },
-    /// The timer found `wake_at` in the past.
+    /// The timer looked at the saga (its action may not be due yet).
     Woke,
     /// An operator aborts a saga that has not reached its pivot.
     Abort { reason: &'a str },
@@ -202,7 +204,7 @@ impl Saga {
             cursor: 0,
             attempts: 0,
             awaiting: Awaiting::Nothing,
-            wake_at: None,
+            due_at: None,
             steps: (0..definition.step_count())
                 .map(|_| StepRecord::pending())
                 .collect(),
@@ -327,7 +329,7 @@ impl Saga {
     }
 
     fn on_wake(&mut self, now: DateTime<Utc>, timing: &Timing) -> Option<Send> {
-        if self.wake_at.is_none_or(|wake_at| wake_at > now) {
+        if self.due_at.is_none_or(|due_at| due_at > now) {
             return None;
         }
         match (self.state, self.awaiting) {
@@ -427,7 +429,7 @@ impl Saga {
             self.steps[self.cursor].attempts += 1;
         }
         self.awaiting = Awaiting::Reply;
-        self.wake_at = Some(now + timing.step_deadline);
+        self.due_at = Some(now + timing.step_deadline);
         Send {
             step: self.cursor,
             compensation,
@@ -442,7 +444,7 @@ impl Saga {
     ) -> Option<Send> {
         self.steps[self.cursor].last_error = reason.to_owned();
         self.awaiting = Awaiting::Retry;
-        self.wake_at = Some(now + timing.backoff(self.attempts));
+        self.due_at = Some(now + timing.backoff(self.attempts));
         None
     }
 
@@ -459,7 +461,7 @@ impl Saga {
         self.state = state;
         self.state_reason = reason.to_owned();
         self.awaiting = Awaiting::Nothing;
-        self.wake_at = None;
+        self.due_at = None;
         if state == SagaState::Compensated {
             for step in &mut self.steps {
                 if step.status == StepStatus::Pending {
@@ -475,7 +477,7 @@ impl Saga {
         self.state = SagaState::Parked;
         self.state_reason = reason;
         self.awaiting = Awaiting::Nothing;
-        self.wake_at = None;
+        self.due_at = None;
     }
 }
 
@@ -559,7 +561,7 @@ mod tests {
                 .iter()
                 .all(|status| *status == StepStatus::Succeeded)
         );
-        assert_eq!(saga.wake_at, None);
+        assert_eq!(saga.due_at, None);
     }
 
     #[test]

@@ -86,10 +86,11 @@ pub async fn insert(
     let sql = format!(
         "WITH saga AS (
              INSERT INTO sagas (id, company_id, saga_type, state, state_reason, request_id, request,
-                                context, cursor_step, attempts, awaiting, wake_at, initiator,
-                                initiator_roles, initiator_stakeholder_id, trace_id, traceparent,
-                                created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $18)
+                                context, cursor_step, attempts, awaiting, due_at, wake_at,
+                                initiator, initiator_roles, initiator_stakeholder_id, trace_id,
+                                traceparent, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, $13, $14, $15, $16, $17,
+                     $18, $18)
          ), steps AS (
              INSERT INTO saga_steps (saga_id, company_id, step_index, name, service, kind, status,
                                      attempts, started_at, finished_at, last_error)
@@ -113,7 +114,7 @@ pub async fn insert(
         .bind(cursor_as_i32(saga.cursor))
         .bind(i32::try_from(saga.attempts).unwrap_or(i32::MAX))
         .bind(saga.awaiting.as_str())
-        .bind(saga.wake_at)
+        .bind(saga.due_at)
         .bind(&new.initiator.subject)
         .bind(&new.initiator.roles)
         .bind(new.initiator.stakeholder_id)
@@ -198,11 +199,12 @@ pub async fn save_many(
              UPDATE sagas SET state = changed.state, state_reason = changed.state_reason,
                               context = changed.context, cursor_step = changed.cursor_step,
                               attempts = changed.attempts, awaiting = changed.awaiting,
-                              wake_at = changed.wake_at, updated_at = $1
+                              due_at = changed.due_at, wake_at = {WAKE_AT_KEPT_IF_EARLIER},
+                              updated_at = $1
              FROM unnest($2::uuid[], $3::text[], $4::text[], $5::jsonb[], $6::int[], $7::int[],
                          $8::text[], $9::timestamptz[])
                   AS changed (id, state, state_reason, context, cursor_step, attempts, awaiting,
-                              wake_at)
+                              due_at)
              WHERE sagas.id = changed.id
          ), steps AS (
              UPDATE saga_steps SET status = step.status, attempts = step.attempts,
@@ -240,7 +242,7 @@ pub async fn save_many(
         .bind(&sagas.cursor)
         .bind(&sagas.attempts)
         .bind(&sagas.awaiting)
-        .bind(&sagas.wake_at)
+        .bind(&sagas.due_at)
         .bind(&step_saga_ids)
         .bind(&steps.index)
         .bind(&steps.status)
@@ -274,6 +276,16 @@ pub async fn save_many(
     Ok(())
 }
 
+/// The timer's next look (`wake_at`) after a save, with `sagas` the row as
+/// loaded and `changed` the saga now: none when nothing is due; a look still
+/// to come and no later than the new due time is kept, so a saga's updates
+/// between its first step and its end change no indexed column and can be
+/// HOT; otherwise the new due time.
+const WAKE_AT_KEPT_IF_EARLIER: &str = "CASE WHEN changed.due_at IS NULL THEN NULL
+                                   WHEN sagas.wake_at > $1 AND sagas.wake_at <= changed.due_at
+                                   THEN sagas.wake_at
+                                   ELSE changed.due_at END";
+
 /// Sagas' mutable state as column arrays, for `unnest`.
 #[derive(Debug, Default)]
 struct SagaColumns {
@@ -284,7 +296,7 @@ struct SagaColumns {
     cursor: Vec<i32>,
     attempts: Vec<i32>,
     awaiting: Vec<&'static str>,
-    wake_at: Vec<Option<DateTime<Utc>>>,
+    due_at: Vec<Option<DateTime<Utc>>>,
 }
 
 impl SagaColumns {
@@ -300,7 +312,7 @@ impl SagaColumns {
         self.attempts
             .push(i32::try_from(saga.attempts).unwrap_or(i32::MAX));
         self.awaiting.push(saga.awaiting.as_str());
-        self.wake_at.push(saga.wake_at);
+        self.due_at.push(saga.due_at);
         Ok(())
     }
 }
@@ -389,7 +401,7 @@ fn cursor_as_i32(index: usize) -> i32 {
 /// A saga row with its steps as arrays in step order (`sagas` as `s`), so
 /// a saga loads in one round trip.
 const SAGA_SELECT: &str = "SELECT s.id, s.company_id, s.saga_type, s.state, s.state_reason,
-        s.request_id, s.context, s.cursor_step, s.attempts, s.awaiting, s.wake_at, s.initiator,
+        s.request_id, s.context, s.cursor_step, s.attempts, s.awaiting, s.due_at, s.initiator,
         s.initiator_roles, s.initiator_stakeholder_id, s.trace_id, s.traceparent, s.created_at,
         s.updated_at,
         ARRAY(SELECT status FROM saga_steps WHERE saga_id = s.id ORDER BY step_index) AS step_status,
@@ -446,7 +458,7 @@ pub async fn find_by_request(
     Ok(found)
 }
 
-/// Ids of sagas whose wake time has come, locked (skipping ones another
+/// Ids of sagas whose timer look (`wake_at`) has come, locked (skipping ones another
 /// orchestrator holds) until the transaction ends.
 pub async fn lock_due(
     connection: &mut PgConnection,
@@ -528,7 +540,7 @@ fn from_row(row: &sqlx::postgres::PgRow) -> Result<StoredSaga, StoreError> {
         cursor: usize::try_from(cursor).map_err(|_| corrupt("cursor_step"))?,
         attempts: u32::try_from(attempts).map_err(|_| corrupt("attempts"))?,
         awaiting: Awaiting::parse(&awaiting).ok_or_else(|| corrupt("awaiting"))?,
-        wake_at: row.try_get("wake_at")?,
+        due_at: row.try_get("due_at")?,
         steps: steps_of(row)?,
     };
     if saga.steps.len() != definition.step_count() {

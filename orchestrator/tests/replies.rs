@@ -1,11 +1,15 @@
-//! A batch of replies applied in one step (`Engine::handle_replies`, the
-//! consumer's set-based path) leaves every saga, step and command exactly
-//! as the same replies applied one by one (`Engine::handle_reply`) do,
-//! against the real Postgres: two twin sets of sagas, one per path.
+//! Replies and the timer against the real Postgres:
+//! - a batch of replies applied in one step (`Engine::handle_replies`, the
+//!   consumer's set-based path) leaves every saga, step and command exactly
+//!   as the same replies applied one by one (`Engine::handle_reply`) do: two
+//!   twin sets of sagas, one per path;
+//! - the timer's look (`wake_at`) kept through a saga's steps never delays
+//!   a deadline (`due_at`), and a look that comes early acts on nothing.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, Utc};
 use prost::Message;
 use qapmap_orchestrator::context::{SagaContext, SagaInput};
 use qapmap_orchestrator::definition::Timing;
@@ -25,6 +29,10 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 async fn engine(database: &TestDatabase) -> Engine {
+    engine_with(database, Timing::default()).await
+}
+
+async fn engine_with(database: &TestDatabase, timing: Timing) -> Engine {
     let pool = PgPool::connect(&database.url).await.expect("connect");
     qapmap_runtime::database::runtime_migrator()
         .run(&pool)
@@ -37,7 +45,7 @@ async fn engine(database: &TestDatabase) -> Engine {
     Engine {
         pool: pool.clone(),
         subjects: Subjects::new("replies-test"),
-        timing: Timing::default(),
+        timing,
         metrics: Arc::new(SagaMetrics::new(pool)),
     }
 }
@@ -257,4 +265,98 @@ async fn a_batch_of_replies_leaves_the_same_sagas_and_commands_as_one_by_one() {
     for running in [0, 2, 3, 4] {
         assert_eq!(state(batched[running]).await, "running", "saga {running}");
     }
+}
+
+/// The saga's timer look, its action's due time, its state and what each
+/// step is doing.
+async fn timer_view(
+    pool: &PgPool,
+    saga: Uuid,
+) -> (
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+    String,
+    Vec<String>,
+) {
+    let (wake_at, due_at, state) =
+        sqlx::query_as("SELECT wake_at, due_at, state FROM sagas WHERE id = $1")
+            .bind(saga)
+            .fetch_one(pool)
+            .await
+            .expect("saga row");
+    let steps =
+        sqlx::query_scalar("SELECT status FROM saga_steps WHERE saga_id = $1 ORDER BY step_index")
+            .bind(saga)
+            .fetch_all(pool)
+            .await
+            .expect("step rows");
+    (wake_at, due_at, state, steps)
+}
+
+async fn sleep_past(instant: DateTime<Utc>) {
+    let left = (instant - Utc::now()).to_std().unwrap_or_default();
+    tokio::time::sleep(left + Duration::from_millis(50)).await;
+}
+
+#[tokio::test]
+async fn a_look_kept_through_the_steps_acts_on_nothing_early_and_the_deadline_still_holds() {
+    let database = TestDatabase::create("orch_timer").await;
+    let engine = engine_with(
+        &database,
+        Timing {
+            step_deadline: Duration::from_secs(2),
+            ..Timing::default()
+        },
+    )
+    .await;
+    let saga = start_exercise(&engine, Uuid::now_v7(), Uuid::now_v7()).await;
+    let (first_look, first_due, _, _) = timer_view(&engine.pool, saga).await;
+    assert_eq!(first_look, first_due, "a new saga's look is its deadline");
+
+    // Step 0 answers 1.5 s in: step 1 is due 2 s later, after the look.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut transaction = engine.pool.begin().await.expect("begin");
+    engine
+        .handle_reply(&mut transaction, &succeeded(saga, 0, reserved()))
+        .await
+        .expect("reply applied");
+    transaction.commit().await.expect("commit");
+    let (look, due, state, steps) = timer_view(&engine.pool, saga).await;
+    let (look, due) = (look.expect("a look"), due.expect("a deadline"));
+    assert_eq!(Some(look), first_look, "the earlier look is kept");
+    assert!(
+        due > look,
+        "step 1's deadline {due} is after the look {look}"
+    );
+    assert_eq!((state.as_str(), steps[1].as_str()), ("running", "running"));
+
+    // The look comes before step 1's deadline: nothing times out, and the
+    // next look is the deadline itself.
+    sleep_past(look).await;
+    assert_eq!(engine.wake_due().await.expect("timer pass"), 1);
+    let (next_look, still_due, state, steps) = timer_view(&engine.pool, saga).await;
+    assert!(Utc::now() < due, "the machine stalled past the deadline");
+    assert_eq!(still_due, Some(due));
+    assert_eq!(next_look, Some(due), "the next look is the deadline");
+    assert_eq!(
+        (state.as_str(), steps[1].as_str()),
+        ("running", "running"),
+        "an early look times nothing out"
+    );
+    assert_eq!(engine.wake_due().await.expect("timer pass"), 0);
+
+    // Past the deadline the hold step times out and is compensated.
+    sleep_past(due).await;
+    assert_eq!(engine.wake_due().await.expect("timer pass"), 1);
+    let (_, _, state, steps) = timer_view(&engine.pool, saga).await;
+    assert_eq!(state, "compensating");
+    assert_eq!(steps[1], "compensating", "the timed-out hold is undone");
+    let compensations: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM outbox WHERE partition_key = $1 AND subject LIKE '%release%'",
+    )
+    .bind(saga.to_string())
+    .fetch_one(&engine.pool)
+    .await
+    .expect("count");
+    assert_eq!(compensations, 1, "one release command sent");
 }
