@@ -166,6 +166,12 @@ impl Usage {
     }
 }
 
+/// User plus system CPU of one process so far, in clock ticks (100 a
+/// second); None when it is gone.
+pub(crate) fn process_ticks(pid: u32) -> Option<u64> {
+    ProcessStat::read(pid).map(|stat| stat.own_ticks)
+}
+
 /// The fields of /proc/<pid>/stat this module reads.
 #[derive(Debug)]
 struct ProcessStat {

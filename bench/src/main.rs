@@ -11,6 +11,9 @@
 //!   for the processes to verify the bench's token with.
 //! - `vesting [AWARDS]`: the vesting measurement alone (no services), e.g.
 //!   under `perf record`.
+//! - `nats-pulls NATS_URL NATS_SERVER_PID [MESSAGES]`: the NATS server's CPU
+//!   for a message pulled alone, with a fetch per pull and with one
+//!   subscription (a probe; see `nats_pulls`).
 
 mod backlog;
 mod cap_table;
@@ -20,6 +23,7 @@ mod cpu;
 mod keys;
 mod machine;
 mod memory;
+mod nats_pulls;
 mod report;
 mod sagas;
 mod scans;
@@ -50,8 +54,9 @@ async fn main() -> ExitCode {
             _ => Err(anyhow::anyhow!("usage: keys DIR")),
         },
         Some("vesting") => vesting_only(&args[1..]).map(|()| true),
+        Some("nats-pulls") => nats_pulls_only(&args[1..]).await.map(|()| true),
         Some(other) => Err(anyhow::anyhow!(
-            "unknown subcommand {other}; use run, create-databases, drop-databases, delete-streams, keys or vesting"
+            "unknown subcommand {other}; use run, create-databases, drop-databases, delete-streams, keys, vesting or nats-pulls"
         )),
     };
     match result {
@@ -107,6 +112,15 @@ fn vesting_only(args: &[String]) -> anyhow::Result<()> {
         stats::ms(result.sum_only)
     );
     Ok(())
+}
+
+async fn nats_pulls_only(args: &[String]) -> anyhow::Result<()> {
+    let (url, pid, messages) = match args {
+        [url, pid] => (url, pid, "5000"),
+        [url, pid, messages] => (url, pid, messages.as_str()),
+        _ => anyhow::bail!("usage: nats-pulls NATS_URL NATS_SERVER_PID [MESSAGES]"),
+    };
+    nats_pulls::run(url, pid.parse()?, messages.parse()?).await
 }
 
 async fn delete_streams(args: &[String]) -> anyhow::Result<()> {
