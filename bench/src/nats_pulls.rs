@@ -48,6 +48,9 @@ async fn compare(
             .create_consumer(pull::Config {
                 durable_name: Some(mode.consumer_name().to_owned()),
                 ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                // Only what this mode publishes: the earlier mode's messages
+                // would reach the second consumer in full pulls.
+                deliver_policy: jetstream::consumer::DeliverPolicy::New,
                 ..Default::default()
             })
             .await?;
