@@ -120,7 +120,13 @@ async fn nats_pulls_only(args: &[String]) -> anyhow::Result<()> {
         [url, pid, messages] => (url, pid, messages.as_str()),
         _ => anyhow::bail!("usage: nats-pulls NATS_URL NATS_SERVER_PID [MESSAGES]"),
     };
-    nats_pulls::run(url, pid.parse()?, messages.parse()?).await
+    let pid = pid
+        .parse()
+        .map_err(|error| anyhow::anyhow!("NATS_SERVER_PID {pid:?}: {error}"))?;
+    let messages = messages
+        .parse()
+        .map_err(|error| anyhow::anyhow!("MESSAGES {messages:?}: {error}"))?;
+    nats_pulls::run(url, pid, messages).await
 }
 
 async fn delete_streams(args: &[String]) -> anyhow::Result<()> {

@@ -56,10 +56,7 @@ async fn compare(
             .await?;
         let before = (cpu_ticks(server_pid)?, cpu_ticks(std::process::id())?);
         let began = Instant::now();
-        match mode {
-            Mode::FetchPerPull => fetch_each(jetstream, &consumer, subject, messages).await?,
-            Mode::OneSubscription => stream_each(jetstream, &consumer, subject, messages).await?,
-        }
+        rounds(mode, jetstream, &consumer, subject, messages).await?;
         let took = began.elapsed();
         let after = (cpu_ticks(server_pid)?, cpu_ticks(std::process::id())?);
         let per_message = |ticks: u64| ticks as f64 * 10_000.0 / f64::from(messages);
@@ -97,60 +94,52 @@ impl Mode {
     }
 }
 
-async fn fetch_each(
+/// `messages` rounds of: publish one message (its ack awaited), receive it
+/// the way `mode` pulls, acknowledge it.
+async fn rounds(
+    mode: Mode,
     jetstream: &jetstream::Context,
     consumer: &PullConsumer,
     subject: &str,
     messages: u32,
 ) -> anyhow::Result<()> {
+    let mut kept = match mode {
+        Mode::FetchPerPull => None,
+        Mode::OneSubscription => Some(consumer.messages().await?),
+    };
     for _ in 0..messages {
         jetstream
             .publish(subject.to_owned(), "x".into())
             .await?
             .await?;
-        let mut pulled = consumer
-            .fetch()
-            .max_messages(FETCH_BATCH_SIZE)
-            .expires(FETCH_EXPIRY)
-            .messages()
-            .await?;
-        let mut received = 0;
-        while let Some(message) = pulled.next().await {
-            message
-                .map_err(|error| anyhow::anyhow!(error))?
-                .ack()
-                .await
-                .map_err(|error| anyhow::anyhow!(error))?;
-            received += 1;
-        }
-        anyhow::ensure!(received == 1, "a pull brought {received} messages, not 1");
+        let Some(incoming) = kept.as_mut() else {
+            let mut pulled = consumer
+                .fetch()
+                .max_messages(FETCH_BATCH_SIZE)
+                .expires(FETCH_EXPIRY)
+                .messages()
+                .await?;
+            let mut received = 0;
+            while let Some(message) = pulled.next().await {
+                acknowledge(message).await?;
+                received += 1;
+            }
+            anyhow::ensure!(received == 1, "a pull brought {received} messages, not 1");
+            continue;
+        };
+        acknowledge(incoming.next().await.context("the pull stream ended")?).await?;
     }
     Ok(())
 }
 
-async fn stream_each(
-    jetstream: &jetstream::Context,
-    consumer: &PullConsumer,
-    subject: &str,
-    messages: u32,
+async fn acknowledge<E: std::fmt::Display>(
+    message: Result<jetstream::Message, E>,
 ) -> anyhow::Result<()> {
-    let mut incoming = consumer.messages().await?;
-    for _ in 0..messages {
-        jetstream
-            .publish(subject.to_owned(), "x".into())
-            .await?
-            .await?;
-        let message = incoming
-            .next()
-            .await
-            .context("the pull stream ended")?
-            .map_err(|error| anyhow::anyhow!(error))?;
-        message
-            .ack()
-            .await
-            .map_err(|error| anyhow::anyhow!(error))?;
-    }
-    Ok(())
+    let message = message.map_err(|error| anyhow::anyhow!("receiving: {error}"))?;
+    message
+        .ack()
+        .await
+        .map_err(|error| anyhow::anyhow!("acknowledging: {error}"))
 }
 
 fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
